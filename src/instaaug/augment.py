@@ -1,0 +1,300 @@
+"""Augmenters: φ → distribution → sample → apply, and the learned one, ``InstaAug``.
+
+Every augmenter is an ``nn.Module`` whose call ``aug(x, y=None)`` returns an ``AugmentOutput``: n_copies views per
+input, ordered so that the views of input b are rows b·n … b·n + n - 1 (``out.repeat(y)`` repeats labels to match).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .distributions import DEFAULT_MIN_WIDTH, UniformRanges
+from .io import load_tensors, read_json, save_tensors, write_json
+from .networks import MODES, InvarianceNet, UniformRangeHead
+from .transforms import PADDING_MODES, TransformStack
+from .validation import check_images, check_labels, check_positive_int, dataclass_from_dict
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+_FORMAT = "instaaug.InstaAug"
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AugmentOutput:
+    """The result of ``aug(x)`` for a batch of B inputs and n copies each.
+
+    Attributes:
+        images: (B·n, C, H, W) augmented views; rows b·n … b·n + n - 1 come from input b.
+        params: (B·n, D) the sampled transformation parameters (differentiable when reparameterised).
+        log_prob: (B·n,) log-probability of each view's parameters under p(τ; φ(x)), with the parameters
+            treated as fixed (the score-function term of REINFORCE).
+        entropy: (B,) entropy of p(τ; φ(x)) per input.
+        n_copies: n.
+        reparameterized: whether gradients reach φ through ``params`` (uniform ranges) rather than only
+            through ``log_prob`` (categorical crops).
+        distribution: the distribution the views were drawn from (batch B).
+    """
+
+    images: torch.Tensor
+    params: torch.Tensor
+    log_prob: torch.Tensor
+    entropy: torch.Tensor
+    n_copies: int
+    reparameterized: bool
+    distribution: Any = None
+
+    def repeat(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Repeat a per-input tensor (B, ...) to match the views (B·n, ...), e.g. the labels."""
+        return tensor.repeat_interleave(self.n_copies, dim=0)
+
+
+class Augmenter(nn.Module):
+    """Shared machinery of augmenters with a uniform parameterisation over a ``TransformStack``.
+
+    Subclasses implement ``_distribution(x, y)``; this class validates input, samples n copies with the
+    reparameterisation trick, applies the transforms in one batched pass and packs an ``AugmentOutput``.
+    """
+
+    def __init__(
+        self,
+        transforms: Sequence[str],
+        *,
+        in_channels: int = 3,
+        n_copies: int = 1,
+        padding_mode: str = "zeros",
+        min_width: float = DEFAULT_MIN_WIDTH,
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__()
+        self.stack = TransformStack(transforms, padding_mode)
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.stack.check_channels(in_channels)
+        self.n_copies = check_positive_int(n_copies, "n_copies")
+        self.min_width = min_width
+        #: Check image values (finite, in [0, 1]) on every call; a host synchronisation on GPU.
+        self.check_inputs = check_inputs
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Per-dimension parameter names, e.g. ``("rotation", "hue")``."""
+        return self.stack.param_names
+
+    def _distribution(self, x: torch.Tensor, y: torch.Tensor | None) -> UniformRanges:
+        raise NotImplementedError
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        check_images(x, channels=self.in_channels, check_values=self.check_inputs)
+        if y is not None:
+            check_labels(y, x.shape[0])
+
+    def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> UniformRanges:
+        """The distribution p(τ; φ(x)) for images x (B, C, H, W) in [0, 1]; ``.low``/``.high`` are (B, D)."""
+        self._check(x, y)
+        return self._distribution(x, y)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        n_copies: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> AugmentOutput:
+        """Sample ``n_copies`` views of every image of x (B, C, H, W); see ``AugmentOutput`` for the shapes.
+
+        Args:
+            x: images in [0, 1].
+            y: labels (B,), used by class-conditional augmenters.
+            n_copies: overrides the augmenter's own ``n_copies`` for this call.
+            generator: a ``torch.Generator`` for reproducible sampling.
+        """
+        self._check(x, y)
+        n = self.n_copies if n_copies is None else check_positive_int(n_copies, "n_copies")
+        dist = self._distribution(x, y)
+        return sample_views(x, dist, self.stack, n, generator)
+
+
+def sample_views(
+    x: torch.Tensor,
+    dist: UniformRanges,
+    stack: TransformStack,
+    n: int,
+    generator: torch.Generator | None = None,
+) -> AugmentOutput:
+    """Draw n parameter vectors per input from ``dist`` (batch B) and apply ``stack`` to x (B, C, H, W)."""
+    batch = x.shape[0]
+    samples = dist.rsample((n,), generator)  # (n, B, D)
+    log_prob = dist.log_prob(samples.detach())  # (n, B)
+    params = samples.transpose(0, 1).reshape(batch * n, -1)
+    images = stack(x.repeat_interleave(n, dim=0), params.to(x.dtype))
+    return AugmentOutput(
+        images=images,
+        params=params,
+        log_prob=log_prob.transpose(0, 1).reshape(batch * n),
+        entropy=dist.entropy(),
+        n_copies=n,
+        reparameterized=dist.has_rsample,
+        distribution=dist,
+    )
+
+
+@dataclass(frozen=True)
+class InstaAugConfig:
+    """Everything that defines an ``InstaAug`` module; saved as JSON beside its weights.
+
+    Attributes:
+        transforms: transform family names (see ``instaaug.transforms.FAMILIES``).
+        mode: ``instance`` (φ depends on x), ``global`` (input-independent) or ``class`` (per label).
+        network: φ's backbone in instance mode: ``small_cnn`` or ``preact_resnet18``.
+        width: φ's first-stage channel count.
+        depth: stages of ``small_cnn``.
+        in_channels: image channels C.
+        num_classes: number of classes (``class`` mode only).
+        n_copies: views sampled per input on each call.
+        entropy_range: the [Hmin, Hmax] band the entropy controller keeps the mean entropy in; None for
+            ``TransformStack.default_entropy_range()``.
+        init_half_width: the initial interval [-w, w] per parameter dimension; None for the families' defaults.
+        min_width: narrowest interval (keeps the entropy finite).
+        symmetric: intervals [-w, w] instead of free [low, high] (Augerino's parameterisation).
+        padding_mode: how geometric transforms fill pixels from outside the image.
+    """
+
+    transforms: tuple[str, ...] = ("rotation",)
+    mode: str = "instance"
+    network: str = "small_cnn"
+    width: int = 16
+    depth: int = 3
+    in_channels: int = 3
+    num_classes: int | None = None
+    n_copies: int = 1
+    entropy_range: tuple[float, float] | None = None
+    init_half_width: tuple[float, ...] | None = None
+    min_width: float = DEFAULT_MIN_WIDTH
+    symmetric: bool = False
+    padding_mode: str = "zeros"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.transforms, str):
+            object.__setattr__(self, "transforms", (self.transforms,))
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
+        for key in ("width", "depth", "in_channels", "n_copies"):
+            check_positive_int(getattr(self, key), key)
+        if self.entropy_range is not None:
+            lo, hi = self.entropy_range
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                raise ValueError(
+                    f"entropy_range must be finite (Hmin, Hmax) with Hmin ≤ Hmax, got {self.entropy_range}"
+                )
+        if not (isinstance(self.min_width, float | int) and self.min_width > 0):
+            raise ValueError(f"min_width must be > 0, got {self.min_width!r}")
+
+
+class InstaAug(Augmenter):
+    """Instance-specific learned augmentation (Miao et al., ICML 2023), uniform parameterisation.
+
+    φ maps each input to an interval [low, high] per transform dimension; views are drawn from
+    U(low, high) with the reparameterisation trick, so the task loss trains φ through the sampled parameters.
+
+    Example:
+        >>> aug = InstaAug(transforms=("rotation", "hue"))
+        >>> out = aug(x)                       # out.images (B, C, H, W), out.entropy (B,)
+        >>> dist = aug.distribution(x)         # dist.low, dist.high (B, 2); dist.names == ("rotation", "hue")
+
+    Keyword options are the fields of ``InstaAugConfig``; unknown ones raise a ValueError.
+    """
+
+    def __init__(self, transforms: Sequence[str] = ("rotation",), **options: Any) -> None:
+        config = dataclass_from_dict(
+            InstaAugConfig, {"transforms": tuple(transforms), **options}, what="InstaAug option"
+        )
+        super().__init__(
+            config.transforms,
+            in_channels=config.in_channels,
+            n_copies=config.n_copies,
+            padding_mode=config.padding_mode,
+            min_width=config.min_width,
+        )
+        init = config.init_half_width or tuple(self.stack.init_half_widths())
+        if len(init) != self.stack.dim:
+            raise ValueError(f"init_half_width needs {self.stack.dim} entries {self.names}, got {len(init)}")
+        self.head = UniformRangeHead(self.stack.bounds(), init, config.min_width, symmetric=config.symmetric)
+        self.net = InvarianceNet(
+            self.head.out_dim,
+            mode=config.mode,
+            network=config.network,
+            in_channels=config.in_channels,
+            num_classes=config.num_classes,
+            width=config.width,
+            depth=config.depth,
+        )
+        self.config = config
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    @property
+    def entropy_range(self) -> tuple[float, float]:
+        """[Hmin, Hmax] for the entropy controller (the configured band or the families' default)."""
+        return self.config.entropy_range or self.stack.default_entropy_range()
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        super()._check(x, y)
+        if self.mode == "class":
+            if y is None and self.training:
+                raise ValueError("mode 'class' needs labels y during training (at test time y=None uses the mean)")
+            if y is not None:
+                check_labels(y, x.shape[0], self.config.num_classes)
+
+    def _distribution(self, x: torch.Tensor, y: torch.Tensor | None) -> UniformRanges:
+        param = next(self.net.parameters())
+        raw = self.net(x.to(param.dtype), y)
+        low, high = self.head(raw)
+        return UniformRanges(low.to(x.dtype), high.to(x.dtype), self.names, self.min_width)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Persistence
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``weights.safetensors`` into ``directory`` (created), each atomically."""
+        directory = Path(directory)
+        save_tensors(directory / WEIGHTS_FILE, self.state_dict())
+        write_json(
+            directory / CONFIG_FILE,
+            {"format": _FORMAT, "version": _FORMAT_VERSION, "config": dataclasses.asdict(self.config)},
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> InstaAug:
+        """Rebuild an augmenter saved with ``save``; reads JSON and safetensors only (no pickled code runs)."""
+        directory = Path(directory)
+        meta = read_json(directory / CONFIG_FILE)
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or "config" not in meta:
+            raise ValueError(f"{directory / CONFIG_FILE} is not an InstaAug config (expected format {_FORMAT!r})")
+        if meta.get("version") != _FORMAT_VERSION:
+            raise ValueError(f"unsupported InstaAug format version {meta.get('version')!r}")
+        config = dataclass_from_dict(InstaAugConfig, meta["config"], what="InstaAug config")
+        options = dataclasses.asdict(config)
+        transforms = options.pop("transforms")
+        aug = InstaAug(transforms, **options)
+        state = load_tensors(directory / WEIGHTS_FILE)
+        missing, unexpected = aug.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{directory / WEIGHTS_FILE} does not match its config: missing {missing}, unexpected {unexpected}"
+            )
+        return aug.to(map_location)

@@ -1,0 +1,81 @@
+"""The entropy controller: λ is raised when the mean entropy is too low and lowered when it is too high."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class EntropyController(nn.Module):
+    """Keeps the running mean of the *training* entropy inside [h_min, h_max] by adjusting λ.
+
+    After every training step, ``update(mean_entropy)`` folds the batch's mean entropy into an exponential
+    running mean and multiplies λ by ``rate`` if that mean is below ``h_min``, divides it by ``rate`` if above
+    ``h_max``, and leaves it otherwise; λ stays in [lam_min, lam_max]. Feed it training batches only: the
+    controller never needs, and must never see, test data.
+
+    All state lives in buffers (move the controller to the training device with ``.to``), so updates never
+    synchronise with the host, and
+    ``state_dict`` / ``load_state_dict`` save and restore it with a run.
+
+    Args:
+        h_min, h_max: the target entropy band (nats).
+        lam_init: the starting λ (small: the task loss leads at first).
+        rate: the multiplicative step (> 1).
+        lam_min, lam_max: bounds on λ.
+        momentum: weight of the past in the running mean of the entropy (0 uses the last batch only).
+    """
+
+    def __init__(
+        self,
+        h_min: float,
+        h_max: float,
+        lam_init: float = 0.01,
+        rate: float = 1.02,
+        lam_min: float = 1e-4,
+        lam_max: float = 10.0,
+        momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        for name, value in (("h_min", h_min), ("h_max", h_max)):
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
+        if h_min > h_max:
+            raise ValueError(f"h_min must be ≤ h_max, got [{h_min}, {h_max}]")
+        if not 0 < lam_min <= lam_init <= lam_max:
+            raise ValueError(f"need 0 < lam_min ≤ lam_init ≤ lam_max, got {lam_min}, {lam_init}, {lam_max}")
+        if rate <= 1:
+            raise ValueError(f"rate must be > 1, got {rate}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.h_min, self.h_max = float(h_min), float(h_max)
+        self.rate, self.lam_min, self.lam_max, self.momentum = (
+            float(rate),
+            float(lam_min),
+            float(lam_max),
+            momentum,
+        )
+        self.register_buffer("lam", torch.tensor(float(lam_init)))
+        self.register_buffer("running_entropy", torch.tensor(0.0))
+        self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, mean_entropy: torch.Tensor) -> torch.Tensor:
+        """Fold in a training batch's mean entropy (a 0-d tensor) and adjust λ; returns the new λ (0-d)."""
+        h = mean_entropy.detach().to(self.running_entropy)
+        self.running_entropy = torch.where(
+            self.steps == 0, h, self.momentum * self.running_entropy + (1 - self.momentum) * h
+        )
+        factor = torch.where(
+            self.running_entropy < self.h_min,
+            self.rate,
+            torch.where(self.running_entropy > self.h_max, 1 / self.rate, 1.0),
+        )
+        self.lam = (self.lam * factor).clamp(self.lam_min, self.lam_max)
+        self.steps = self.steps + 1
+        return self.lam
+
+    def extra_repr(self) -> str:
+        return f"band=[{self.h_min}, {self.h_max}], rate={self.rate}, lam∈[{self.lam_min}, {self.lam_max}]"

@@ -1,0 +1,20 @@
+"""Built-in experiments, by name. Each module defines ``DESCRIPTION``, a ``Config`` dataclass with a
+``quick()`` variant, and ``run(config, out_dir, data=None) -> dict`` writing ``metrics.json`` and figures."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+#: experiment name → module (imported on first use, so ``instaaug list`` stays fast).
+EXPERIMENTS = {
+    "rotation": "instaaug.experiments.rotation",
+    "color": "instaaug.experiments.color",
+}
+
+
+def get_experiment(name: str) -> ModuleType:
+    """The module of experiment ``name``; an unknown name raises a ValueError listing the known ones."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; known experiments: {sorted(EXPERIMENTS)}")
+    return importlib.import_module(EXPERIMENTS[name])

@@ -1,0 +1,131 @@
+"""Files: atomic writes, safetensors weights and JSON metadata. Nothing here ever unpickles."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, with a clear error when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
+    """Atomically save a flat dict of tensors as safetensors (copies are made contiguous and unshared)."""
+    data = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    atomic_write_bytes(path, save_safetensors_bytes(data))
+
+
+def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a missing, truncated or foreign file gives a clear error (never unpickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        tensors = load_safetensors_bytes(path.read_bytes())
+    except (SafetensorError, ValueError, OSError) as e:
+        raise ValueError(
+            f"{path} is not a valid safetensors file (truncated, corrupted or another format): {e}"
+        ) from None
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Checkpoints: nested state (dicts, lists, tensors, plain values) in one safetensors file. Tensors are stored as
+# tensors; everything else goes to a JSON skeleton in the file's metadata, so the file is written atomically as a
+# whole and reading it never unpickles.
+
+_SKELETON_KEY = "instaaug.skeleton"
+_TENSOR_TAG = "__tensor__"
+
+
+def _flatten(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj
+        return {_TENSOR_TAG: path}
+    if isinstance(obj, dict):
+        return {
+            "__dict__": [
+                [_flatten(k, f"{path}.k{i}", tensors), _flatten(v, f"{path}.{i}", tensors)]
+                for i, (k, v) in enumerate(obj.items())
+            ]
+        }
+    if isinstance(obj, list | tuple):
+        return {"__list__": [_flatten(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} at {path!r} in a checkpoint")
+
+
+def _unflatten(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(node, dict):
+        if _TENSOR_TAG in node:
+            return tensors[node[_TENSOR_TAG]]
+        if "__dict__" in node:
+            return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in node["__dict__"]}
+        if "__list__" in node:
+            return [_unflatten(v, tensors) for v in node["__list__"]]
+        raise ValueError(f"unexpected node in checkpoint skeleton: {sorted(node)}")
+    return node
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Atomically write nested state (e.g. ``{"model": model.state_dict(), "epoch": 3}``) to one file."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten(state, "s", tensors)
+    data = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    atomic_write_bytes(path, save_safetensors_bytes(data, metadata={_SKELETON_KEY: json.dumps(skeleton)}))
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a file written by ``save_checkpoint``; a truncated, corrupted or foreign file gives a ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    raw = path.read_bytes()
+    try:
+        tensors = load_safetensors_bytes(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
+        skeleton = json.loads(metadata[_SKELETON_KEY])
+        state = _unflatten(skeleton, {k: v.to(device) for k, v in tensors.items()})
+    except (SafetensorError, ValueError, KeyError, OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a valid instaaug checkpoint (truncated, corrupted or foreign): {e}") from None
+    return state

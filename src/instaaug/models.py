@@ -1,0 +1,142 @@
+"""Reference networks: convolutional backbones and the classifiers built on them.
+
+Backbones return a list of feature maps, one per stage (the multi-level taps used by invariance networks);
+classifiers pool the last stage and apply a linear layer. Every network takes images in [0, 1] and normalises
+them in its first layer, so transforms and figures stay in pixel space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class InputNorm(nn.Module):
+    """(x - mean) / std with fixed per-channel statistics; the default maps [0, 1] to about [-2, 2]."""
+
+    def __init__(self, channels: int, mean: float = 0.5, std: float = 0.25) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, channels, 1, 1), mean))
+        self.register_buffer("std", torch.full((1, channels, 1, 1), std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ConvBackbone(nn.Module):
+    """A plain CNN: ``depth`` stages of conv3×3 → BatchNorm → ReLU → 2×2 max-pool.
+
+    Channels double per stage from ``width`` up to ``4 * width``. ``forward`` maps (B, C, H, W) to a list of
+    ``depth`` feature maps; stage s has ``channels[s]`` channels and spatial size H / 2^(s+1).
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 3) -> None:
+        super().__init__()
+        self.channels = tuple(min(width * 2**s, 4 * width) for s in range(depth))
+        self.norm = InputNorm(in_channels)
+        stages, c_in = [], in_channels
+        for c_out in self.channels:
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2, ceil_mode=True),
+                )
+            )
+            c_in = c_out
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = self.channels[-1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.norm(x)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class PreActBlock(nn.Module):
+    """A pre-activation residual block (He et al., 2016)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.shortcut = nn.Conv2d(c_in, c_out, 1, stride, bias=False) if stride != 1 or c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNetBackbone(nn.Module):
+    """PreAct-ResNet-18 for small images: a 3×3 stem and four stages of two blocks (strides 1, 2, 2, 2).
+
+    ``width`` is the first stage's channel count (64 in the standard network). ``forward`` returns the four
+    stage outputs; the last is passed through the final BatchNorm → ReLU.
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 64, blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
+        super().__init__()
+        self.norm = InputNorm(in_channels)
+        self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.channels = tuple(width * 2**s for s in range(len(blocks)))
+        stages, c_in = [], width
+        for s, (c_out, n) in enumerate(zip(self.channels, blocks, strict=True)):
+            layers = [
+                PreActBlock(c_in if i == 0 else c_out, c_out, (1 if s == 0 else 2) if i == 0 else 1) for i in range(n)
+            ]
+            stages.append(nn.Sequential(*layers))
+            c_in = c_out
+        self.stages = nn.ModuleList(stages)
+        self.final = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True))
+        self.out_channels = c_in
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(self.norm(x))
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        features[-1] = self.final(features[-1])
+        return features
+
+
+class Classifier(nn.Module):
+    """A backbone, global average pooling of its last stage, and a linear layer: (B, C, H, W) → logits (B, K)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)[-1].mean(dim=(2, 3)))
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "small_cnn": ConvBackbone,
+    "preact_resnet18": PreActResNetBackbone,
+}
+
+
+def build_backbone(name: str, in_channels: int, **kwargs: int) -> nn.Module:
+    """Create a registered backbone by name (``small_cnn`` or ``preact_resnet18``)."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown network {name!r}; known networks: {sorted(BACKBONES)}")
+    return BACKBONES[name](in_channels=in_channels, **kwargs)
+
+
+def build_classifier(name: str, in_channels: int, num_classes: int, **kwargs: int) -> Classifier:
+    """A classifier on a registered backbone, e.g. ``build_classifier("small_cnn", 3, 10, width=32, depth=4)``."""
+    return Classifier(build_backbone(name, in_channels, **kwargs), num_classes)

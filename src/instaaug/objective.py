@@ -1,0 +1,148 @@
+"""Training objectives: one classifier forward and backward per step updates both f and φ.
+
+``InstaAugObjective`` turns the per-view task losses L(f(τ(x)), y) and an ``AugmentOutput`` into
+
+    loss = mean(L) + mean((sg(L) - b) · log p(τ; φ(x)))  [only for non-reparameterised parameters]
+           - λ · mean(H[p(τ; φ(x))])
+
+f receives gradients from mean(L) only; φ from mean(L) through the reparameterised views, from the REINFORCE
+surrogate (with a variance-reducing baseline b) for parameters sampled without reparameterisation, and from the
+entropy bonus. For a fixed pre-trained classifier, freeze f (``requires_grad_(False)``) and use the same
+objective: only φ learns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .augment import AugmentOutput
+from .controller import EntropyController
+
+
+@dataclass(frozen=True)
+class ObjectiveTerms:
+    """The scalar to minimise and its parts (0-d tensors, detached except ``loss``)."""
+
+    loss: torch.Tensor
+    task_loss: torch.Tensor
+    entropy: torch.Tensor
+    lam: torch.Tensor
+    surrogate: torch.Tensor
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """The detached parts, for logging (no host synchronisation until they are read)."""
+        return {
+            "task_loss": self.task_loss,
+            "entropy": self.entropy,
+            "lam": self.lam,
+            "surrogate": self.surrogate,
+        }
+
+
+def _check_losses(per_view_loss: torch.Tensor, out: AugmentOutput) -> None:
+    if per_view_loss.shape != out.log_prob.shape:
+        raise ValueError(
+            f"per_view_loss must have one entry per view, shape {tuple(out.log_prob.shape)}, got "
+            f"{tuple(per_view_loss.shape)} (use reduction='none' and out.repeat(y) for the labels)"
+        )
+
+
+def leave_one_out_baseline(losses: torch.Tensor) -> torch.Tensor:
+    """For losses (B, n) with n ≥ 2, the mean of the other n - 1 views of the same input, per view (B, n).
+
+    It does not depend on the view it is subtracted from, so the REINFORCE estimate stays unbiased.
+    """
+    n = losses.shape[1]
+    return (losses.sum(dim=1, keepdim=True) - losses) / (n - 1)
+
+
+class InstaAugObjective(nn.Module):
+    """E[L(f(τ(x)), y) - λ·H[p(τ; φ(x))]] with λ from an ``EntropyController``.
+
+    Args:
+        controller: keeps the mean training entropy in its band; updated on every call in training mode.
+            None uses the fixed ``lam``.
+        lam: the fixed λ when there is no controller.
+        baseline_momentum: running-mean momentum of the REINFORCE baseline used when n_copies == 1 (with
+            n_copies ≥ 2 the leave-one-out mean of the other views is used instead).
+    """
+
+    def __init__(
+        self,
+        controller: EntropyController | None = None,
+        lam: float = 0.0,
+        baseline_momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        self.controller = controller
+        self.baseline_momentum = baseline_momentum
+        self.register_buffer("fixed_lam", torch.tensor(float(lam)))
+        self.register_buffer("running_loss", torch.tensor(0.0))
+        self.register_buffer("baseline_steps", torch.tensor(0, dtype=torch.long))
+
+    @property
+    def lam(self) -> torch.Tensor:
+        """The current λ (0-d tensor)."""
+        return self.controller.lam if self.controller is not None else self.fixed_lam
+
+    def reinforce_surrogate(self, per_view_loss: torch.Tensor, out: AugmentOutput) -> torch.Tensor:
+        """mean((sg(L) - b) · log p): its gradient is an unbiased estimate of ∇φ E[L] for sampled parameters."""
+        losses = per_view_loss.detach().view(-1, out.n_copies)
+        if out.n_copies >= 2:
+            baseline = leave_one_out_baseline(losses)
+        else:
+            baseline = self.running_loss
+            if self.training:
+                with torch.no_grad():
+                    m = torch.where(self.baseline_steps == 0, 0.0, self.baseline_momentum)
+                    self.running_loss = m * self.running_loss + (1 - m) * losses.mean()
+                    self.baseline_steps = self.baseline_steps + 1
+        advantage = losses - baseline
+        return (advantage * out.log_prob.view(-1, out.n_copies)).mean()
+
+    def forward(self, per_view_loss: torch.Tensor, out: AugmentOutput) -> ObjectiveTerms:
+        """per_view_loss (B·n,) unreduced task losses of the views in ``out`` → ``ObjectiveTerms``."""
+        _check_losses(per_view_loss, out)
+        task = per_view_loss.mean()
+        if out.reparameterized:
+            surrogate = torch.zeros((), device=task.device, dtype=task.dtype)
+        else:
+            surrogate = self.reinforce_surrogate(per_view_loss, out)
+        entropy = out.entropy.mean()
+        lam = self.lam.detach()
+        loss = task + surrogate - lam * entropy
+        if self.training and self.controller is not None:
+            self.controller.update(entropy.detach())
+        return ObjectiveTerms(loss, task.detach(), entropy.detach(), lam, surrogate.detach())
+
+
+class AugerinoObjective(nn.Module):
+    """Augerino (Benton et al., 2020): mean(L) - weight · ‖high - low‖₂ with a fixed weight."""
+
+    def __init__(self, weight: float = 0.01) -> None:
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"weight must be ≥ 0, got {weight}")
+        self.weight = float(weight)
+
+    def forward(self, per_view_loss: torch.Tensor, out: AugmentOutput) -> ObjectiveTerms:
+        _check_losses(per_view_loss, out)
+        task = per_view_loss.mean()
+        width_norm = out.distribution.width.norm(dim=-1).mean()
+        zero = torch.zeros((), device=task.device, dtype=task.dtype)
+        loss = task - self.weight * width_norm
+        lam = torch.full((), self.weight, device=task.device, dtype=task.dtype)
+        return ObjectiveTerms(loss, task.detach(), out.entropy.mean().detach(), lam, zero)
+
+
+class TaskObjective(nn.Module):
+    """The plain task loss mean(L), for fixed augmentation or none."""
+
+    def forward(self, per_view_loss: torch.Tensor, out: AugmentOutput) -> ObjectiveTerms:
+        _check_losses(per_view_loss, out)
+        task = per_view_loss.mean()
+        zero = torch.zeros((), device=task.device, dtype=task.dtype)
+        return ObjectiveTerms(task, task.detach(), out.entropy.mean().detach(), zero, zero)
