@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from ..baselines import Augerino, NoAugment, RandomAugment
 from ..controller import EntropyController
 from ..io import write_json
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
+from ..train import TrainConfig, accuracy, predict, train
 
 #: The methods of the uniform-parameterisation experiments, in reporting order.
 METHODS = ("none", "random", "augerino", "instaaug")
@@ -44,6 +46,60 @@ def build_method(
         controller = EntropyController(*aug.entropy_range, **(controller_options or {}))
         return aug, InstaAugObjective(controller)
     raise ValueError(f"unknown method {method!r}; known methods: {list(METHODS)}")
+
+
+@dataclasses.dataclass
+class MethodResult:
+    """A trained method: the classifier f, the augmenter, the per-epoch history and the wall time."""
+
+    model: nn.Module
+    aug: Augmenter
+    history: list[dict[str, Any]]
+    seconds: float
+
+
+def fit_method(
+    method: str,
+    model: nn.Module,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    transforms: Sequence[str],
+    train_config: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    **build_options: Any,
+) -> MethodResult:
+    """Train ``model`` with method ``method`` (see ``build_method``) on ``train_data``.
+
+    With ``out_dir``, the run's ``metrics.jsonl`` and checkpoint go to ``out_dir/METHOD/``, and a learned
+    augmenter is saved there too (loadable with ``InstaAug.load``).
+    """
+    x, _ = train_data
+    aug, objective = build_method(method, transforms, in_channels=x.shape[1], **build_options)
+    method_dir = Path(out_dir) / method if out_dir is not None else None
+    started = time.perf_counter()
+    history = train(model, aug, objective, train_data, train_config, out_dir=method_dir)
+    seconds = time.perf_counter() - started
+    if method_dir is not None and isinstance(aug, InstaAug):
+        aug.save(method_dir)
+    return MethodResult(model.eval(), aug.eval(), history, seconds)
+
+
+def test_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> float:
+    """Accuracy (a fraction) of ``model`` on images x (N, C, H, W) with labels y (N,)."""
+    return accuracy(predict(model, x, device=device), y.cpu())
+
+
+@torch.no_grad()
+def learned_ranges(
+    aug: Augmenter, x: torch.Tensor, batch_size: int = 512, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The learned intervals low, high (N, D) of ``aug`` (in eval mode) for images x (N, C, H, W), on the CPU."""
+    aug.eval()
+    lows, highs = [], []
+    for xb in x.split(batch_size):
+        dist = aug.distribution(xb.to(device))
+        lows.append(dist.low.cpu())
+        highs.append(dist.high.cpu())
+    return torch.cat(lows), torch.cat(highs)
 
 
 def check_methods(methods: Sequence[str], known: Sequence[str] = METHODS) -> tuple[str, ...]:
