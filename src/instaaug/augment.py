@@ -217,9 +217,7 @@ class InstaAug(Augmenter):
     """
 
     def __init__(self, transforms: Sequence[str] = ("rotation",), **options: Any) -> None:
-        config = dataclass_from_dict(
-            InstaAugConfig, {"transforms": tuple(transforms), **options}, what="InstaAug option"
-        )
+        config = dataclass_from_dict(InstaAugConfig, {"transforms": transforms, **options}, what="InstaAug option")
         super().__init__(
             config.transforms,
             in_channels=config.in_channels,
@@ -292,9 +290,15 @@ class InstaAug(Augmenter):
         transforms = options.pop("transforms")
         aug = InstaAug(transforms, **options)
         state = load_tensors(directory / WEIGHTS_FILE)
-        missing, unexpected = aug.load_state_dict(state, strict=False)
-        if missing or unexpected:
+        expected = {k: tuple(v.shape) for k, v in aug.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        if found != expected:
+            missing = sorted(expected.keys() - found.keys())
+            unexpected = sorted(found.keys() - expected.keys())
+            reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
             raise ValueError(
-                f"{directory / WEIGHTS_FILE} does not match its config: missing {missing}, unexpected {unexpected}"
+                f"{directory / WEIGHTS_FILE} does not match its config: missing {missing}, "
+                f"unexpected {unexpected}, wrong shape {reshaped}"
             )
+        aug.load_state_dict(state)
         return aug.to(map_location)

@@ -49,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"instaaug: error: {e}", file=sys.stderr)
         return 2
     out_dir = args.out or f"runs/{args.experiment}"
-    metrics = module.run(config, out_dir, data=args.data)
+    try:
+        metrics = module.run(config, out_dir, data=args.data)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"instaaug: error: {e}", file=sys.stderr)
+        return 2
     print(module.summary(metrics))
     print(f"metrics: {out_dir}/metrics.json")
     return 0

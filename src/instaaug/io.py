@@ -20,6 +20,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates files readable by the owner only; give the result the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -88,7 +92,8 @@ def _flatten(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
             ]
         }
     if isinstance(obj, list | tuple):
-        return {"__list__": [_flatten(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]}
+        tag = "__tuple__" if isinstance(obj, tuple) else "__list__"
+        return {tag: [_flatten(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]}
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
     raise TypeError(f"cannot store a {type(obj).__name__} at {path!r} in a checkpoint")
@@ -102,6 +107,8 @@ def _unflatten(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in node["__dict__"]}
         if "__list__" in node:
             return [_unflatten(v, tensors) for v in node["__list__"]]
+        if "__tuple__" in node:
+            return tuple(_unflatten(v, tensors) for v in node["__tuple__"])
         raise ValueError(f"unexpected node in checkpoint skeleton: {sorted(node)}")
     return node
 
@@ -126,6 +133,6 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
         skeleton = json.loads(metadata[_SKELETON_KEY])
         state = _unflatten(skeleton, {k: v.to(device) for k, v in tensors.items()})
-    except (SafetensorError, ValueError, KeyError, OSError, UnicodeDecodeError) as e:
+    except (SafetensorError, ValueError, KeyError, TypeError, OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a valid instaaug checkpoint (truncated, corrupted or foreign): {e}") from None
     return state

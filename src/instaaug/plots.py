@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -29,5 +30,143 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
 
 # --- rotation (the paper's Figure 5) -------------------------------------------------------------------------------
 
+_METHOD_COLOURS = {"instaaug": "tab:red", "augerino": "tab:blue", "random": "tab:green", "none": "tab:grey"}
+
+
+def plot_rotation_arcs(
+    images: torch.Tensor,
+    angles: torch.Tensor,
+    labels: torch.Tensor,
+    ranges: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    path: str | os.PathLike,
+) -> Path:
+    """Learned rotation ranges per example (the paper's Figure 5).
+
+    For each image (N, C, H, W) with tilt a (N,) from its class orientation, a polar plot shows every method's
+    learned interval [low, high] (N,) as a coloured arc (0 = the image as shown, counter-clockwise positive)
+    and the label-preserving interval [-π/2 - a, π/2 - a] as a grey arc underneath.
+    """
+    n = images.shape[0]
+    fig = plt.figure(figsize=(2.1 * n, 4.3))
+    for i in range(n):
+        ax = fig.add_subplot(2, n, i + 1)
+        ax.imshow(to_image(images[i]))
+        ax.set_title(f"class {int(labels[i])}, a = {float(angles[i]):+.2f}", fontsize=8)
+        ax.axis("off")
+        polar = fig.add_subplot(2, n, n + i + 1, projection="polar")
+        polar.set_theta_zero_location("N")
+        polar.set_theta_direction(1)
+        a = float(angles[i])
+        polar.bar(-a, math.pi, width=math.pi, bottom=0.2, color="lightgrey", label="label-preserving")
+        for ring, (method, (low, high)) in enumerate(ranges.items()):
+            lo, hi = float(low[i]), float(high[i])
+            polar.bar(
+                (lo + hi) / 2,
+                0.25,
+                width=hi - lo,
+                bottom=0.45 + 0.3 * ring,
+                color=_METHOD_COLOURS.get(method, f"C{ring}"),
+                label=method,
+            )
+        polar.set_ylim(0, 0.45 + 0.3 * len(ranges))
+        polar.set_yticks([])
+        polar.set_xticks([0, math.pi / 2, math.pi, 3 * math.pi / 2], ["0", "", "π", ""], fontsize=7)
+    handles, names = fig.axes[1].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
+    fig.suptitle("learned rotation ranges per test image (grey: label-preserving range)", fontsize=10)
+    return save_figure(fig, path)
+
 
 # --- colour (the paper's Figure D.1) -------------------------------------------------------------------------------
+
+
+def plot_colour_ranges(
+    images: torch.Tensor,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    names: list[str] | tuple[str, ...],
+    path: str | os.PathLike,
+    *,
+    labels: list[str] | tuple[str, ...] | None = None,
+    reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+    reference_label: str = "reference",
+    n_views: int = 5,
+    title: str | None = None,
+) -> Path:
+    """Learned colour ranges per example (the paper's Figure D.1).
+
+    One row per image of ``images`` (N, 3, H, W): the image; ``n_views`` renderings of it at hue shifts evenly
+    spaced across its learned hue interval (when ``"hue"`` is among ``names``); and one panel per transform
+    dimension with the learned interval [low, high] (N, D) drawn as a bar over the family's valid range.
+
+    Args:
+        images: (N, 3, H, W) in [0, 1].
+        low, high: (N, D) the learned intervals, columns named by ``names`` (e.g. ``("hue", "saturation",
+            "value")``).
+        names: the D parameter names (families of ``instaaug.transforms.FAMILIES``).
+        path: where to write the PNG.
+        labels: a title per row (e.g. the class), or None.
+        reference: optional intervals (D,), (D,) shared by every row (e.g. Augerino's global range), drawn as a
+            grey bar under each learned one.
+        reference_label: the legend entry of ``reference``.
+        n_views: hue-shifted renderings per row.
+        title: the figure's title.
+    """
+    from .transforms import FAMILIES, adjust_hsv
+
+    images, low, high = images.detach().cpu().float(), low.detach().cpu().float(), high.detach().cpu().float()
+    n, dims = images.shape[0], len(names)
+    if low.shape != (n, dims) or high.shape != (n, dims):
+        raise ValueError(f"low and high must be ({n}, {dims}), got {tuple(low.shape)} and {tuple(high.shape)}")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"need one label per image ({n}), got {len(labels)}")
+    hue_col = list(names).index("hue") if "hue" in names else None
+    views = n_views if hue_col is not None else 0
+    # Columns: the image, the hue-shifted views, a narrow gap, then one wide panel per dimension.
+    ratios = [1.0] * (1 + views) + [0.25] + [2.2] * dims
+    fig = plt.figure(figsize=(0.95 * sum(ratios), 1.0 * n + 0.9))
+    grid = fig.add_gridspec(n, len(ratios), width_ratios=ratios, hspace=0.45, wspace=0.12)
+    for i in range(n):
+        ax = fig.add_subplot(grid[i, 0])
+        ax.imshow(to_image(images[i]))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if labels is not None:
+            ax.set_ylabel(labels[i], fontsize=8, rotation=0, ha="right", va="center")
+        if i == 0:
+            ax.set_title("input", fontsize=8)
+        if views:
+            shifts = torch.linspace(float(low[i, hue_col]), float(high[i, hue_col]), views)
+            shifted = adjust_hsv(images[i : i + 1].expand(views, -1, -1, -1), hue=shifts)
+            for j in range(views):
+                ax = fig.add_subplot(grid[i, 1 + j])
+                ax.imshow(to_image(shifted[j]))
+                ax.axis("off")
+                ax.set_title(f"hue {float(shifts[j]):+.2f}", fontsize=6, pad=2)
+        for d, name in enumerate(names):
+            family = next((f for f in FAMILIES.values() if name in f.params), None)
+            bounds = family.bounds if family is not None else (float(low[:, d].min()), float(high[:, d].max()))
+            ax = fig.add_subplot(grid[i, 2 + views + d])
+            if reference is not None:
+                r_lo, r_hi = float(reference[0][d]), float(reference[1][d])
+                ax.barh(-0.45, r_hi - r_lo, left=r_lo, height=0.35, color="lightgrey", label=reference_label)
+            lo, hi = float(low[i, d]), float(high[i, d])
+            ax.barh(0.1, hi - lo, left=lo, height=0.6, color="tab:red", label="learned (this input)")
+            ax.axvline(0, color="black", lw=0.6)
+            ax.text(bounds[1], 0.1, f"w={hi - lo:.2f}", fontsize=7, ha="right", va="center")
+            ax.set_xlim(*bounds)
+            ax.set_ylim(-0.8, 0.6)
+            ax.set_yticks([])
+            ax.tick_params(axis="x", labelsize=6, length=2, pad=1)
+            if i < n - 1:
+                ax.set_xticklabels([])
+            else:
+                unit = f" ({family.unit})" if family is not None else ""
+                ax.set_xlabel(f"{name}{unit}", fontsize=8)
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+    handles, legend_names = fig.axes[-1].get_legend_handles_labels()
+    fig.legend(handles, legend_names, loc="lower right", ncol=len(legend_names), fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -136,6 +136,8 @@ def train(
         optimisers["f"] = torch.optim.AdamW(f_params, lr=config.lr, weight_decay=config.weight_decay)
     if phi_params:
         optimisers["phi"] = torch.optim.Adam(phi_params, lr=config.aug_lr)
+    if config.pretrain_epochs and "f" not in optimisers:
+        raise ValueError("pretrain_epochs > 0 trains the classifier alone, but it has no trainable parameters")
     steps_per_epoch = len(batches) if hasattr(batches, "__len__") else None
     scheduler = None
     if "f" in optimisers and steps_per_epoch:

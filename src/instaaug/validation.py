@@ -77,17 +77,11 @@ def check_positive_int(value: Any, name: str) -> int:
 def dataclass_from_dict(cls: type[T], values: Mapping[str, Any], *, what: str | None = None) -> T:
     """Build the dataclass ``cls`` from a mapping, rejecting keys it does not define.
 
-    Tuples stored as JSON lists are turned back into tuples where the field's default is a tuple.
+    Configs hold tuples, never lists, so lists (as JSON stores tuples) are turned back into tuples.
     """
     what = what or cls.__name__
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"unknown {what} key(s) {unknown}; valid keys: {sorted(fields)}")
-    kwargs = {}
-    for key, value in values.items():
-        default = fields[key].default
-        if isinstance(value, list) and isinstance(default, tuple):
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)
+    return cls(**{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()})

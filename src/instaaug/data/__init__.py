@@ -1,0 +1,1 @@
+"""Built-in, procedurally generated datasets (no downloads) and loaders for real ones."""

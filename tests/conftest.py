@@ -1,0 +1,43 @@
+"""Shared fixtures and helpers: a fixed seed for every test, structured images, tiny augmenters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from instaaug import InstaAug
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def structured_images(batch: int = 4, channels: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Images with spatial structure (smooth gradients + blobs + noise) and saturated colours, in [0.05, 0.95]."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 1, size)
+    yy, xx = torch.meshgrid(ramp, ramp, indexing="ij")
+    phases = torch.rand(batch, channels, 1, 1, generator=g) * 6.28
+    freq = 1 + torch.rand(batch, channels, 1, 1, generator=g) * 3
+    smooth = 0.5 + 0.3 * torch.sin(freq * (xx + 2 * yy) * 3.14 + phases)
+    noise = 0.1 * (torch.rand(batch, channels, size, size, generator=g) - 0.5)
+    return (smooth + noise).clamp(0.05, 0.95)
+
+
+def tiny_aug(transforms=("rotation",), **options) -> InstaAug:
+    """An InstaAug with a very small φ (width 4, depth 2)."""
+    options.setdefault("width", 4)
+    options.setdefault("depth", 2)
+    return InstaAug(transforms, **options)
+
+
+def perturb_output(aug: InstaAug, std: float = 0.5, seed: int = 1) -> InstaAug:
+    """φ's output layer starts at zero (every input gets the same interval); give it random weights."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        out = aug.net.output
+        params = [out] if isinstance(out, torch.nn.Parameter) else list(out.parameters())
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return aug

@@ -1,0 +1,170 @@
+"""UniformRangeHead and InvarianceNet: interval constraints, initial interval, modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import structured_images
+from instaaug.networks import InvarianceNet, UniformRangeHead
+from instaaug.transforms import TransformStack
+
+STACK = TransformStack(("rotation", "translation", "scale", "hue", "saturation"))
+BOUNDS = STACK.bounds()
+INIT = STACK.init_half_widths()
+MIN_WIDTH = 1e-3
+
+
+def check_intervals(low: torch.Tensor, high: torch.Tensor, min_width: float = MIN_WIDTH) -> None:
+    lo_bound, hi_bound = (torch.tensor(b) for b in BOUNDS)
+    assert torch.isfinite(low).all() and torch.isfinite(high).all()
+    assert (low <= 0).all() and (high >= 0).all(), "every interval must contain the identity 0"
+    assert (low >= lo_bound - 1e-6).all() and (high <= hi_bound + 1e-6).all(), "intervals must stay in bounds"
+    assert (high - low >= min_width * (1 - 1e-5)).all(), "intervals must be at least min_width wide"
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
+def test_head_intervals_contain_zero_stay_in_bounds_and_are_wide_enough(symmetric, scale):
+    head = UniformRangeHead(BOUNDS, INIT, MIN_WIDTH, symmetric=symmetric)
+    raw = torch.randn(64, head.out_dim, generator=torch.Generator().manual_seed(0)) * scale
+    low, high = head(raw)
+    assert low.shape == high.shape == (64, STACK.dim)
+    check_intervals(low, high)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_head_extreme_outputs_reach_the_limits(symmetric):
+    head = UniformRangeHead(BOUNDS, INIT, MIN_WIDTH, symmetric=symmetric)
+    low, high = head(torch.full((1, head.out_dim), -1e4))
+    check_intervals(low, high)
+    torch.testing.assert_close(high - low, torch.full_like(low, MIN_WIDTH), atol=1e-7, rtol=0)
+    low, high = head(torch.full((1, head.out_dim), 1e4))
+    check_intervals(low, high)
+    lo_bound, hi_bound = (torch.tensor(b) for b in BOUNDS)
+    if symmetric:
+        torch.testing.assert_close(high[0], torch.minimum(-lo_bound, hi_bound), atol=1e-6, rtol=0)
+    else:
+        torch.testing.assert_close(low[0], lo_bound, atol=1e-6, rtol=0)
+        torch.testing.assert_close(high[0], hi_bound, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_head_zero_output_gives_initial_interval(symmetric):
+    head = UniformRangeHead(BOUNDS, INIT, MIN_WIDTH, symmetric=symmetric)
+    low, high = head(torch.zeros(3, head.out_dim))
+    init = torch.tensor(INIT).expand(3, -1)
+    torch.testing.assert_close(high, init, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(low, -init, atol=1e-6, rtol=1e-6)
+
+
+def test_head_asymmetric_ends_are_driven_by_separate_columns():
+    head = UniformRangeHead(BOUNDS, INIT, MIN_WIDTH)
+    assert head.out_dim == 2 * STACK.dim
+    raw = torch.zeros(1, head.out_dim)
+    raw[0, 0] = 3.0  # the low end of dimension 0 only
+    low, high = head(raw)
+    assert low[0, 0] < -INIT[0] - 0.1
+    torch.testing.assert_close(high[0], torch.tensor(INIT), atol=1e-6, rtol=0)
+    torch.testing.assert_close(low[0, 1:], -torch.tensor(INIT[1:]), atol=1e-6, rtol=0)
+
+
+def test_head_symmetric_mode():
+    head = UniformRangeHead(BOUNDS, INIT, MIN_WIDTH, symmetric=True)
+    assert head.out_dim == STACK.dim
+    low, high = head(torch.randn(16, head.out_dim) * 3)
+    torch.testing.assert_close(low, -high, atol=0, rtol=0)
+    check_intervals(low, high)
+
+
+def test_head_gradient_flows_to_raw_output():
+    head = UniformRangeHead(BOUNDS, INIT, MIN_WIDTH)
+    raw = torch.zeros(2, head.out_dim, requires_grad=True)
+    low, high = head(raw)
+    (high - low).sum().backward()
+    assert (raw.grad > 0).all()  # raising any raw output widens its interval
+
+
+@pytest.mark.parametrize(
+    ("bounds", "init"),
+    [
+        (([0.0], [1.0]), [0.1]),  # low must be < 0
+        (([-1.0], [1.0]), [2.0]),  # init outside bounds
+        (([-1.0], [1.0]), [1e-4]),  # init below min_width / 2
+        (([-1.0, -1.0], [1.0]), [0.1]),  # shapes differ
+    ],
+)
+def test_head_bad_arguments(bounds, init):
+    with pytest.raises(ValueError):
+        UniformRangeHead(bounds, init, MIN_WIDTH)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# InvarianceNet
+
+
+def randomise(net: InvarianceNet, seed: int = 1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.output.parameters() if isinstance(net.output, torch.nn.Module) else [net.output]:
+            p.copy_(torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("mode", ["instance", "global", "class"])
+def test_all_modes_start_at_zero(mode):
+    net = InvarianceNet(6, mode=mode, in_channels=3, num_classes=4, width=4, depth=2)
+    x = structured_images(3, 3, 8)
+    out = net(x, torch.tensor([0, 1, 3]))
+    assert out.shape == (3, 6)
+    assert (out == 0).all()
+
+
+def test_global_mode_ignores_x():
+    net = InvarianceNet(4, mode="global")
+    randomise(net)
+    a = net(structured_images(3, 3, 8, seed=0))
+    b = net(structured_images(3, 3, 8, seed=1), torch.tensor([0, 1, 2]))
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    torch.testing.assert_close(a[0], a[2], atol=0, rtol=0)
+    assert a.abs().sum() > 0
+
+
+def test_instance_mode_depends_on_x():
+    net = InvarianceNet(4, mode="instance", in_channels=3, width=4, depth=2).eval()
+    randomise(net)
+    x = structured_images(4, 3, 8)
+    out = net(x)
+    assert out.shape == (4, 4)
+    assert (out[0] - out[1]).abs().max() > 1e-4
+    torch.testing.assert_close(net(x[1:2]), out[1:2], atol=1e-5, rtol=0)  # eval mode: per-input function
+
+
+def test_instance_mode_gradient_reaches_backbone():
+    net = InvarianceNet(4, mode="instance", in_channels=3, width=4, depth=2)
+    randomise(net)
+    net(structured_images(4, 3, 8)).square().sum().backward()
+    conv = net.backbone.stages[0][0].weight
+    assert conv.grad is not None and conv.grad.abs().sum() > 0
+
+
+def test_class_mode_depends_on_y_and_falls_back_to_mean():
+    net = InvarianceNet(4, mode="class", num_classes=3)
+    randomise(net)
+    x = structured_images(3, 3, 8)
+    out = net(x, torch.tensor([0, 1, 2]))
+    torch.testing.assert_close(out, net.output.weight, atol=0, rtol=0)
+    assert (out[0] - out[1]).abs().max() > 1e-3
+    torch.testing.assert_close(net(structured_images(3, 3, 8, seed=9), torch.tensor([0, 1, 2])), out)  # not x
+    fallback = net(x)
+    torch.testing.assert_close(fallback, net.output.weight.mean(0).expand(3, -1))
+
+
+def test_invalid_mode_and_num_classes():
+    with pytest.raises(ValueError, match="mode"):
+        InvarianceNet(4, mode="per_pixel")
+    with pytest.raises(ValueError, match="num_classes"):
+        InvarianceNet(4, mode="class")
+    with pytest.raises(ValueError, match="num_classes"):
+        InvarianceNet(4, mode="class", num_classes=0)
+    with pytest.raises(ValueError, match="network"):
+        InvarianceNet(4, mode="instance", network="vgg")
