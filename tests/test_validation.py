@@ -9,7 +9,7 @@ from conftest import structured_images, tiny_aug
 from instaaug import InstaAugObjective, TTAWrapper
 from instaaug.models import build_classifier
 from instaaug.train import TrainConfig, train
-from instaaug.validation import check_images, check_labels, check_positive_int, dataclass_from_dict
+from instaaug.validation import check_images, check_labels, check_positive_int, dataclass_from_dict, trusted_inputs
 
 
 def good() -> torch.Tensor:
@@ -130,3 +130,17 @@ def test_dataclass_from_dict_rejects_unknown_keys_and_restores_tuples():
     assert cfg.epochs == 2 and cfg.batch_size == 8
     with pytest.raises(ValueError, match=r"unknown TrainConfig key\(s\) \['epoch'\]"):
         dataclass_from_dict(TrainConfig, {"epoch": 2})
+
+
+def test_trusted_inputs_skips_only_the_value_checks():
+    aug = tiny_aug(("rotation",))
+    bad = with_value(float("nan"))
+    with trusted_inputs():
+        aug(bad)  # values are not read inside the block
+        check_labels(torch.tensor([0, 7]), 2, num_classes=3)
+        with pytest.raises(ValueError, match="dimensions"):
+            aug(bad[0])  # shapes still are
+    with pytest.raises(ValueError, match="NaN"):
+        aug(bad)
+    with pytest.raises(ValueError, match="lie in"):
+        check_labels(torch.tensor([0, 7]), 2, num_classes=3)

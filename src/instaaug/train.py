@@ -7,6 +7,7 @@ that checkpoint with the same result as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .augment import Augmenter
 from .io import load_checkpoint, save_checkpoint
-from .validation import check_images, check_labels, check_positive_int
+from .validation import check_images, check_labels, check_positive_int, trusted_inputs
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"
@@ -123,8 +124,11 @@ def train(
         check_images(x, name="training images")
         check_labels(y, x.shape[0])
         batches: Iterable = TensorBatches(x, y, config.batch_size)
+        # Validated once here, so the steps skip the per-batch value checks (host synchronisations).
+        checks = trusted_inputs
     else:
         batches = data
+        checks = contextlib.nullcontext
     model.to(device)
     aug.to(device)
     objective.to(device)
@@ -189,7 +193,8 @@ def train(
                 metrics = {"task_loss": loss.detach()}
                 targets = yb
             else:
-                out = aug(xb, yb)
+                with checks():
+                    out = aug(xb, yb)
                 logits = model(out.images)
                 targets = out.repeat(yb)
                 terms = objective(task_loss(logits, targets), out)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
@@ -11,6 +13,22 @@ import torch
 _RANGE_TOLERANCE = 1e-5
 
 T = TypeVar("T")
+
+_VALUE_CHECKS = contextvars.ContextVar("instaaug_value_checks", default=True)
+
+
+@contextmanager
+def trusted_inputs() -> Iterator[None]:
+    """Within this block, skip the checks that read tensor values (finite, ranges) back to the host.
+
+    Shapes and dtypes are still checked. For loops over data that was validated once up front: on a GPU each
+    value check is a device synchronisation.
+    """
+    token = _VALUE_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _VALUE_CHECKS.reset(token)
 
 
 def check_images(x: Any, *, name: str = "images", channels: int | None = None, check_values: bool = True) -> None:
@@ -40,7 +58,7 @@ def check_images(x: Any, *, name: str = "images", channels: int | None = None, c
         raise ValueError(f"{name} must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if x.shape[2] < 2 or x.shape[3] < 2:
         raise ValueError(f"{name} must be at least 2×2 pixels, got {tuple(x.shape[2:])}")
-    if check_values:
+    if check_values and _VALUE_CHECKS.get():
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
         lo, hi = torch.aminmax(x.detach())
@@ -59,7 +77,7 @@ def check_labels(y: Any, batch: int, num_classes: int | None = None) -> None:
         raise TypeError(f"labels must have an integer dtype, got {y.dtype}")
     if y.shape != (batch,):
         raise ValueError(f"labels must have shape ({batch},) to match the images, got {tuple(y.shape)}")
-    if num_classes is not None and batch > 0:
+    if num_classes is not None and batch > 0 and _VALUE_CHECKS.get():
         lo, hi = torch.aminmax(y)
         if int(lo) < 0 or int(hi) >= num_classes:
             raise ValueError(f"labels must lie in [0, {num_classes}), got range [{int(lo)}, {int(hi)}]")
