@@ -168,3 +168,19 @@ def test_invalid_mode_and_num_classes():
         InvarianceNet(4, mode="class", num_classes=0)
     with pytest.raises(ValueError, match="network"):
         InvarianceNet(4, mode="instance", network="vgg")
+
+
+def test_preact_resnet18_backbone_for_instance_mode():
+    net = InvarianceNet(4, mode="instance", network="preact_resnet18", in_channels=3, width=4).eval()
+    randomise(net)
+    assert [f.shape[1] for f in net.backbone(structured_images(2, 3, 16))] == [4, 8, 16, 32]
+    out = net(structured_images(3, 3, 16))
+    assert out.shape == (3, 4)
+    assert (out[0] - out[1]).abs().max() > 1e-4
+    out.square().sum().backward()
+    assert net.backbone.stem.weight.grad.abs().sum() > 0
+
+
+def test_unknown_network_is_named():
+    with pytest.raises(ValueError, match="unknown network 'resnet9000'"):
+        InvarianceNet(4, mode="instance", network="resnet9000")

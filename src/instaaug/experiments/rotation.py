@@ -38,7 +38,7 @@ class Config:
     seed: int = 0
     n_train: int = 2000
     n_test: int = 1000
-    epochs: int = 8
+    epochs: int = 20
     pretrain_epochs: int = 1
     batch_size: int = 64
     lr: float = 3e-3
