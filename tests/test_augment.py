@@ -182,11 +182,17 @@ def test_unknown_option_is_named():
         ({"entropy_range": (1.0, -1.0)}, "entropy_range"),
         ({"min_width": 0.0}, "min_width"),
         ({"mode": "class"}, "num_classes"),
+        ({"norm": "instance"}, "norm"),
     ],
 )
 def test_bad_options(options, match):
     with pytest.raises(ValueError, match=match):
         tiny_aug(("rotation",), **options)
+
+
+def test_no_transforms_is_an_error():
+    with pytest.raises(ValueError, match="at least one transform"):
+        InstaAug(())
 
 
 def test_single_transform_name_as_string():
@@ -291,3 +297,17 @@ def test_load_never_unpickles_weights(tmp_path):
     with pytest.raises(ValueError, match="safetensors"):
         InstaAug.load(tmp_path)
     assert not marker.exists()
+
+
+def test_phi_gives_the_same_ranges_in_training_and_eval_mode():
+    # The default per-input normalisation has no running statistics that could lag φ's weights.
+    aug = tiny_aug(("rotation", "hue"))
+    with torch.no_grad():
+        aug.net.output.weight.normal_(0, 0.5)
+    x = structured_images(6, 3, 16)
+    train_low = aug.train().distribution(x).low
+    eval_low = aug.eval().distribution(x).low
+    alone_low = aug.distribution(x[:1]).low
+    torch.testing.assert_close(train_low, eval_low)
+    torch.testing.assert_close(alone_low, eval_low[:1])
+    assert (train_low[0] - train_low[1]).abs().max() > 1e-4

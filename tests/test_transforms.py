@@ -303,9 +303,11 @@ def test_duplicate_families_rejected():
         TransformStack(("hue", "rotation", "hue"))
 
 
-def test_empty_stack_and_bad_padding_rejected():
-    with pytest.raises(ValueError, match="at least one"):
-        TransformStack(())
+def test_empty_stack_is_the_identity_and_bad_padding_rejected():
+    x = torch.rand(2, 3, 8, 8)
+    stack = TransformStack(())
+    assert stack.dim == 0 and stack.param_names == ()
+    assert torch.equal(stack(x, x.new_zeros(2, 0)), x)
     with pytest.raises(ValueError, match="padding_mode"):
         TransformStack(("rotation",), padding_mode="wrap")
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from .distributions import DEFAULT_MIN_WIDTH, UniformRanges
 from .io import load_tensors, read_json, save_tensors, write_json
+from .models import NORMS
 from .networks import MODES, InvarianceNet, UniformRangeHead
 from .transforms import PADDING_MODES, TransformStack
 from .validation import check_images, check_labels, check_positive_int, dataclass_from_dict
@@ -158,6 +159,7 @@ class InstaAugConfig:
         network: φ's backbone in instance mode: ``small_cnn`` or ``preact_resnet18``.
         width: φ's first-stage channel count.
         depth: stages of ``small_cnn``.
+        norm: φ's normalisation: ``layer`` (per input; the same in training and eval), ``batch`` or ``none``.
         in_channels: image channels C.
         num_classes: number of classes (``class`` mode only).
         n_copies: views sampled per input on each call.
@@ -174,6 +176,7 @@ class InstaAugConfig:
     network: str = "small_cnn"
     width: int = 16
     depth: int = 3
+    norm: str = "layer"
     in_channels: int = 3
     num_classes: int | None = None
     n_copies: int = 1
@@ -186,8 +189,12 @@ class InstaAugConfig:
     def __post_init__(self) -> None:
         if isinstance(self.transforms, str):
             object.__setattr__(self, "transforms", (self.transforms,))
+        if not self.transforms:
+            raise ValueError("transforms must name at least one transform family")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
         for key in ("width", "depth", "in_channels", "n_copies"):
@@ -237,6 +244,7 @@ class InstaAug(Augmenter):
             num_classes=config.num_classes,
             width=config.width,
             depth=config.depth,
+            norm=config.norm,
         )
         self.config = config
 

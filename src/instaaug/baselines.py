@@ -7,47 +7,19 @@ from typing import Any
 
 import torch
 
-from .augment import Augmenter, AugmentOutput, InstaAug
+from .augment import Augmenter, InstaAug
 from .distributions import UniformRanges
-from .validation import check_positive_int
 
 
 class NoAugment(Augmenter):
     """The identity: every view is the input itself (params (B·n, 0), log_prob and entropy zero)."""
 
     def __init__(self, *, in_channels: int = 3, n_copies: int = 1) -> None:
-        super().__init__(("value",), in_channels=in_channels, n_copies=n_copies)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return ()
+        super().__init__((), in_channels=in_channels, n_copies=n_copies)
 
     def _distribution(self, x: torch.Tensor, y: torch.Tensor | None) -> UniformRanges:
         empty = x.new_zeros(x.shape[0], 0)
         return UniformRanges(empty, empty, ())
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor | None = None,
-        *,
-        n_copies: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> AugmentOutput:
-        """x (B, C, H, W) → n copies of each image, unchanged."""
-        self._check(x, y)
-        n = self.n_copies if n_copies is None else check_positive_int(n_copies, "n_copies")
-        batch = x.shape[0]
-        zeros = x.new_zeros(batch * n)
-        return AugmentOutput(
-            images=x.repeat_interleave(n, dim=0),
-            params=x.new_zeros(batch * n, 0),
-            log_prob=zeros,
-            entropy=x.new_zeros(batch),
-            n_copies=n,
-            reparameterized=True,
-            distribution=self._distribution(x, y),
-        )
 
 
 class RandomAugment(Augmenter):

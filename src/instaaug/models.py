@@ -8,6 +8,7 @@ them in its first layer, so transforms and figures stay in pixel space.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,14 +27,29 @@ class InputNorm(nn.Module):
         return (x - self.mean) / self.std
 
 
+NORMS = ("batch", "layer", "none")
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """A normalisation layer: ``batch`` (BatchNorm2d), ``layer`` (per-sample over C, H, W: GroupNorm with one
+    group, no running statistics, so outputs do not depend on the batch or on train/eval mode) or ``none``."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
 class ConvBackbone(nn.Module):
-    """A plain CNN: ``depth`` stages of conv3×3 → BatchNorm → ReLU → 2×2 max-pool.
+    """A plain CNN: ``depth`` stages of conv3×3 → normalisation → ReLU → 2×2 max-pool.
 
     Channels double per stage from ``width`` up to ``4 * width``. ``forward`` maps (B, C, H, W) to a list of
     ``depth`` feature maps; stage s has ``channels[s]`` channels and spatial size H / 2^(s+1).
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 3) -> None:
+    def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 3, norm: str = "batch") -> None:
         super().__init__()
         self.channels = tuple(min(width * 2**s, 4 * width) for s in range(depth))
         self.norm = InputNorm(in_channels)
@@ -42,7 +58,7 @@ class ConvBackbone(nn.Module):
             stages.append(
                 nn.Sequential(
                     nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(c_out),
+                    make_norm(norm, c_out),
                     nn.ReLU(inplace=True),
                     nn.MaxPool2d(2, ceil_mode=True),
                 )
@@ -63,11 +79,11 @@ class ConvBackbone(nn.Module):
 class PreActBlock(nn.Module):
     """A pre-activation residual block (He et al., 2016)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, norm: str = "batch") -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(c_in)
+        self.bn1 = make_norm(norm, c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
+        self.bn2 = make_norm(norm, c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.shortcut = nn.Conv2d(c_in, c_out, 1, stride, bias=False) if stride != 1 or c_in != c_out else None
 
@@ -86,7 +102,9 @@ class PreActResNetBackbone(nn.Module):
     stage outputs; the last is passed through the final BatchNorm → ReLU.
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 64, blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
+    def __init__(
+        self, in_channels: int = 3, width: int = 64, blocks: tuple[int, ...] = (2, 2, 2, 2), norm: str = "batch"
+    ) -> None:
         super().__init__()
         self.norm = InputNorm(in_channels)
         self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
@@ -94,12 +112,13 @@ class PreActResNetBackbone(nn.Module):
         stages, c_in = [], width
         for s, (c_out, n) in enumerate(zip(self.channels, blocks, strict=True)):
             layers = [
-                PreActBlock(c_in if i == 0 else c_out, c_out, (1 if s == 0 else 2) if i == 0 else 1) for i in range(n)
+                PreActBlock(c_in if i == 0 else c_out, c_out, (1 if s == 0 else 2) if i == 0 else 1, norm)
+                for i in range(n)
             ]
             stages.append(nn.Sequential(*layers))
             c_in = c_out
         self.stages = nn.ModuleList(stages)
-        self.final = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True))
+        self.final = nn.Sequential(make_norm(norm, c_in), nn.ReLU(inplace=True))
         self.out_channels = c_in
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -130,13 +149,13 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_backbone(name: str, in_channels: int, **kwargs: int) -> nn.Module:
+def build_backbone(name: str, in_channels: int, **kwargs: Any) -> nn.Module:
     """Create a registered backbone by name (``small_cnn`` or ``preact_resnet18``)."""
     if name not in BACKBONES:
         raise ValueError(f"unknown network {name!r}; known networks: {sorted(BACKBONES)}")
     return BACKBONES[name](in_channels=in_channels, **kwargs)
 
 
-def build_classifier(name: str, in_channels: int, num_classes: int, **kwargs: int) -> Classifier:
+def build_classifier(name: str, in_channels: int, num_classes: int, **kwargs: Any) -> Classifier:
     """A classifier on a registered backbone, e.g. ``build_classifier("small_cnn", 3, 10, width=32, depth=4)``."""
     return Classifier(build_backbone(name, in_channels, **kwargs), num_classes)

@@ -92,6 +92,10 @@ class InvarianceNet(nn.Module):
         num_classes: the number of classes, required in ``class`` mode.
         width: the backbone's first-stage channel count.
         depth: the number of stages of ``small_cnn``.
+        norm: the backbone's normalisation, ``layer`` (default), ``batch`` or ``none``. ``layer`` normalises each
+            input on its own, so φ(x) does not depend on the rest of the batch and is the same in training and
+            in eval mode; BatchNorm's running statistics lag φ's weights, which shifts the ranges seen at test
+            time, in figures and in saved augmenters.
 
     The output layer starts at zero, so every mode begins from the head's initial interval for every input.
     """
@@ -105,6 +109,7 @@ class InvarianceNet(nn.Module):
         num_classes: int | None = None,
         width: int = 16,
         depth: int = 3,
+        norm: str = "layer",
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -113,7 +118,9 @@ class InvarianceNet(nn.Module):
         self.out_dim = out_dim
         self.num_classes = num_classes
         if mode == "instance":
-            kwargs = {"width": width, "depth": depth} if network == "small_cnn" else {"width": width}
+            kwargs = {"width": width, "norm": norm}
+            if network == "small_cnn":
+                kwargs["depth"] = depth
             self.backbone = build_backbone(network, in_channels, **kwargs)
             self.output = nn.Linear(self.backbone.out_channels, out_dim)
             nn.init.zeros_(self.output.weight)

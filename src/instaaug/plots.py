@@ -125,7 +125,7 @@ def plot_colour_ranges(
     # Columns: the image, the hue-shifted views, a narrow gap, then one wide panel per dimension.
     ratios = [1.0] * (1 + views) + [0.25] + [2.2] * dims
     fig = plt.figure(figsize=(0.95 * sum(ratios), 1.0 * n + 0.9))
-    grid = fig.add_gridspec(n, len(ratios), width_ratios=ratios, hspace=0.45, wspace=0.12)
+    grid = fig.add_gridspec(n, len(ratios), width_ratios=ratios, hspace=0.45, wspace=0.3)
     for i in range(n):
         ax = fig.add_subplot(grid[i, 0])
         ax.imshow(to_image(images[i]))
@@ -153,18 +153,19 @@ def plot_colour_ranges(
             lo, hi = float(low[i, d]), float(high[i, d])
             ax.barh(0.1, hi - lo, left=lo, height=0.6, color="tab:red", label="learned (this input)")
             ax.axvline(0, color="black", lw=0.6)
-            ax.text(bounds[1], 0.1, f"w={hi - lo:.2f}", fontsize=7, ha="right", va="center")
             ax.set_xlim(*bounds)
             ax.set_ylim(-0.8, 0.6)
             ax.set_yticks([])
+            # The width in the panel's title, where it never covers the bar.
+            width = f"width {hi - lo:.2f}"
+            ax.set_title(f"{name}\n{width}" if i == 0 else width, fontsize=7, pad=2)
+            ax.set_xticks([bounds[0] / 2, 0, bounds[1] / 2])
             ax.tick_params(axis="x", labelsize=6, length=2, pad=1)
             if i < n - 1:
                 ax.set_xticklabels([])
             else:
                 unit = f" ({family.unit})" if family is not None else ""
                 ax.set_xlabel(f"{name}{unit}", fontsize=8)
-            if i == 0:
-                ax.set_title(name, fontsize=8)
     handles, legend_names = fig.axes[-1].get_legend_handles_labels()
     fig.legend(handles, legend_names, loc="lower right", ncol=len(legend_names), fontsize=7, frameon=False)
     if title:

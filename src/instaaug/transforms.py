@@ -174,7 +174,7 @@ class TransformStack:
     contributing its own parameter dimensions.
 
     Args:
-        names: family names, e.g. ``("rotation", "hue")``; no duplicates.
+        names: family names, e.g. ``("rotation", "hue")``; no duplicates; none for the identity.
         padding_mode: how geometric transforms fill pixels from outside the image: ``"zeros"``, ``"border"``
             or ``"reflection"``.
     """
@@ -183,8 +183,6 @@ class TransformStack:
         if isinstance(names, str):
             names = (names,)
         names = tuple(names)
-        if not names:
-            raise ValueError("at least one transform is needed")
         if len(set(names)) != len(names):
             raise ValueError(f"transforms must not repeat, got {names}")
         if padding_mode not in PADDING_MODES:

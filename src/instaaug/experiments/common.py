@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,13 @@ def write_metrics(
     return path
 
 
-def set_threads(threads: int | None) -> None:
-    """Limit torch's intra-op threads (None leaves the default)."""
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run a block with torch's intra-op thread count set to ``threads`` (0 or None: unchanged), then restore it."""
+    previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -25,7 +25,7 @@ from ..data.sprites import builtin_sprites, load_mario_iggy, rotated_sprites
 from ..models import build_classifier
 from ..plots import plot_rotation_arcs
 from ..train import TrainConfig
-from .common import METHODS, check_methods, fit_method, learned_ranges, set_threads, test_accuracy, write_metrics
+from .common import METHODS, check_methods, fit_method, learned_ranges, test_accuracy, torch_threads, write_metrics
 
 DESCRIPTION = "learned rotation ranges on the rotated Mario/Iggy sprites (4 classes); Figure 5"
 TRANSFORMS = ("rotation",)
@@ -44,8 +44,9 @@ class Config:
     lr: float = 3e-3
     aug_lr: float = 3e-3
     methods: tuple[str, ...] = METHODS
-    #: the entropy band of InstaAug: log-widths around log(π), the width of the label-preserving interval.
-    entropy_range: tuple[float, float] = (1.0, 1.15)
+    #: the entropy band of InstaAug: log-widths [log 0.95π, log 1.1π] around log π, the width of the
+    #: label-preserving interval [-π/2 - a, π/2 - a].
+    entropy_range: tuple[float, float] = (1.09, 1.24)
     controller_rate: float = 1.02
     #: the fixed range of the random baseline: ±π/4 is the widest symmetric range that keeps every label.
     random_half_width: float = math.pi / 4
@@ -83,9 +84,12 @@ def coverage_and_violation(low: torch.Tensor, high: torch.Tensor, angle: torch.T
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train every method of ``config.methods``, write metrics.json, the arcs figure and the augmenters."""
-    methods = check_methods(config.methods)
-    set_threads(config.threads)
-    out = Path(out_dir)
+    with torch_threads(config.threads):
+        return _run(config, Path(out_dir), data)
+
+
+def _run(config: Config, out: Path, data: str | os.PathLike | None) -> dict[str, Any]:
+    methods = config.methods
     out.mkdir(parents=True, exist_ok=True)
     sprites = load_mario_iggy(data) if data is not None else builtin_sprites()
     gen = torch.Generator().manual_seed(config.seed)

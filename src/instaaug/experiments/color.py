@@ -1,0 +1,312 @@
+"""Colour experiment: instance-specific hue invariance (the paper's Appendix D, Figure D.1).
+
+The data (``instaaug.data.colors``) mix classes defined by shape, whose label survives any hue shift, with classes
+defined only by hue (five fruits of one shape, their hues spaced round the colour wheel). A learned, input-dependent
+augmenter over hue, saturation and value should widen the hue range of the shape-defined classes and keep the
+fruits' narrow.
+
+Every method trains a fresh copy of the same classifier (same initial weights) on the same data: ``none``,
+``random`` (fixed ranges), ``augerino`` (one global learned range) and ``instaaug``. Metrics per method: test
+accuracy (overall and per class group) and, for the methods with ranges, the mean width of each dimension's
+interval over the test images of the shape-defined and of the hue-defined classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.colors import CLASS_NAMES, HUE_DEFINED, NUM_CLASSES, SHAPE_DEFINED, ColourData, make_colour_dataset
+from ..models import build_classifier
+from ..train import TrainConfig, accuracy, predict
+from .common import METHODS, MethodResult, check_methods, fit_method, learned_ranges, torch_threads, write_metrics
+
+DESCRIPTION = "hue/saturation/value ranges on shape-defined vs hue-defined classes (paper Fig. D.1)"
+TRANSFORMS = ("hue", "saturation", "value")
+FIGURE_FILE = "color_ranges.png"
+
+
+@dataclass
+class Config:
+    """Settings of the colour experiment (override any with ``--set key=value``).
+
+    Attributes:
+        seed: seeds the data (train and test are generated from different streams), the initial weights and
+            the training run.
+        n_train, n_test: generated training and test images (balanced over the 9 classes).
+        image_size: image side in pixels.
+        epochs: joint training epochs of f and the augmenter, after ``pretrain_epochs`` of f alone (the paper
+            pre-trains f so that the task loss says something about hue when φ starts learning).
+        batch_size, lr, aug_lr: mini-batch size, f's and φ's learning rates (Adam).
+        width, depth: the classifier (``small_cnn``).
+        aug_width, aug_depth: InstaAug's invariance network φ (``small_cnn``).
+        methods: the methods to run, a subset of ``none, random, augerino, instaaug``.
+        entropy_min, entropy_max: InstaAug's entropy band (nats; the entropy of one input is Σ over hue,
+            saturation and value of log width). What the data allow: shape-defined inputs free in hue
+            (width ≈ 1) and saturation (≈ 2), value ≈ 1.5, about +1.1 nats; fruits ±0.08 in hue, ≈ 1.4 in
+            saturation and value, about -1.2 nats; with 4 of 9 classes shape-defined a mean of ≈ -0.2. The band
+            [-0.4, 0] brackets that mean. A lower band is met by widening saturation and value alone, so hue never
+            has to widen (measured: [-2, -0.5] leaves both groups' hue width at ≈ 0.15); a higher one forces
+            the fruits' hue ranges wide too ([0, 0.4]: every hue width ≈ 1, fruit accuracy 0.59).
+        init_half_width: InstaAug's starting half-widths (hue, saturation, value); the families' defaults.
+        lam_init, lam_rate, lam_max: the entropy controller's starting λ, multiplicative step per training step,
+            and cap.
+        augerino_weight: Augerino's width-norm weight.
+        random_hue, random_saturation, random_value: the half-widths of the ``random`` baseline's ranges (the
+            families' defaults).
+        threads: torch's intra-op threads during the run (0 keeps torch's default). On a machine shared with
+            other busy processes, ``--set threads=1`` avoids multi-threaded kernels waiting for a busy core.
+        figure_per_class: test examples per class in the figure.
+    """
+
+    seed: int = 0
+    n_train: int = 2800
+    n_test: int = 1800
+    image_size: int = 32
+    epochs: int = 16
+    pretrain_epochs: int = 3
+    batch_size: int = 64
+    lr: float = 3e-3
+    aug_lr: float = 3e-3
+    width: int = 16
+    depth: int = 3
+    aug_width: int = 16
+    aug_depth: int = 3
+    methods: tuple[str, ...] = METHODS
+    entropy_min: float = -0.4
+    entropy_max: float = 0.0
+    init_half_width: tuple[float, ...] = (0.05, 0.1, 0.1)
+    lam_init: float = 0.01
+    lam_rate: float = 1.02
+    lam_max: float = 1.0
+    augerino_weight: float = 0.01
+    random_hue: float = 0.15
+    random_saturation: float = 0.4
+    random_value: float = 0.4
+    threads: int = 0
+    figure_per_class: int = 1
+
+    @classmethod
+    def quick(cls) -> Config:
+        """A small variant for tests and smoke runs (seconds)."""
+        return cls(n_train=540, n_test=270, epochs=2, pretrain_epochs=1, width=8, aug_width=8)
+
+    def __post_init__(self) -> None:
+        self.methods = check_methods(self.methods)
+        for key in ("n_train", "n_test", "batch_size", "width", "depth", "aug_width", "aug_depth"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be an int ≥ 1, got {value!r}")
+        for key in ("n_train", "n_test"):
+            if getattr(self, key) < NUM_CLASSES:
+                raise ValueError(f"{key} must be ≥ {NUM_CLASSES} (one example per class), got {getattr(self, key)}")
+        if len(self.init_half_width) != len(TRANSFORMS):
+            raise ValueError(f"init_half_width needs one entry per transform {TRANSFORMS}, got {self.init_half_width}")
+        if not (math.isfinite(self.entropy_min) and math.isfinite(self.entropy_max)):
+            raise ValueError("entropy_min and entropy_max must be finite")
+        if self.entropy_min > self.entropy_max:
+            raise ValueError(f"entropy_min must be ≤ entropy_max, got {self.entropy_min} > {self.entropy_max}")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            pretrain_epochs=self.pretrain_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            aug_lr=self.aug_lr,
+            seed=self.seed,
+        )
+
+    def build_options(self) -> dict[str, Any]:
+        """The keyword options of ``fit_method`` / ``build_method`` for every method."""
+        return {
+            "random_ranges": {
+                "hue": self.random_hue,
+                "saturation": self.random_saturation,
+                "value": self.random_value,
+            },
+            "augerino_weight": self.augerino_weight,
+            "instaaug_options": {
+                "width": self.aug_width,
+                "depth": self.aug_depth,
+                "entropy_range": (self.entropy_min, self.entropy_max),
+                "init_half_width": tuple(float(w) for w in self.init_half_width),
+            },
+            "controller_options": {
+                "lam_init": self.lam_init,
+                "rate": self.lam_rate,
+                "lam_max": self.lam_max,
+            },
+        }
+
+
+def make_splits(config: Config) -> tuple[ColourData, ColourData]:
+    """The training and test sets of a run, from two independent streams of ``config.seed``."""
+    train = make_colour_dataset(config.n_train, seed=2 * config.seed, size=config.image_size)
+    test = make_colour_dataset(config.n_test, seed=2 * config.seed + 1, size=config.image_size)
+    return train, test
+
+
+def group_masks(labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Boolean masks (N,) of the shape-defined and the hue-defined examples of labels (N,)."""
+    return {
+        "shape_defined": torch.isin(labels, torch.tensor(SHAPE_DEFINED)),
+        "hue_defined": torch.isin(labels, torch.tensor(HUE_DEFINED)),
+    }
+
+
+def range_metrics(low: torch.Tensor, high: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Mean interval width per transform and class group, for intervals low, high (N, 3) and labels (N,).
+
+    Keys like ``hue_width_shape_defined``; also ``hue_width_ratio`` = hue-defined / shape-defined.
+    """
+    width = high - low
+    metrics: dict[str, float] = {}
+    for group, mask in group_masks(labels).items():
+        for d, name in enumerate(TRANSFORMS):
+            metrics[f"{name}_width_{group}"] = float(width[mask, d].mean())
+    metrics["hue_width_ratio"] = metrics["hue_width_hue_defined"] / metrics["hue_width_shape_defined"]
+    return metrics
+
+
+def evaluate_methods(
+    config: Config, train: ColourData, test: ColourData, out_dir: Path | None
+) -> tuple[dict[str, Any], dict[str, MethodResult]]:
+    """Train every method of ``config`` on ``train`` and measure it on ``test``; returns metrics per method.
+
+    Also returns the fitted ``MethodResult`` of every method (for figures).
+    """
+    options = config.build_options()
+    results: dict[str, Any] = {}
+    fitted = {}
+    masks = group_masks(test.labels)
+    for method in config.methods:
+        # The same initial classifier for every method, so that only the augmentation differs.
+        torch.manual_seed(config.seed)
+        model = build_classifier("small_cnn", 3, NUM_CLASSES, width=config.width, depth=config.depth)
+        result = fit_method(
+            method,
+            model,
+            (train.images, train.labels),
+            TRANSFORMS,
+            config.train_config(),
+            out_dir,
+            **options,
+        )
+        logits = predict(model, test.images)
+        last = result.history[-1]
+        metrics: dict[str, Any] = {
+            "accuracy": accuracy(logits, test.labels),
+            **{f"accuracy_{g}": accuracy(logits[m], test.labels[m]) for g, m in masks.items()},
+            "train_accuracy": last["train_accuracy"],
+            "train_seconds": result.seconds,
+        }
+        if method != "none":
+            low, high = learned_ranges(result.aug, test.images)
+            metrics.update(range_metrics(low, high, test.labels))
+        if method == "instaaug":
+            metrics["final_lambda"] = last["lam"]
+            metrics["final_train_entropy"] = last["entropy"]
+        results[method] = metrics
+        fitted[method] = result
+    return results, fitted
+
+
+def figure_examples(labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Indices of the first ``per_class`` examples of every class, in class order (shape-defined first)."""
+    picks = [torch.nonzero(labels == k)[:per_class, 0] for k in range(NUM_CLASSES)]
+    return torch.cat(picks)
+
+
+def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
+    """Run the experiment; writes ``metrics.json``, ``color_ranges.png`` and each learned augmenter.
+
+    Args:
+        config: the settings.
+        out_dir: the output directory (created).
+        data: must be None: the dataset is generated, there is nothing to load.
+    Returns:
+        the contents of ``metrics.json``.
+    """
+    if data is not None:
+        raise ValueError(
+            f"the color experiment generates its own dataset and takes no data file (got --data {data!r}); "
+            "drop --data, or change the generator with --set n_train=..., --set image_size=..."
+        )
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a color.Config, got {type(config).__name__}")
+    with torch_threads(config.threads):
+        return _run(config, Path(out_dir))
+
+
+def _run(config: Config, out: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    train, test = make_splits(config)
+    results, fitted = evaluate_methods(config, train, test, out)
+
+    figure = None
+    shown = next((m for m in ("instaaug", "augerino", "random") if m in fitted), None)
+    if shown is not None:
+        from ..plots import plot_colour_ranges
+
+        idx = figure_examples(test.labels, config.figure_per_class)
+        low, high = learned_ranges(fitted[shown].aug, test.images[idx])
+        reference = None
+        if shown == "instaaug" and "augerino" in fitted:
+            ref_low, ref_high = learned_ranges(fitted["augerino"].aug, test.images[:1])
+            reference = (ref_low[0], ref_high[0])
+        path = plot_colour_ranges(
+            test.images[idx],
+            low,
+            high,
+            TRANSFORMS,
+            out / FIGURE_FILE,
+            labels=[CLASS_NAMES[k] + (" (hue)" if k in HUE_DEFINED else " (shape)") for k in test.labels[idx]],
+            reference=reference,
+            reference_label="augerino (global)",
+            title=f"learned colour ranges per test example ({shown})",
+        )
+        figure = path.name
+    seconds = time.perf_counter() - started
+    write_metrics(out, "color", results, config, figures=[figure] if figure else [], seconds=seconds)
+    return {
+        "experiment": "color",
+        "methods": results,
+        "config": dataclasses.asdict(config),
+        "figures": [figure] if figure else [],
+        "seconds": seconds,
+    }
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    """A short table of accuracy and mean hue widths per method."""
+
+    def cell(values: dict[str, Any], key: str, fmt: str) -> str:
+        value = values.get(key)
+        return format(value, fmt) if isinstance(value, int | float) else "-".rjust(int(fmt.split(".")[0]))
+
+    columns = ("acc", "acc shape", "acc hue", "hue w shape", "hue w hue", "ratio")
+    widths = (6, 9, 7, 11, 9, 6)
+    header = f"{'method':10s} " + " ".join(f"{c:>{w}s}" for c, w in zip(columns, widths, strict=True))
+    lines = [header, "-" * len(header)]
+    for method, values in metrics["methods"].items():
+        lines.append(
+            f"{method:10s} {cell(values, 'accuracy', '6.3f')} {cell(values, 'accuracy_shape_defined', '9.3f')} "
+            f"{cell(values, 'accuracy_hue_defined', '7.3f')} {cell(values, 'hue_width_shape_defined', '11.3f')} "
+            f"{cell(values, 'hue_width_hue_defined', '9.3f')} {cell(values, 'hue_width_ratio', '6.2f')}"
+        )
+    if "instaaug" in metrics["methods"]:
+        ratio = metrics["methods"]["instaaug"].get("hue_width_ratio")
+        if isinstance(ratio, float):
+            verdict = "met" if ratio <= 0.5 else "NOT met"
+            lines.append(f"target hue-defined width ≤ 0.5 × shape-defined width (instaaug): {verdict} ({ratio:.2f})")
+    return "\n".join(lines)

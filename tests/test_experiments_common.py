@@ -1,0 +1,80 @@
+"""Shared experiment helpers: --set overrides, method names, thread settings, metrics files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from instaaug import Augerino, AugerinoObjective, InstaAug, InstaAugObjective, NoAugment, RandomAugment
+from instaaug.experiments import get_experiment, rotation
+from instaaug.experiments.common import apply_overrides, build_method, check_methods, torch_threads, write_metrics
+
+
+def test_overrides_are_parsed_by_the_type_of_each_field():
+    config = apply_overrides(
+        rotation.Config(),
+        ["epochs=3", "lr=0.5", "methods=none,instaaug", "entropy_range=(0.5, 0.75)", "device=cpu"],
+    )
+    assert config.epochs == 3 and config.lr == 0.5 and config.device == "cpu"
+    assert config.methods == ("none", "instaaug")
+    assert config.entropy_range == (0.5, 0.75)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("epochs", "key=value"),
+        ("nope=1", "unknown config key 'nope'"),
+        ("epochs=1.5", "cannot parse '1.5' for config key 'epochs'"),
+        ("entropy_range=a,b", "cannot parse"),
+        ("methods=none,dance", "methods must be"),
+    ],
+)
+def test_bad_overrides_are_named(item, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(rotation.Config(), [item])
+
+
+def test_check_methods():
+    assert check_methods("none,instaaug") == ("none", "instaaug")
+    with pytest.raises(ValueError, match="non-empty subset"):
+        check_methods(())
+
+
+def test_build_method_pairs_augmenters_with_their_objectives():
+    kinds = {
+        "none": (NoAugment, "TaskObjective"),
+        "random": (RandomAugment, "TaskObjective"),
+        "augerino": (Augerino, AugerinoObjective.__name__),
+        "instaaug": (InstaAug, InstaAugObjective.__name__),
+    }
+    for method, (aug_type, objective_name) in kinds.items():
+        aug, objective = build_method(method, ("rotation",), in_channels=3, instaaug_options={"width": 4})
+        assert isinstance(aug, aug_type) and type(objective).__name__ == objective_name
+    aug, objective = build_method("instaaug", ("rotation",), in_channels=3, instaaug_options={"entropy_range": (0, 1)})
+    assert (objective.controller.h_min, objective.controller.h_max) == (0, 1)
+    with pytest.raises(ValueError, match="unknown method 'magic'"):
+        build_method("magic", ("rotation",), in_channels=3)
+
+
+def test_torch_threads_restores_the_previous_setting():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(0):
+        assert torch.get_num_threads() == before
+
+
+def test_write_metrics_layout(tmp_path):
+    path = write_metrics(tmp_path, "rotation", {"none": {"accuracy": 0.5}}, rotation.Config(), seconds=1.0)
+    data = json.loads(path.read_text())
+    assert data["experiment"] == "rotation" and data["methods"] == {"none": {"accuracy": 0.5}}
+    assert data["config"]["epochs"] == rotation.Config().epochs and data["seconds"] == 1.0
+
+
+def test_unknown_experiment():
+    with pytest.raises(ValueError, match="known experiments"):
+        get_experiment("nope")
