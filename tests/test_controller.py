@@ -58,9 +58,31 @@ def test_running_mean_drives_lambda_not_the_last_batch():
     # Running mean 5.0 (above the band) even though the last batch is inside it: λ must fall.
     c = EntropyController(-1.0, 1.0, lam_init=1.0, rate=2.0, momentum=0.9)
     c.update(h(10.0))
-    lam = c.update(h(0.0))  # running = 9.0
-    assert c.running_entropy.item() == pytest.approx(9.0)
+    lam = c.update(h(12.0))  # running = 10.2, still above the band and not falling
+    assert c.running_entropy.item() == pytest.approx(10.2)
     assert lam.item() == pytest.approx(0.25)
+
+
+def test_lambda_holds_while_the_entropy_already_moves_towards_the_band():
+    # Anti-windup: below the band but rising (fast mean above the slow one), λ must not compound.
+    c = EntropyController(0.0, 1.0, lam_init=1.0, rate=2.0, momentum=0.5, trend_momentum=0.9, lam_max=1e9)
+    c.update(h(-10.0))
+    assert c.lam.item() == pytest.approx(2.0)  # below and not rising: raised
+    for value in (-8.0, -6.0, -4.0, -2.0):
+        assert c.update(h(value)).item() == pytest.approx(2.0)
+    for _ in range(100):  # it stalls below the band: the trend fades and λ rises again
+        c.update(h(-2.0))
+    assert c.lam.item() > 2.0**10
+    # A slow drift towards the band, which would not get there within the horizon, does not hold λ.
+    c = EntropyController(0.0, 1.0, lam_init=1.0, rate=2.0, momentum=0.5, trend_momentum=0.9, horizon=10.0, lam_max=1e9)
+    c.update(h(-10.0))
+    for k in range(1, 6):
+        assert c.update(h(-10.0 + 0.01 * k)).item() == pytest.approx(2.0 ** (k + 1))
+    # Symmetrically above the band: λ holds while the entropy falls.
+    c = EntropyController(0.0, 1.0, lam_init=1.0, rate=2.0, momentum=0.5, trend_momentum=0.9)
+    c.update(h(10.0))
+    for value in (8.0, 6.0, 4.0):
+        assert c.update(h(value)).item() == pytest.approx(0.5)
 
 
 def test_update_ignores_gradients_and_returns_zero_dim():
@@ -77,7 +99,7 @@ def test_state_dict_round_trip_continues_identically():
         a.update(h(v))
     b = EntropyController(-1.0, 1.0, lam_init=0.05, rate=1.1, momentum=0.8)
     b.load_state_dict(a.state_dict())
-    assert set(a.state_dict()) == {"lam", "running_entropy", "steps"}
+    assert set(a.state_dict()) == {"lam", "running_entropy", "slow_entropy", "steps"}
     assert b.lam.item() == a.lam.item() and b.running_entropy.item() == a.running_entropy.item()
     for v in seq[3:]:
         assert a.update(h(v)).item() == b.update(h(v)).item()
@@ -105,6 +127,9 @@ def test_fresh_controller_differs_from_restored_one():
         ({"h_min": 0.0, "h_max": 1.0, "lam_init": 20.0}, "lam_init"),
         ({"h_min": 0.0, "h_max": 1.0, "momentum": 1.0}, "momentum"),
         ({"h_min": 0.0, "h_max": 1.0, "momentum": -0.1}, "momentum"),
+        ({"h_min": 0.0, "h_max": 1.0, "momentum": 0.9, "trend_momentum": 0.5}, "trend_momentum"),
+        ({"h_min": 0.0, "h_max": 1.0, "momentum": 0.9, "trend_momentum": 0.9}, "trend_momentum"),
+        ({"h_min": 0.0, "h_max": 1.0, "horizon": -1.0}, "horizon"),
     ],
 )
 def test_bad_arguments(kwargs, match):

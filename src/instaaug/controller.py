@@ -11,14 +11,20 @@ from torch import nn
 class EntropyController(nn.Module):
     """Keeps the running mean of the *training* entropy inside [h_min, h_max] by adjusting λ.
 
-    After every training step, ``update(mean_entropy)`` folds the batch's mean entropy into an exponential
-    running mean and multiplies λ by ``rate`` if that mean is below ``h_min``, divides it by ``rate`` if above
-    ``h_max``, and leaves it otherwise; λ stays in [lam_min, lam_max]. Feed it training batches only: the
-    controller never needs, and must never see, test data.
+    After every training step, ``update(mean_entropy)`` folds the batch's mean entropy into a running mean and
+    multiplies λ by ``rate`` if that mean is below ``h_min``, divides it by ``rate`` if above ``h_max``, and
+    leaves it otherwise; λ stays in [lam_min, lam_max]. Feed it training batches only: the controller never
+    needs, and must never see, test data.
+
+    Anti-windup: φ needs time to respond to λ, so λ only moves if, at its current trend, the running entropy
+    would still be outside the band ``horizon`` steps from now. The trend is the gap between the running mean
+    and a slower one (momentum ``trend_momentum``) divided by the difference of their lags. Without this, λ keeps
+    compounding while the entropy catches up, the entropy then overshoots the band, and a saturated φ (every
+    interval at its widest) may never come back; a slow drift towards the band, on the other hand, does not
+    hold λ. (The reference implementation holds λ per epoch whenever the entropy is already moving.)
 
     All state lives in buffers (move the controller to the training device with ``.to``), so updates never
-    synchronise with the host, and
-    ``state_dict`` / ``load_state_dict`` save and restore it with a run.
+    synchronise with the host, and ``state_dict`` / ``load_state_dict`` save and restore it with a run.
 
     Args:
         h_min, h_max: the target entropy band (nats).
@@ -26,6 +32,8 @@ class EntropyController(nn.Module):
         rate: the multiplicative step (> 1).
         lam_min, lam_max: bounds on λ.
         momentum: weight of the past in the running mean of the entropy (0 uses the last batch only).
+        trend_momentum: the same for the slower running mean that measures the trend (> momentum).
+        horizon: the look-ahead, in steps, of the anti-windup rule (0 turns it off).
     """
 
     def __init__(
@@ -37,6 +45,8 @@ class EntropyController(nn.Module):
         lam_min: float = 1e-4,
         lam_max: float = 10.0,
         momentum: float = 0.9,
+        trend_momentum: float = 0.95,
+        horizon: float = 100.0,
     ) -> None:
         super().__init__()
         for name, value in (("h_min", h_min), ("h_max", h_max)):
@@ -50,29 +60,33 @@ class EntropyController(nn.Module):
             raise ValueError(f"rate must be > 1, got {rate}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if not momentum < trend_momentum < 1:
+            raise ValueError(f"trend_momentum must be in (momentum, 1), got {trend_momentum}")
+        if not (math.isfinite(horizon) and horizon >= 0):
+            raise ValueError(f"horizon must be a finite number ≥ 0, got {horizon}")
         self.h_min, self.h_max = float(h_min), float(h_max)
-        self.rate, self.lam_min, self.lam_max, self.momentum = (
-            float(rate),
-            float(lam_min),
-            float(lam_max),
-            momentum,
-        )
+        self.rate, self.lam_min, self.lam_max = float(rate), float(lam_min), float(lam_max)
+        self.momentum, self.trend_momentum, self.horizon = momentum, trend_momentum, float(horizon)
+        # For a linear trend, a running mean with momentum m lags m / (1 - m) steps behind.
+        self._lag = trend_momentum / (1 - trend_momentum) - momentum / (1 - momentum)
         self.register_buffer("lam", torch.tensor(float(lam_init)))
         self.register_buffer("running_entropy", torch.tensor(0.0))
+        self.register_buffer("slow_entropy", torch.tensor(0.0))
         self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
 
     @torch.no_grad()
     def update(self, mean_entropy: torch.Tensor) -> torch.Tensor:
         """Fold in a training batch's mean entropy (a 0-d tensor) and adjust λ; returns the new λ (0-d)."""
         h = mean_entropy.detach().to(self.running_entropy)
-        self.running_entropy = torch.where(
-            self.steps == 0, h, self.momentum * self.running_entropy + (1 - self.momentum) * h
-        )
-        factor = torch.where(
-            self.running_entropy < self.h_min,
-            self.rate,
-            torch.where(self.running_entropy > self.h_max, 1 / self.rate, 1.0),
-        )
+        first = self.steps == 0
+        self.running_entropy = torch.where(first, h, self.momentum * self.running_entropy + (1 - self.momentum) * h)
+        m = self.trend_momentum
+        self.slow_entropy = torch.where(first, h, m * self.slow_entropy + (1 - m) * h)
+        fast = self.running_entropy
+        projected = fast + (fast - self.slow_entropy) / self._lag * self.horizon
+        raise_lam = (fast < self.h_min) & (projected < self.h_min)
+        lower_lam = (fast > self.h_max) & (projected > self.h_max)
+        factor = torch.where(raise_lam, self.rate, torch.where(lower_lam, 1 / self.rate, 1.0))
         self.lam = (self.lam * factor).clamp(self.lam_min, self.lam_max)
         self.steps = self.steps + 1
         return self.lam

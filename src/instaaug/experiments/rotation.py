@@ -42,7 +42,7 @@ class Config:
     pretrain_epochs: int = 1
     batch_size: int = 64
     lr: float = 3e-3
-    aug_lr: float = 3e-3
+    aug_lr: float = 1e-2
     methods: tuple[str, ...] = METHODS
     #: the entropy band of InstaAug: log-widths [log 0.95π, log 1.1π] around log π, the width of the
     #: label-preserving interval [-π/2 - a, π/2 - a].
