@@ -41,7 +41,7 @@ class EntropyController(nn.Module):
         h_min: float,
         h_max: float,
         lam_init: float = 0.01,
-        rate: float = 1.02,
+        rate: float = 1.05,
         lam_min: float = 1e-4,
         lam_max: float = 10.0,
         momentum: float = 0.9,

@@ -47,7 +47,7 @@ class Config:
     #: the entropy band of InstaAug: log-widths [log 0.95π, log 1.1π] around log π, the width of the
     #: label-preserving interval [-π/2 - a, π/2 - a].
     entropy_range: tuple[float, float] = (1.09, 1.24)
-    controller_rate: float = 1.02
+    controller_rate: float = 1.05
     #: the fixed range of the random baseline: ±π/4 is the widest symmetric range that keeps every label.
     random_half_width: float = math.pi / 4
     augerino_weight: float = 0.01
