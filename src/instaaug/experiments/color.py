@@ -83,8 +83,8 @@ class Config:
     entropy_min: float = -0.4
     entropy_max: float = 0.0
     init_half_width: tuple[float, ...] = (0.05, 0.1, 0.1)
-    lam_init: float = 0.01
-    lam_rate: float = 1.05
+    lam_init: float = 0.05
+    lam_rate: float = 1.02
     lam_max: float = 1.0
     augerino_weight: float = 0.01
     random_hue: float = 0.15

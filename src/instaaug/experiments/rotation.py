@@ -47,7 +47,8 @@ class Config:
     #: the entropy band of InstaAug: log-widths [log 0.95π, log 1.1π] around log π, the width of the
     #: label-preserving interval [-π/2 - a, π/2 - a].
     entropy_range: tuple[float, float] = (1.09, 1.24)
-    controller_rate: float = 1.05
+    lam_init: float = 0.05
+    lam_rate: float = 1.02
     #: the fixed range of the random baseline: ±π/4 is the widest symmetric range that keeps every label.
     random_half_width: float = math.pi / 4
     augerino_weight: float = 0.01
@@ -120,7 +121,7 @@ def _run(config: Config, out: Path, data: str | os.PathLike | None) -> dict[str,
             random_ranges={"rotation": config.random_half_width},
             augerino_weight=config.augerino_weight,
             instaaug_options={"entropy_range": config.entropy_range, "width": config.aug_width},
-            controller_options={"rate": config.controller_rate},
+            controller_options={"lam_init": config.lam_init, "rate": config.lam_rate},
         )
         metrics: dict[str, Any] = {
             "accuracy": test_accuracy(fitted.model, test_x, test_y, config.device),
