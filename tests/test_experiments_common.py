@@ -9,7 +9,14 @@ import torch
 
 from instaaug import Augerino, AugerinoObjective, InstaAug, InstaAugObjective, NoAugment, RandomAugment
 from instaaug.experiments import get_experiment, rotation
-from instaaug.experiments.common import apply_overrides, build_method, check_methods, torch_threads, write_metrics
+from instaaug.experiments.common import (
+    apply_overrides,
+    build_method,
+    check_methods,
+    torch_threads,
+    train_config_of,
+    write_metrics,
+)
 
 
 def test_overrides_are_parsed_by_the_type_of_each_field():
@@ -78,3 +85,10 @@ def test_write_metrics_layout(tmp_path):
 def test_unknown_experiment():
     with pytest.raises(ValueError, match="known experiments"):
         get_experiment("nope")
+
+
+def test_train_config_of_copies_the_shared_fields():
+    config = apply_overrides(rotation.Config(), ["epochs=7", "lr=0.25", "seed=9", "aug_lr=0.5", "batch_size=16"])
+    train_config = train_config_of(config)
+    assert (train_config.epochs, train_config.lr, train_config.seed) == (7, 0.25, 9)
+    assert (train_config.aug_lr, train_config.batch_size, train_config.pretrain_epochs) == (0.5, 16, 1)

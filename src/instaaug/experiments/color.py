@@ -25,8 +25,17 @@ import torch
 
 from ..data.colors import CLASS_NAMES, HUE_DEFINED, NUM_CLASSES, SHAPE_DEFINED, ColourData, make_colour_dataset
 from ..models import build_classifier
-from ..train import TrainConfig, accuracy, predict
-from .common import METHODS, MethodResult, check_methods, fit_method, learned_ranges, torch_threads, write_metrics
+from ..train import accuracy, predict
+from .common import (
+    METHODS,
+    MethodResult,
+    check_methods,
+    fit_method,
+    learned_ranges,
+    torch_threads,
+    train_config_of,
+    write_metrics,
+)
 
 DESCRIPTION = "hue/saturation/value ranges on shape-defined vs hue-defined classes (paper Fig. D.1)"
 TRANSFORMS = ("hue", "saturation", "value")
@@ -114,16 +123,6 @@ class Config:
         if self.entropy_min > self.entropy_max:
             raise ValueError(f"entropy_min must be ≤ entropy_max, got {self.entropy_min} > {self.entropy_max}")
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs,
-            pretrain_epochs=self.pretrain_epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            aug_lr=self.aug_lr,
-            seed=self.seed,
-        )
-
     def build_options(self) -> dict[str, Any]:
         """The keyword options of ``fit_method`` / ``build_method`` for every method."""
         return {
@@ -196,7 +195,7 @@ def evaluate_methods(
             model,
             (train.images, train.labels),
             TRANSFORMS,
-            config.train_config(),
+            train_config_of(config),
             out_dir,
             **options,
         )

@@ -103,6 +103,12 @@ def learned_ranges(
     return torch.cat(lows), torch.cat(highs)
 
 
+def train_config_of(config: Any) -> TrainConfig:
+    """The ``TrainConfig`` made of the fields an experiment's config shares with it (epochs, lr, seed, ...)."""
+    shared = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in shared})
+
+
 def check_methods(methods: Sequence[str], known: Sequence[str] = METHODS) -> tuple[str, ...]:
     """Validate a list of method names (a comma-separated string is accepted too)."""
     if isinstance(methods, str):

@@ -24,8 +24,16 @@ import torch
 from ..data.sprites import builtin_sprites, load_mario_iggy, rotated_sprites
 from ..models import build_classifier
 from ..plots import plot_rotation_arcs
-from ..train import TrainConfig
-from .common import METHODS, check_methods, fit_method, learned_ranges, test_accuracy, torch_threads, write_metrics
+from .common import (
+    METHODS,
+    check_methods,
+    fit_method,
+    learned_ranges,
+    test_accuracy,
+    torch_threads,
+    train_config_of,
+    write_metrics,
+)
 
 DESCRIPTION = "learned rotation ranges on the rotated Mario/Iggy sprites (4 classes); Figure 5"
 TRANSFORMS = ("rotation",)
@@ -96,15 +104,7 @@ def _run(config: Config, out: Path, data: str | os.PathLike | None) -> dict[str,
     gen = torch.Generator().manual_seed(config.seed)
     train_x, train_y, _ = rotated_sprites(sprites, config.n_train, gen)
     test_x, test_y, test_angle = rotated_sprites(sprites, config.n_test, gen)
-    train_config = TrainConfig(
-        epochs=config.epochs,
-        pretrain_epochs=config.pretrain_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        aug_lr=config.aug_lr,
-        seed=config.seed,
-        device=config.device,
-    )
+    train_config = train_config_of(config)
     results: dict[str, dict[str, Any]] = {}
     ranges: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     started = time.perf_counter()
