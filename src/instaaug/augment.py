@@ -84,6 +84,8 @@ class Augmenter(nn.Module):
         self.min_width = min_width
         #: Check image values (finite, in [0, 1]) on every call; a host synchronisation on GPU.
         self.check_inputs = check_inputs
+        #: Labels must lie in [0, num_classes) when known.
+        self.num_classes: int | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -96,7 +98,7 @@ class Augmenter(nn.Module):
     def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         check_images(x, channels=self.in_channels, check_values=self.check_inputs)
         if y is not None:
-            check_labels(y, x.shape[0])
+            check_labels(y, x.shape[0], self.num_classes)
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> UniformRanges:
         """The distribution p(τ; φ(x)) for images x (B, C, H, W) in [0, 1]; ``.low``/``.high`` are (B, D)."""
@@ -137,7 +139,7 @@ def sample_views(
     samples = dist.rsample((n,), generator)  # (n, B, D)
     log_prob = dist.log_prob(samples.detach())  # (n, B)
     params = samples.transpose(0, 1).reshape(batch * n, -1)
-    images = stack(x.repeat_interleave(n, dim=0), params.to(x.dtype))
+    images = stack(x.repeat_interleave(n, dim=0), params)
     return AugmentOutput(
         images=images,
         params=params,
@@ -247,6 +249,7 @@ class InstaAug(Augmenter):
             norm=config.norm,
         )
         self.config = config
+        self.num_classes = config.num_classes
 
     @property
     def mode(self) -> str:
@@ -259,11 +262,8 @@ class InstaAug(Augmenter):
 
     def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         super()._check(x, y)
-        if self.mode == "class":
-            if y is None and self.training:
-                raise ValueError("mode 'class' needs labels y during training (at test time y=None uses the mean)")
-            if y is not None:
-                check_labels(y, x.shape[0], self.config.num_classes)
+        if self.mode == "class" and y is None and self.training:
+            raise ValueError("mode 'class' needs labels y during training (at test time y=None uses the mean)")
 
     def _distribution(self, x: torch.Tensor, y: torch.Tensor | None) -> UniformRanges:
         param = next(self.net.parameters())

@@ -51,19 +51,29 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
-    """Atomically save a flat dict of tensors as safetensors (copies are made contiguous and unshared)."""
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    # safetensors refuses views and tensors sharing storage (tied weights): store contiguous copies.
     data = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    atomic_write_bytes(path, save_safetensors_bytes(data))
+    return save_safetensors_bytes(data, metadata=metadata)
+
+
+def _read_existing(path: Path) -> bytes:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    return path.read_bytes()
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
+    """Atomically save a flat dict of tensors as safetensors."""
+    atomic_write_bytes(path, _safetensors_bytes(tensors))
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Load a safetensors file; a missing, truncated or foreign file gives a clear error (never unpickles)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+    raw = _read_existing(path)
     try:
-        tensors = load_safetensors_bytes(path.read_bytes())
+        tensors = load_safetensors_bytes(raw)
     except (SafetensorError, ValueError, OSError) as e:
         raise ValueError(
             f"{path} is not a valid safetensors file (truncated, corrupted or another format): {e}"
@@ -117,16 +127,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Atomically write nested state (e.g. ``{"model": model.state_dict(), "epoch": 3}``) to one file."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, "s", tensors)
-    data = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    atomic_write_bytes(path, save_safetensors_bytes(data, metadata={_SKELETON_KEY: json.dumps(skeleton)}))
+    atomic_write_bytes(path, _safetensors_bytes(tensors, metadata={_SKELETON_KEY: json.dumps(skeleton)}))
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a file written by ``save_checkpoint``; a truncated, corrupted or foreign file gives a ValueError."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    raw = path.read_bytes()
+    raw = _read_existing(path)
     try:
         tensors = load_safetensors_bytes(raw)
         header_len = int.from_bytes(raw[:8], "little")
