@@ -135,15 +135,25 @@ def sample_views(
     generator: torch.Generator | None = None,
 ) -> AugmentOutput:
     """Draw n parameter vectors per input from ``dist`` (batch B) and apply ``stack`` to x (B, C, H, W)."""
-    batch = x.shape[0]
-    samples = dist.rsample((n,), generator)  # (n, B, D)
-    log_prob = dist.log_prob(samples.detach())  # (n, B)
-    params = samples.transpose(0, 1).reshape(batch * n, -1)
+    params, log_prob = draw(dist, batch=x.shape[0], n=n, generator=generator)
     images = stack(x.repeat_interleave(n, dim=0), params)
+    return pack_views(images, params, log_prob, dist, n)
+
+
+def draw(
+    dist: Any, *, batch: int, n: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n samples per input from ``dist`` (batch B) in view order: params (B·n, D), log_prob (B·n,)."""
+    samples, log_prob = dist.sample_with_log_prob((n,), generator)  # (n, B, D), (n, B)
+    return samples.transpose(0, 1).reshape(batch * n, -1), log_prob.transpose(0, 1).reshape(batch * n)
+
+
+def pack_views(images: torch.Tensor, params: torch.Tensor, log_prob: torch.Tensor, dist: Any, n: int) -> AugmentOutput:
+    """The ``AugmentOutput`` of views already drawn (see ``draw``) and applied."""
     return AugmentOutput(
         images=images,
         params=params,
-        log_prob=log_prob.transpose(0, 1).reshape(batch * n),
+        log_prob=log_prob,
         entropy=dist.entropy(),
         n_copies=n,
         reparameterized=dist.has_rsample,
@@ -225,6 +235,17 @@ class InstaAug(Augmenter):
     Keyword options are the fields of ``InstaAugConfig``; unknown ones raise a ValueError.
     """
 
+    def __new__(cls, transforms: Sequence[str] = ("rotation",), **options: Any) -> Augmenter:
+        # ``"crop"`` selects the location-related parameterisation, a different module with its own options.
+        names = (transforms,) if isinstance(transforms, str) else tuple(transforms)
+        if cls is InstaAug and "crop" in names:
+            if names != ("crop",):
+                raise ValueError(f"'crop' cannot be combined with other transforms yet, got {names}")
+            from .crops import InstaAugCrop
+
+            return InstaAugCrop(**options)
+        return super().__new__(cls)
+
     def __init__(self, transforms: Sequence[str] = ("rotation",), **options: Any) -> None:
         config = dataclass_from_dict(InstaAugConfig, {"transforms": transforms, **options}, what="InstaAug option")
         super().__init__(
@@ -276,37 +297,57 @@ class InstaAug(Augmenter):
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``weights.safetensors`` into ``directory`` (created), each atomically."""
-        directory = Path(directory)
-        save_tensors(directory / WEIGHTS_FILE, self.state_dict())
-        write_json(
-            directory / CONFIG_FILE,
-            {"format": _FORMAT, "version": _FORMAT_VERSION, "config": dataclasses.asdict(self.config)},
-        )
-        return directory
+        return save_augmenter(self, directory, _FORMAT)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> InstaAug:
-        """Rebuild an augmenter saved with ``save``; reads JSON and safetensors only (no pickled code runs)."""
+    def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> Augmenter:
+        """Rebuild an augmenter saved with ``save`` (``InstaAug``, ``Augerino`` or an LRP crop ``InstaAugCrop``);
+        reads JSON and safetensors only (no pickled code runs)."""
+        from .crops import CROP_FORMAT, CropConfig, InstaAugCrop
+
         directory = Path(directory)
         meta = read_json(directory / CONFIG_FILE)
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or "config" not in meta:
-            raise ValueError(f"{directory / CONFIG_FILE} is not an InstaAug config (expected format {_FORMAT!r})")
+        formats = {_FORMAT: (InstaAugConfig, InstaAug), CROP_FORMAT: (CropConfig, InstaAugCrop)}
+        if not isinstance(meta, dict) or meta.get("format") not in formats or "config" not in meta:
+            raise ValueError(
+                f"{directory / CONFIG_FILE} is not an InstaAug config (expected format {_FORMAT!r} or {CROP_FORMAT!r})"
+            )
         if meta.get("version") != _FORMAT_VERSION:
             raise ValueError(f"unsupported InstaAug format version {meta.get('version')!r}")
-        config = dataclass_from_dict(InstaAugConfig, meta["config"], what="InstaAug config")
-        options = dataclasses.asdict(config)
-        transforms = options.pop("transforms")
-        aug = InstaAug(transforms, **options)
-        state = load_tensors(directory / WEIGHTS_FILE)
-        expected = {k: tuple(v.shape) for k, v in aug.state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in state.items()}
-        if found != expected:
-            missing = sorted(expected.keys() - found.keys())
-            unexpected = sorted(found.keys() - expected.keys())
-            reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
-            raise ValueError(
-                f"{directory / WEIGHTS_FILE} does not match its config: missing {missing}, "
-                f"unexpected {unexpected}, wrong shape {reshaped}"
-            )
-        aug.load_state_dict(state)
+        config_cls, aug_cls = formats[meta["format"]]
+        config = dataclass_from_dict(config_cls, meta["config"], what=f"{aug_cls.__name__} config")
+        aug = aug_cls.from_config(config)
+        load_weights(aug, directory / WEIGHTS_FILE)
         return aug.to(map_location)
+
+    @classmethod
+    def from_config(cls, config: InstaAugConfig) -> InstaAug:
+        """A fresh augmenter built from a config."""
+        options = dataclasses.asdict(config)
+        return InstaAug(options.pop("transforms"), **options)
+
+
+def save_augmenter(aug: nn.Module, directory: str | os.PathLike, format_name: str) -> Path:
+    """Write ``aug.config`` as JSON and ``aug``'s state as safetensors into ``directory``, each atomically."""
+    directory = Path(directory)
+    save_tensors(directory / WEIGHTS_FILE, aug.state_dict())
+    write_json(
+        directory / CONFIG_FILE,
+        {"format": format_name, "version": _FORMAT_VERSION, "config": dataclasses.asdict(aug.config)},
+    )
+    return directory
+
+
+def load_weights(module: nn.Module, path: Path) -> None:
+    """Load a safetensors state into ``module``, with an error naming missing, unexpected or reshaped keys."""
+    state = load_tensors(path)
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        missing = sorted(expected.keys() - found.keys())
+        unexpected = sorted(found.keys() - expected.keys())
+        reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+        raise ValueError(
+            f"{path} does not match its config: missing {missing}, unexpected {unexpected}, wrong shape {reshaped}"
+        )
+    module.load_state_dict(state)

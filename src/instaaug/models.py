@@ -7,7 +7,8 @@ them in its first layer, so transforms and figures stay in pixel space.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +29,45 @@ class InputNorm(nn.Module):
 
 
 NORMS = ("batch", "layer", "none")
+
+
+@dataclass(frozen=True)
+class StageGeometry:
+    """Where the units of one feature map look, in input pixel coordinates (pixel centres at 0, 1, 2, ...).
+
+    Per axis (y, x): the unit at cell (i, j) is centred on input pixel ``(start[0] + i·jump[0],
+    start[1] + j·jump[1])`` and sees a window of ``receptive_field`` pixels around it.
+    """
+
+    receptive_field: tuple[float, float]
+    jump: tuple[float, float]
+    start: tuple[float, float]
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[-1]))
+
+
+def trace_geometry(layers: Iterable[nn.Module], geometry: StageGeometry | None = None) -> StageGeometry:
+    """Receptive-field arithmetic through a chain of convolutions and poolings, in the order they are applied.
+
+    Each ``Conv2d``/``MaxPool2d``/``AvgPool2d`` with kernel k, stride s, padding p and dilation d grows the
+    receptive field by (d(k - 1))·jump, multiplies the jump by s and moves the first centre by
+    (d(k - 1)/2 - p)·jump. Other modules (normalisation, activations) do not change the geometry.
+    """
+    geometry = geometry or StageGeometry((1.0, 1.0), (1.0, 1.0), (0.0, 0.0))
+    rf, jump, start = list(geometry.receptive_field), list(geometry.jump), list(geometry.start)
+    for layer in layers:
+        if not isinstance(layer, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
+            continue
+        kernel, stride, padding = _pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding)
+        dilation = _pair(getattr(layer, "dilation", 1))
+        for axis in range(2):
+            span = dilation[axis] * (kernel[axis] - 1)
+            rf[axis] += span * jump[axis]
+            start[axis] += (span / 2 - padding[axis]) * jump[axis]
+            jump[axis] *= stride[axis]
+    return StageGeometry(tuple(rf), tuple(jump), tuple(start))
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -66,6 +106,14 @@ class ConvBackbone(nn.Module):
             c_in = c_out
         self.stages = nn.ModuleList(stages)
         self.out_channels = self.channels[-1]
+
+    def stage_geometry(self) -> list[StageGeometry]:
+        """The receptive field, jump and first centre of every stage's units (see ``StageGeometry``)."""
+        geometries, geometry = [], None
+        for stage in self.stages:
+            geometry = trace_geometry(stage, geometry)
+            geometries.append(geometry)
+        return geometries
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.norm(x)
@@ -120,6 +168,19 @@ class PreActResNetBackbone(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.final = nn.Sequential(make_norm(norm, c_in), nn.ReLU(inplace=True))
         self.out_channels = c_in
+
+    def stage_geometry(self) -> list[StageGeometry]:
+        """The receptive field, jump and first centre of every stage's units (see ``StageGeometry``).
+
+        Traced along the residual branch (conv1 → conv2 of every block): a 1×1 shortcut has the same stride and
+        a receptive field inside the branch's, so it changes neither.
+        """
+        geometry = trace_geometry([self.stem])
+        geometries = []
+        for stage in self.stages:
+            geometry = trace_geometry([m for block in stage for m in (block.conv1, block.conv2)], geometry)
+            geometries.append(geometry)
+        return geometries
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(self.norm(x))

@@ -9,17 +9,22 @@
   pass predicted labels as ``y`` to use the class-specific vectors instead.
 
 ``UniformRangeHead`` maps those outputs to intervals [low, high] for the uniform parameterisation.
+
+``CropLogitsNet`` is the location-related parameterisation (LRP) of crops: candidate boxes are the receptive
+fields of the units of chosen backbone stages (``crop_candidates``), and each unit's output is its box's logit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .distributions import DEFAULT_MIN_WIDTH
-from .models import build_backbone
+from .distributions import DEFAULT_MIN_WIDTH, CropCategorical
+from .models import StageGeometry, build_backbone
 
 MODES = ("instance", "global", "class")
 
@@ -152,3 +157,274 @@ class InvarianceNet(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     """The number of trainable parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Location-related parameterisation of crops
+
+
+@dataclass(frozen=True)
+class CropCandidates:
+    """The candidate crops of an LRP network for one input size.
+
+    Attributes:
+        boxes: (N, 4) boxes (cx, cy, w, h) in fractions of the image, level by level, each level's cells in
+            row-major order (i, j).
+        jitter: (N, 3) jitter half-ranges (see ``CropCategorical``), or None without jitter.
+        level: (N,) the level index of every candidate (0 … L - 1; the global crop, if any, is the last level).
+        grid_shapes: (h, w) of every level's feature map ((1, 1) for the global crop).
+        keep: per level, the (h·w,) boolean mask of cells kept as candidates.
+        level_counts: per level, the number of candidates kept.
+    """
+
+    boxes: torch.Tensor
+    jitter: torch.Tensor | None
+    level: torch.Tensor
+    grid_shapes: tuple[tuple[int, int], ...]
+    keep: tuple[torch.Tensor, ...]
+    level_counts: tuple[int, ...]
+
+    @property
+    def num_candidates(self) -> int:
+        return self.boxes.shape[0]
+
+
+def _inside_fraction(boxes: torch.Tensor) -> torch.Tensor:
+    """(N,) the fraction of each box (cx, cy, w, h) lying inside the unit square."""
+    lo = (boxes[:, :2] - boxes[:, 2:] / 2).clamp(0, 1)
+    hi = (boxes[:, :2] + boxes[:, 2:] / 2).clamp(0, 1)
+    return ((hi - lo).clamp_min(0) / boxes[:, 2:]).prod(-1)
+
+
+def crop_candidates(
+    geometries: Sequence[StageGeometry],
+    grid_shapes: Sequence[tuple[int, int]],
+    image_size: tuple[int, int],
+    *,
+    global_crop: bool = True,
+    box_scale: float = 1.0,
+    min_inside: float = 0.5,
+    centre_jitter: float = 0.0,
+    size_jitter: float = 0.0,
+) -> CropCandidates:
+    """Candidate boxes from the receptive fields of feature maps: one box per unit, plus the whole image.
+
+    The unit at cell (i, j) of a level with geometry g (see ``StageGeometry``) proposes the box centred on its
+    receptive field's centre (g.start + (i, j)·g.jump, in input pixels) whose side is ``box_scale`` times the
+    receptive field, at most the image side. Boxes with less than ``min_inside`` of their area inside the image
+    (units near the border of deep layers, whose receptive field hangs over the edge) are left out.
+
+    Args:
+        geometries: per level, the stage geometry.
+        grid_shapes: per level, the feature map's (h, w).
+        image_size: the input (H, W).
+        global_crop: add the whole image as one more level.
+        box_scale: box side ÷ receptive field.
+        min_inside: the smallest fraction of a box's area inside the image for it to be a candidate.
+        centre_jitter: jitter each centre uniformly within this fraction of its cell (0 … 1; the global crop's
+            cell is the whole image).
+        size_jitter: jitter each box's size by a factor in [1 - size_jitter, 1 + size_jitter].
+    """
+    if len(geometries) != len(grid_shapes):
+        raise ValueError("one grid shape per geometry is needed")
+    if not box_scale > 0:
+        raise ValueError(f"box_scale must be > 0, got {box_scale}")
+    if not 0 < min_inside <= 1:
+        raise ValueError(f"min_inside must be in (0, 1], got {min_inside}")
+    if not 0 <= centre_jitter <= 1:
+        raise ValueError(f"centre_jitter must be in [0, 1] (a fraction of the cell), got {centre_jitter}")
+    if not 0 <= size_jitter < 1:
+        raise ValueError(f"size_jitter must be in [0, 1), got {size_jitter}")
+    height, width = image_size
+    scale = torch.tensor([width, height], dtype=torch.float64)
+    boxes, halves, levels, shapes, keeps, counts = [], [], [], [], [], []
+    specs = [
+        (g.start, g.jump, g.receptive_field, tuple(shape)) for g, shape in zip(geometries, grid_shapes, strict=True)
+    ]
+    if global_crop:
+        specs.append(((height / 2 - 0.5, width / 2 - 0.5), (height, width), (height, width), (1, 1)))
+    for index, (start, jump, rf, (rows, cols)) in enumerate(specs):
+        ys = start[0] + jump[0] * torch.arange(rows, dtype=torch.float64)
+        xs = start[1] + jump[1] * torch.arange(cols, dtype=torch.float64)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        centre = (torch.stack((xx, yy), -1).reshape(-1, 2) + 0.5) / scale
+        side = (box_scale * torch.tensor([rf[1], rf[0]], dtype=torch.float64) / scale).clamp(max=1.0)
+        level_boxes = torch.cat((centre, side.expand_as(centre)), -1)
+        keep = _inside_fraction(level_boxes) >= min_inside - 1e-9
+        if not bool(keep.any()):
+            raise ValueError(
+                f"crop level {index} keeps no candidate: every box has less than min_inside={min_inside} of its "
+                "area inside the image; lower min_inside or choose another level"
+            )
+        half_cell = torch.tensor([jump[1], jump[0]], dtype=torch.float64) / scale / 2
+        half = torch.cat((centre_jitter * half_cell, torch.tensor([size_jitter], dtype=torch.float64)))
+        boxes.append(level_boxes[keep])
+        halves.append(half.expand(int(keep.sum()), 3))
+        levels.append(torch.full((int(keep.sum()),), index, dtype=torch.long))
+        shapes.append((rows, cols))
+        keeps.append(keep)
+        counts.append(int(keep.sum()))
+    _check_disjoint(boxes, centre_jitter, size_jitter)
+    jitter = torch.cat(halves).float() if (centre_jitter > 0 or size_jitter > 0) else None
+    return CropCandidates(
+        torch.cat(boxes).float(), jitter, torch.cat(levels), tuple(shapes), tuple(keeps), tuple(counts)
+    )
+
+
+def _check_disjoint(level_boxes: Sequence[torch.Tensor], centre_jitter: float, size_jitter: float) -> None:
+    """Different levels must not propose the same crop, or the entropy over candidates would overcount."""
+    sides = [float(b[0, 2]) for b in level_boxes]
+    for a in range(len(sides)):
+        for b in range(a + 1, len(sides)):
+            sa, sb = sides[a], sides[b]
+            if size_jitter > 0 and abs(sa - sb) < size_jitter * (sa + sb):
+                raise ValueError(
+                    f"crop levels {a} and {b} (box sides {sa:.3g}, {sb:.3g}) overlap in size with "
+                    f"size_jitter={size_jitter}; lower size_jitter"
+                )
+            if size_jitter == 0 and math.isclose(sa, sb, rel_tol=1e-6):
+                same = torch.cdist(level_boxes[a][:, :2], level_boxes[b][:, :2]).min() < 1e-6
+                if centre_jitter > 0 or bool(same):
+                    raise ValueError(
+                        f"crop levels {a} and {b} propose boxes of the same side {sa:.3g}; drop one of them "
+                        "(e.g. global_crop=False) or change box_scale"
+                    )
+
+
+class CropLogitsNet(nn.Module):
+    """φ of the location-related parameterisation: x → a ``CropCategorical`` over multi-scale crops.
+
+    In ``instance`` mode, a 1×1 convolution on each chosen stage of the backbone scores every unit's box, and a
+    linear layer on the pooled last stage scores the global crop. The logit of candidate k of level l is
+
+        head_k(x) + bias_l - log N_l
+
+    with a learnable per-level bias (initialised from ``level_bias``) and N_l the level's number of candidates,
+    so that with zero heads (their initial state) every level has the same total probability when the biases
+    are equal. ``global`` mode learns one logit per candidate, ``class`` mode one per candidate and class.
+
+    Args:
+        image_size: the input (H, W); candidates are built for it (instance mode also accepts other sizes).
+        levels: backbone stage indices (0-based, negative from the end) whose units propose crops.
+        global_crop: add the whole image as a candidate (its own level, last).
+        level_bias: initial per-level biases (one per level including the global one); None for zeros.
+        box_scale, min_inside, centre_jitter, size_jitter: see ``crop_candidates``.
+        mode, network, in_channels, num_classes, width, depth, norm: as for ``InvarianceNet``.
+    """
+
+    def __init__(
+        self,
+        image_size: tuple[int, int],
+        levels: Sequence[int] = (-2, -1),
+        *,
+        global_crop: bool = True,
+        level_bias: Sequence[float] | None = None,
+        box_scale: float = 1.0,
+        min_inside: float = 0.5,
+        centre_jitter: float = 0.0,
+        size_jitter: float = 0.0,
+        mode: str = "instance",
+        network: str = "small_cnn",
+        in_channels: int = 3,
+        num_classes: int | None = None,
+        width: int = 16,
+        depth: int = 3,
+        norm: str = "layer",
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        kwargs = {"width": width, "norm": norm}
+        if network == "small_cnn":
+            kwargs["depth"] = depth
+        backbone = build_backbone(network, in_channels, **kwargs)
+        stages = len(backbone.stages)
+        if not levels or any(not -stages <= s < stages for s in levels):
+            raise ValueError(f"levels must be stage indices in [{-stages}, {stages}), got {tuple(levels)}")
+        self.levels = tuple(sorted({s % stages for s in levels}))
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.in_channels = in_channels
+        self.mode = mode
+        self.candidate_options = {
+            "global_crop": global_crop,
+            "box_scale": box_scale,
+            "min_inside": min_inside,
+            "centre_jitter": centre_jitter,
+            "size_jitter": size_jitter,
+        }
+        self._geometry = [backbone.stage_geometry()[s] for s in self.levels]
+        self._cache: dict[tuple[int, int], CropCandidates] = {}
+        self._cache[self.image_size] = self._build_candidates(backbone, self.image_size)
+        candidates = self._cache[self.image_size]
+        num_levels = len(candidates.level_counts)
+        bias = torch.zeros(num_levels) if level_bias is None else torch.tensor(level_bias, dtype=torch.float32)
+        if bias.shape != (num_levels,):
+            raise ValueError(f"level_bias needs {num_levels} entries (levels plus the global crop), got {bias.shape}")
+        self.level_bias = nn.Parameter(bias)
+        if mode == "instance":
+            self.backbone = backbone
+            self.heads = nn.ModuleList(nn.Conv2d(backbone.channels[s], 1, 1, bias=False) for s in self.levels)
+            self.global_head = nn.Linear(backbone.out_channels, 1, bias=False) if global_crop else None
+            for layer in [*self.heads, *([self.global_head] if global_crop else [])]:
+                nn.init.zeros_(layer.weight)
+        elif mode == "global":
+            self.output = nn.Parameter(torch.zeros(candidates.num_candidates))
+        else:
+            if not isinstance(num_classes, int) or num_classes < 1:
+                raise ValueError(f"mode 'class' needs num_classes ≥ 1, got {num_classes!r}")
+            self.output = nn.Embedding(num_classes, candidates.num_candidates)
+            nn.init.zeros_(self.output.weight)
+
+    def _build_candidates(self, backbone: nn.Module, size: tuple[int, int]) -> CropCandidates:
+        with torch.no_grad():
+            probe = torch.zeros(1, self.in_channels, *size)
+            features = backbone.eval()(probe)
+        shapes = [tuple(features[s].shape[-2:]) for s in self.levels]
+        return crop_candidates(self._geometry, shapes, size, **self.candidate_options)
+
+    def candidates(self, size: tuple[int, int] | None = None) -> CropCandidates:
+        """The candidate crops for inputs of ``size`` (H, W) (default: the configured image size)."""
+        size = self.image_size if size is None else (int(size[0]), int(size[1]))
+        if size not in self._cache:
+            if self.mode != "instance":
+                raise ValueError(
+                    f"a {self.mode}-mode crop network is built for images of size {self.image_size}, got {size}"
+                )
+            was_training = self.backbone.training
+            self._cache[size] = self._build_candidates(self.backbone, size)
+            self.backbone.train(was_training)
+        return self._cache[size]
+
+    def _level_offsets(self, candidates: CropCandidates, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(N,) bias_l - log N_l for every candidate."""
+        counts = torch.tensor(candidates.level_counts, device=device, dtype=dtype)
+        offsets = self.level_bias.to(dtype) - torch.log(counts)
+        return offsets[candidates.level.to(device)]
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> CropCategorical:
+        """x (B, C, H, W) (and labels y (B,) in class mode) → a ``CropCategorical`` with logits (B, N)."""
+        candidates = self.candidates(tuple(x.shape[-2:]))
+        batch, device = x.shape[0], x.device
+        dtype = self.level_bias.dtype
+        if self.mode == "instance":
+            features = self.backbone(x.to(dtype))
+            scores = [
+                head(features[s]).flatten(1)[:, keep.to(device)]
+                for head, s, keep in zip(self.heads, self.levels, candidates.keep[: len(self.levels)], strict=True)
+            ]
+            if self.global_head is not None:
+                scores.append(self.global_head(features[-1].mean(dim=(2, 3))))
+            raw = torch.cat(scores, dim=1)
+        elif self.mode == "global":
+            raw = self.output.expand(batch, -1)
+        elif y is None:
+            raw = self.output.weight.mean(0).expand(batch, -1)
+        else:
+            raw = self.output(y)
+        logits = raw + self._level_offsets(candidates, device, dtype)
+        jitter = None if candidates.jitter is None else candidates.jitter.to(device)
+        return CropCategorical(logits.to(x.dtype), candidates.boxes.to(device), jitter)
+
+    def extra_repr(self) -> str:
+        counts = self._cache[self.image_size].level_counts
+        return f"mode={self.mode!r}, levels={self.levels}, candidates per level={counts}"

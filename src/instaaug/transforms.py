@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from kornia.color import hsv_to_rgb, rgb_to_grayscale, rgb_to_hsv
 from kornia.geometry.transform import get_affine_matrix2d, warp_affine
 
@@ -129,6 +130,35 @@ def affine_matrix(
 def warp(images: torch.Tensor, matrix: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
     """Resample images (N, C, H, W) with per-sample affine matrices (N, 2, 3) (bilinear, same size)."""
     return warp_affine(images, matrix, tuple(images.shape[-2:]), padding_mode=padding_mode, align_corners=True)
+
+
+def crop_resize(
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    size: tuple[int, int] | None = None,
+    padding_mode: str = "zeros",
+) -> torch.Tensor:
+    """Crop boxes out of images and resize them, every box of the batch in one bilinear resampling.
+
+    Args:
+        images: (N, C, H, W).
+        boxes: (N, 4) per-image boxes (cx, cy, w, h) in fractions of the image: the image spans [0, 1] from the
+            left edge of its first pixel to the right edge of its last, x to the right, y down.
+        size: the output size (h, w); None keeps (H, W).
+        padding_mode: how parts of a box outside the image are filled (see ``PADDING_MODES``).
+
+    Returns (N, C, h, w); differentiable with respect to ``images`` and ``boxes``.
+    """
+    if boxes.shape != (images.shape[0], 4):
+        raise ValueError(f"boxes must be (N, 4) = ({images.shape[0]}, 4), got {tuple(boxes.shape)}")
+    out_h, out_w = size if size is not None else images.shape[-2:]
+    cx, cy, w, h = boxes.to(images.dtype).unbind(-1)
+    zero = torch.zeros_like(cx)
+    # grid_sample's normalised coordinates with align_corners=False also put -1 and 1 at the image's outer
+    # pixel edges, so a box maps to output coordinates by a scale and a shift.
+    theta = torch.stack((torch.stack((w, zero, 2 * cx - 1), -1), torch.stack((zero, h, 2 * cy - 1), -1)), -2)
+    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], out_h, out_w], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
 def adjust_hsv(
