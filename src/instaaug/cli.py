@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key",
     )
+    bench = sub.add_parser("bench", help="measure the cost of learned augmentation (ratios, one process)")
+    bench.add_argument("--out", default="bench.json", help="where to write the results (default: bench.json)")
+    bench.add_argument("--quick", action="store_true", help="check that the benchmarks run (tiny, fast)")
+    bench.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return parser
 
 
@@ -38,6 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         for name in sorted(EXPERIMENTS):
             print(f"{name:12s} {get_experiment(name).DESCRIPTION}")
+        return 0
+    if args.command == "bench":
+        from .bench import run_benchmarks
+
+        results = run_benchmarks(args.out, quick=args.quick, device=args.device)
+        ratio = results["train_step_ratio_crop"]
+        print(f"training step, LRP crops vs random crops: {ratio:.2f}× ({results['seconds_lrp_crop'] * 1e3:.1f} ms")
+        print(f"vs {results['seconds_random_crop'] * 1e3:.1f} ms, batch {results['batch']})")
+        print(f"results: {args.out}")
         return 0
     try:
         module = get_experiment(args.experiment)

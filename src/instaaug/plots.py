@@ -171,3 +171,66 @@ def plot_colour_ranges(
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
+
+
+# --- crops (the paper's Figure 6) ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def plot_crop_examples(
+    aug: torch.nn.Module,
+    images: torch.Tensor,
+    object_boxes: torch.Tensor | None,
+    path: str | os.PathLike,
+    samples: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Learned crop distributions (the paper's Figure 6): per image, a crop-centre density map and sampled crops.
+
+    Args:
+        aug: a crop augmenter with ``distribution(x)`` returning a ``CropCategorical`` (``InstaAugCrop``).
+        images: (N, C, H, W) in [0, 1].
+        object_boxes: optional (N, 4) object boxes (x0, y0, x1, y1) in pixels, drawn dashed.
+        samples: sampled crops drawn per image.
+
+    Row 1: each image with the probability of every candidate spread over its box centre's cell, as a heat map
+    (the density of crop centres). Row 2: the image with ``samples`` sampled crops drawn as rectangles.
+    """
+    from matplotlib.patches import Rectangle
+
+    was_training = aug.training
+    aug.eval()
+    dist = aug.distribution(images)
+    aug.train(was_training)
+    n, (h, w) = images.shape[0], images.shape[-2:]
+    generator = torch.Generator().manual_seed(seed)
+    drawn = dist.sample((samples,), generator)  # (samples, N, 4)
+    # Crop-centre density: each candidate's probability at its centre pixel, smoothed over a few pixels.
+    centres = (dist.boxes[:, :2] * torch.tensor([w, h])).long().clamp(max=torch.tensor([w - 1, h - 1]))
+    density = torch.zeros(n, h * w).index_add_(1, centres[:, 1] * w + centres[:, 0], dist.probs.float())
+    kernel = torch.ones(1, 1, 5, 5) / 25
+    density = torch.nn.functional.conv2d(density.view(n, 1, h, w), kernel, padding=2)[:, 0]
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
+    for i in range(n):
+        top, bottom = axes[0, i], axes[1, i]
+        top.imshow(to_image(images[i]), cmap="gray")
+        top.imshow(density[i].numpy(), cmap="magma", alpha=0.6)
+        top.set_title(f"H = {float(dist.entropy()[i]):.2f}", fontsize=8)
+        bottom.imshow(to_image(images[i]), cmap="gray")
+        for k in range(samples):
+            cx, cy, bw, bh = (float(v) for v in drawn[k, i])
+            bottom.add_patch(
+                Rectangle(((cx - bw / 2) * w - 0.5, (cy - bh / 2) * h - 0.5), bw * w, bh * h, fill=False, color="red")
+            )
+        if object_boxes is not None:
+            x0, y0, x1, y1 = (float(v) for v in object_boxes[i])
+            for ax in (top, bottom):
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="cyan", ls="--"))
+        for ax in (top, bottom):
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
+            ax.axis("off")
+    axes[0, 0].set_ylabel("crop-centre density")
+    axes[1, 0].set_ylabel(f"{samples} sampled crops")
+    fig.suptitle("learned crops: centre density (top), sampled crops in red, object box dashed", fontsize=9)
+    return save_figure(fig, path)

@@ -105,7 +105,8 @@ def train(
     """Train f (``model``) and φ (``aug``) with ``objective``; returns one metrics dict per epoch.
 
     Args:
-        model: maps images (N, C, H, W) to logits (N, K). Freeze it (``requires_grad_(False)``) to train φ alone.
+        model: maps images (N, C, H, W) to logits (N, K). Freeze it (``requires_grad_(False)``) to train φ alone
+            against a fixed classifier; it then stays in eval mode (BatchNorm statistics unchanged).
         aug: the augmenter producing the views (``InstaAug``, ``RandomAugment``, ``NoAugment``, ...).
         objective: ``InstaAugObjective``, ``AugerinoObjective`` or ``TaskObjective``.
         data: training tensors (x (N, C, H, W) in [0, 1], y (N,) integer labels) or a re-iterable of batches.
@@ -172,7 +173,8 @@ def train(
         torch.manual_seed(_epoch_seed(config.seed, epoch))
         if isinstance(batches, TensorBatches):
             batches.generator.manual_seed(_epoch_seed(config.seed, epoch))
-        model.train()
+        # A frozen classifier stays in eval mode: its BatchNorm statistics are part of what is fixed.
+        model.train("f" in optimisers)
         aug.train()
         objective.train()
         sums: dict[str, torch.Tensor] = {}

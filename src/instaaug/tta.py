@@ -9,6 +9,9 @@ from torch import nn
 from .validation import check_positive_int
 
 MERGE_MODES = ("logits", "probs", "log_probs")
+#: ``sample``: views drawn from the augmenter; ``top``: its k most probable crops (crop augmenters with
+#: ``top_views``, e.g. ``InstaAugCrop``).
+VIEW_MODES = ("sample", "top")
 
 
 def merge_predictions(logits: torch.Tensor, merge: str = "logits") -> torch.Tensor:
@@ -39,6 +42,8 @@ class TTAWrapper(nn.Module):
         n_samples: views per input.
         merge: ``logits`` (mean of logits, default), ``probs`` or ``log_probs``; see ``merge_predictions``.
         chunk_size: the most views per model call; None for all at once.
+        views: ``sample`` (default) draws ``n_samples`` views from the augmenter; ``top`` takes its
+            ``n_samples`` most probable crops (deterministic; needs an augmenter with ``top_views``).
     """
 
     def __init__(
@@ -48,10 +53,16 @@ class TTAWrapper(nn.Module):
         n_samples: int = 10,
         merge: str = "logits",
         chunk_size: int | None = None,
+        views: str = "sample",
     ) -> None:
         super().__init__()
         if merge not in MERGE_MODES:
             raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
+        if views not in VIEW_MODES:
+            raise ValueError(f"views must be one of {VIEW_MODES}, got {views!r}")
+        if views == "top" and not hasattr(aug, "top_views"):
+            raise ValueError(f"views='top' needs an augmenter with top_views (e.g. InstaAugCrop), got {type(aug)}")
+        self.views = views
         self.model = model
         self.aug = aug
         self.n_samples = check_positive_int(n_samples, "n_samples")
@@ -69,6 +80,9 @@ class TTAWrapper(nn.Module):
     ) -> torch.Tensor:
         """x (B, C, H, W) in [0, 1] → merged predictions (B, K); ``y`` only for class-conditional augmenters."""
         with torch.no_grad():
-            views = self.aug(x, y, n_copies=self.n_samples, generator=generator).images
-        logits = self.view_logits(views)
+            if self.views == "top":
+                images = self.aug.top_views(x, self.n_samples, y)
+            else:
+                images = self.aug(x, y, n_copies=self.n_samples, generator=generator).images
+        logits = self.view_logits(images)
         return merge_predictions(logits.view(x.shape[0], self.n_samples, -1), self.merge)

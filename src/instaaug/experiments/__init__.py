@@ -10,6 +10,7 @@ from types import ModuleType
 EXPERIMENTS = {
     "rotation": "instaaug.experiments.rotation",
     "color": "instaaug.experiments.color",
+    "crop": "instaaug.experiments.crop",
 }
 
 

@@ -160,6 +160,17 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
     return dataclasses.replace(config, **changes)
 
 
+def summarise_seeds(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Mean over seeds of every metric, with its standard deviation as ``<metric>_std`` (0 for one seed)."""
+    summary: dict[str, float] = {}
+    for key in runs[0]:
+        values = torch.tensor([float(r[key]) for r in runs], dtype=torch.float64)
+        summary[key] = float(values.mean())
+        summary[f"{key}_std"] = float(values.std()) if len(runs) > 1 else 0.0
+    summary["seeds"] = len(runs)
+    return summary
+
+
 def write_metrics(
     out_dir: str | os.PathLike, experiment: str, methods: dict[str, dict[str, Any]], config: Any, **extra: Any
 ) -> Path:
