@@ -135,7 +135,8 @@ class CropConfig:
         num_classes: number of classes (``class`` mode).
         n_copies: views per input on each call.
         entropy_range: [Hmin, Hmax] for the entropy controller; None for [0.5, 0.6]·log N with N candidates
-            (the paper's [3.0, 3.5] for 321 candidates is [0.52, 0.61]·log 321).
+            (the paper's [3.0, 3.5] for 321 candidates is [0.52, 0.61]·log 321), plus, with jitter, the expected
+            log-volume of the jitter at the start.
         padding_mode: how parts of a box outside the image are filled.
     """
 
@@ -235,7 +236,14 @@ class InstaAugCrop(CropAugmenter):
         if self.config.entropy_range is not None:
             return self.config.entropy_range
         log_n = math.log(self.num_candidates)
-        return 0.5 * log_n, 0.6 * log_n
+        # With jitter the entropy also counts E[log vol] (negative): shift the band by its value at the start,
+        # or the band could lie out of reach.
+        candidates = self.net.candidates()
+        shift = 0.0
+        if candidates.jitter is not None:
+            dist = CropCategorical(torch.zeros(1, candidates.num_candidates), candidates.boxes, candidates.jitter)
+            shift = float((self.net.initial_distribution() * dist.log_volume()).sum())
+        return 0.5 * log_n + shift, 0.6 * log_n + shift
 
     def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         super()._check(x, y)

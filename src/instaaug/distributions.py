@@ -164,7 +164,7 @@ class CropCategorical:
         """(B, N) candidate probabilities."""
         return self.logits.exp()
 
-    def _log_volume(self) -> torch.Tensor:
+    def log_volume(self) -> torch.Tensor:
         """(N,) log-volume of every candidate's jitter box (0 without jitter)."""
         if self.jitter is None:
             return self.boxes.new_zeros(self.boxes.shape[0])
@@ -196,7 +196,7 @@ class CropCategorical:
         """Boxes (*sample_shape, B, 4) and their log-probabilities (*sample_shape, B), differentiable in logits."""
         index = self.sample_index(sample_shape, generator)
         log_prob = self.logits.expand(*index.shape, -1).gather(-1, index[..., None])[..., 0]
-        return self.boxes_of(index, generator), log_prob - self._log_volume()[index]
+        return self.boxes_of(index, generator), log_prob - self.log_volume()[index]
 
     def sample(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Boxes (*sample_shape, B, 4) without gradient."""
@@ -223,13 +223,15 @@ class CropCategorical:
             size_ok = ((factor - 1).abs() <= half[:, 2:] + atol).all(-1)
             same_shape = (factor[..., 0] - factor[..., 1]).abs() <= atol
             inside = centre_ok & size_ok & same_shape
-        scores = torch.where(inside, self.logits - self._log_volume(), -torch.inf)
+        scores = torch.where(inside, self.logits - self.log_volume(), -torch.inf)
         return scores.logsumexp(-1)
 
     def entropy(self) -> torch.Tensor:
         """Exact entropy (B,): categorical entropy plus the expected log-volume of the jitter."""
         p = self.probs
-        return -(p * self.logits).sum(-1) + (p * self._log_volume()).sum(-1)
+        # Masked candidates (logit -inf) contribute 0, not 0·(-inf); clamping keeps the gradient finite too.
+        finite_logits = self.logits.clamp_min(torch.finfo(self.logits.dtype).min)
+        return -(p * finite_logits).sum(-1) + (p * self.log_volume()).sum(-1)
 
     def topk(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The k most probable candidates per input: boxes (B, k, 4) (jitter centres) and log-probs (B, k)."""

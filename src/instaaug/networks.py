@@ -376,9 +376,10 @@ class CropLogitsNet(nn.Module):
             nn.init.zeros_(self.output.weight)
 
     def _build_candidates(self, backbone: nn.Module, size: tuple[int, int]) -> CropCandidates:
+        was_training = backbone.training
         with torch.no_grad():
-            probe = torch.zeros(1, self.in_channels, *size)
-            features = backbone.eval()(probe)
+            features = backbone.eval()(torch.zeros(1, self.in_channels, *size))
+        backbone.train(was_training)
         shapes = [tuple(features[s].shape[-2:]) for s in self.levels]
         return crop_candidates(self._geometry, shapes, size, **self.candidate_options)
 
@@ -390,10 +391,13 @@ class CropLogitsNet(nn.Module):
                 raise ValueError(
                     f"a {self.mode}-mode crop network is built for images of size {self.image_size}, got {size}"
                 )
-            was_training = self.backbone.training
             self._cache[size] = self._build_candidates(self.backbone, size)
-            self.backbone.train(was_training)
         return self._cache[size]
+
+    def initial_distribution(self) -> torch.Tensor:
+        """(N,) the candidate probabilities with zero heads: level masses softmax(level_bias), uniform within."""
+        candidates = self.candidates()
+        return torch.softmax(self._level_offsets(candidates, torch.device("cpu"), torch.float32).detach(), 0)
 
     def _level_offsets(self, candidates: CropCandidates, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """(N,) bias_l - log N_l for every candidate."""

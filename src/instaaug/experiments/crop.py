@@ -71,6 +71,7 @@ class Config:
     #: LRP: stages of φ's 4-stage CNN whose units propose crops (stage 2: 6×6 cells, receptive field 22 px).
     levels: tuple[int, ...] = (2,)
     box_scale: float = 1.2
+    global_crop: bool = True
     aug_width: int = 16
     n_copies: int = 2
     entropy_range: tuple[float, float] = (0.8, 1.2)
@@ -128,6 +129,7 @@ def build_crop_method(method: str, config: Config, num_classes: int) -> tuple[Au
         in_channels=1,
         levels=config.levels,
         box_scale=config.box_scale,
+        global_crop=config.global_crop,
         depth=4,
         width=config.aug_width,
         mode=modes[method],

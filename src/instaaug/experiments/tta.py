@@ -1,0 +1,407 @@
+"""`instaaug run tta`: learned test-time augmentation for fixed, pre-trained classifiers (the paper's Table 2, small).
+
+The paper's Section 5.3 at the scale of the built-in cluttered digits (see ``instaaug.experiments.crop``):
+
+1. classifier A (``small_cnn``, the "pre-trained" model) and classifier B (``transfer_network``, a different
+   architecture) are trained in the ordinary way with random crops (side uniform in [``pretrain_min_scale``, 1],
+   like ImageNet's RandomResizedCrop), then frozen;
+2. φ, an ``InstaAugCrop`` (location-related parameterisation), is trained against the frozen classifier A alone:
+   only φ learns, A stays in eval mode. φ never sees classifier B;
+3. on the test set, each classifier is evaluated with ``none`` (the full image), random-crop TTA with the
+   classifiers' training crop distribution (``random-n<n>``), and TTA with φ's crops: ``instaaug-n<n>`` (n views
+   sampled from φ) and ``instaaug-top<n>`` (φ's n most probable crops); TTA merges the mean of the logits.
+
+Metrics per entry, mean and standard deviation over the seeds: ``accuracy`` (classifier A) and
+``accuracy_transfer`` (classifier B) on the test set, ``val_accuracy`` and ``val_accuracy_transfer`` on the
+validation images (the last ``n_val`` of the training split, held out from the classifiers and from φ; the
+settings were chosen on them, never on the test set), and ``object_coverage`` (fraction of the test views whose
+crop holds ≥ 90% of the digit's box). Both classifiers see the same views of an image. Every seed retrains both
+classifiers and φ and draws its own views.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..controller import EntropyController
+from ..crops import InstaAugCrop, RandomCrop
+from ..data.digits import TEST_SIZE, TRAIN_SIZE, ClutteredDigits, box_coverage, cluttered_digits
+from ..models import BACKBONES, build_classifier
+from ..objective import InstaAugObjective, TaskObjective
+from ..plots import plot_crop_examples
+from ..train import TrainConfig, train
+from ..tta import merge_predictions
+from .common import summarise_seeds, torch_threads, write_metrics
+from .crop import COVERAGE_THRESHOLD, to_pixel_corners
+
+DESCRIPTION = "learned test-time crops for frozen pre-trained classifiers, transfer to another network; Table 2"
+
+NUM_CLASSES = 10
+IMAGE_SIZE = 48
+
+#: Views of a batch: images x (B, C, H, W) and a generator → views (B·n, C, h, w) in view order (all views of
+#: image 0 first) and their boxes (B·n, 4) (cx, cy, w, h) in fractions of the image.
+ViewFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the TTA experiment (override with ``--set key=value``)."""
+
+    seed: int = 0
+    #: seeds seed, seed + 1, … seed + seeds - 1 (the data are the same for every seed).
+    seeds: int = 3
+    #: training images: the first n_train of the training split after the validation images.
+    n_train: int = 1100
+    #: validation images: the last n_val of the training split, seen by neither classifier nor φ (0: none).
+    n_val: int = 200
+    n_test: int = 497
+    batch_size: int = 64
+    # The classifiers (A: small_cnn as in the crop experiment; B: another architecture, for transfer).
+    classifier_epochs: int = 18
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    #: the classifiers' random crops have side in [pretrain_min_scale, 1]; random TTA uses the same distribution.
+    pretrain_min_scale: float = 0.5
+    classifier_width: int = 20
+    transfer_network: str = "preact_resnet18"
+    transfer_width: int = 8
+    # φ, trained against the frozen classifier A.
+    aug_epochs: int = 10
+    aug_lr: float = 3e-3
+    #: LRP: stages of φ's 4-stage CNN whose units propose crops (stage 2: 6×6 cells, receptive field 22 px).
+    levels: tuple[int, ...] = (2,)
+    box_scale: float = 1.2
+    aug_width: int = 16
+    n_copies: int = 2
+    entropy_range: tuple[float, float] = (0.8, 1.2)
+    lam_init: float = 0.05
+    lam_rate: float = 1.02
+    # Test-time augmentation.
+    #: views per image for random and sampled-φ TTA.
+    tta_views: tuple[int, ...] = (4, 10)
+    #: numbers k of φ's most probable crops for top-k TTA (empty: no top-k entries).
+    top_views: tuple[int, ...] = (4, 10)
+    threads: int = 0
+    device: str = "cpu"
+    figure_examples: int = 6
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("seeds", "n_train", "n_test", "batch_size", "classifier_epochs", "aug_epochs", "n_copies"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be an int ≥ 1, got {value!r}")
+        if isinstance(self.n_val, bool) or not isinstance(self.n_val, int) or self.n_val < 0:
+            raise ValueError(f"n_val must be an int ≥ 0, got {self.n_val!r}")
+        if self.n_train + self.n_val > TRAIN_SIZE:
+            raise ValueError(
+                f"n_train + n_val must be ≤ {TRAIN_SIZE} (the training split), got {self.n_train} + {self.n_val}"
+            )
+        if not 0 < self.n_test <= TEST_SIZE:
+            raise ValueError(f"n_test must be in [1, {TEST_SIZE}], got {self.n_test}")
+        if not 0 < self.pretrain_min_scale <= 1:
+            raise ValueError(f"pretrain_min_scale must be in (0, 1], got {self.pretrain_min_scale}")
+        if self.transfer_network not in BACKBONES:
+            raise ValueError(f"transfer_network must be one of {sorted(BACKBONES)}, got {self.transfer_network!r}")
+        object.__setattr__(self, "tta_views", _view_counts(self.tta_views, "tta_views", allow_empty=False))
+        object.__setattr__(self, "top_views", _view_counts(self.top_views, "top_views", allow_empty=True))
+
+    @classmethod
+    def quick(cls) -> Config:
+        """A seconds-long variant for tests: little data, one epoch each, one seed, a narrow transfer network."""
+        return cls(
+            seeds=1,
+            n_train=128,
+            n_val=32,
+            n_test=64,
+            classifier_epochs=1,
+            aug_epochs=1,
+            classifier_width=8,
+            transfer_width=4,
+            aug_width=8,
+            tta_views=(2, 4),
+            top_views=(2,),
+            figure_examples=2,
+        )
+
+
+def _view_counts(value: Sequence[int] | int, key: str, *, allow_empty: bool) -> tuple[int, ...]:
+    values = (value,) if isinstance(value, int) else tuple(value)
+    if (not values and not allow_empty) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"{key} must be {'' if allow_empty else 'a non-empty tuple of '}ints ≥ 1, got {value!r}")
+    return tuple(dict.fromkeys(values))
+
+
+def entry_names(config: Config) -> list[str]:
+    """The reported entries in order: ``none``, ``random-n<n>``, ``instaaug-n<n>``, ``instaaug-top<k>``."""
+    return [
+        "none",
+        *(f"random-n{n}" for n in config.tta_views),
+        *(f"instaaug-n{n}" for n in config.tta_views),
+        *(f"instaaug-top{k}" for k in config.top_views),
+    ]
+
+
+def split_data(config: Config) -> tuple[ClutteredDigits, ClutteredDigits, ClutteredDigits]:
+    """The training, validation (the last ``n_val`` training-split images; may be empty) and test sets."""
+    full = cluttered_digits("train")
+    n = len(full)
+
+    def part(data: ClutteredDigits, index: slice) -> ClutteredDigits:
+        return dataclasses.replace(
+            data, **{k: getattr(data, k)[index] for k in ("images", "labels", "boxes", "source")}
+        )
+
+    train_set = part(full, slice(0, config.n_train))
+    val_set = part(full, slice(n - config.n_val, n))
+    test_set = part(cluttered_digits("test"), slice(0, config.n_test))
+    return train_set, val_set, test_set
+
+
+def train_classifier(
+    network: str,
+    width: int,
+    data: tuple[torch.Tensor, torch.Tensor],
+    config: Config,
+    seed: int,
+    out_dir: str | os.PathLike | None = None,
+) -> nn.Module:
+    """Train a classifier with random crops on images x (N, 1, 48, 48) and labels y (N,); return it frozen.
+
+    ``small_cnn`` gets depth 4 (as in the crop experiment). The returned model is in eval mode with every
+    parameter's ``requires_grad`` off, so ``train`` treats it as fixed (φ alone learns, BatchNorm statistics stay).
+    """
+    torch.manual_seed(seed)
+    options = {"width": width, "depth": 4} if network == "small_cnn" else {"width": width}
+    model = build_classifier(network, 1, NUM_CLASSES, **options)
+    train_config = TrainConfig(
+        epochs=config.classifier_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        seed=seed,
+        device=config.device,
+        progress=config.progress,
+    )
+    aug = RandomCrop(config.pretrain_min_scale, in_channels=1)
+    train(model, aug, TaskObjective(), data, train_config, out_dir=out_dir)
+    return model.requires_grad_(False).eval()
+
+
+def build_policy(config: Config) -> InstaAugCrop:
+    """φ: the LRP crop distribution per input, as the crop experiment's ``instaaug`` method builds it."""
+    return InstaAugCrop(
+        image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        in_channels=1,
+        levels=config.levels,
+        box_scale=config.box_scale,
+        depth=4,
+        width=config.aug_width,
+        mode="instance",
+        n_copies=config.n_copies,
+        entropy_range=config.entropy_range,
+    )
+
+
+def train_policy(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor],
+    config: Config,
+    seed: int,
+    out_dir: str | os.PathLike | None = None,
+) -> tuple[InstaAugCrop, list[dict[str, Any]]]:
+    """Train φ against a frozen classifier on images x (N, 1, 48, 48), labels y (N,); returns φ and its history.
+
+    The classifier must be frozen (every parameter with ``requires_grad=False``): its weights and BatchNorm
+    statistics are left as they are.
+    """
+    if any(p.requires_grad for p in model.parameters()):
+        raise ValueError("train_policy needs a frozen classifier: call model.requires_grad_(False) first")
+    torch.manual_seed(seed)
+    aug = build_policy(config)
+    controller = EntropyController(*aug.entropy_range, lam_init=config.lam_init, rate=config.lam_rate)
+    train_config = TrainConfig(
+        epochs=config.aug_epochs,
+        batch_size=config.batch_size,
+        aug_lr=config.aug_lr,
+        seed=seed,
+        device=config.device,
+        progress=config.progress,
+    )
+    history = train(model, aug, InstaAugObjective(controller), data, train_config, out_dir=out_dir)
+    return aug.eval(), history
+
+
+def view_functions(config: Config, aug: InstaAugCrop) -> dict[str, tuple[int, ViewFn]]:
+    """Every entry of ``entry_names(config)`` → (views per image n, the function making its views)."""
+    random_crop = RandomCrop(config.pretrain_min_scale, in_channels=1)
+
+    def full(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, x.new_tensor([0.5, 0.5, 1.0, 1.0]).expand(x.shape[0], 4)
+
+    def sampled(source: nn.Module, n: int) -> ViewFn:
+        def views(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            out = source(x, n_copies=n, generator=generator)
+            return out.images, out.params
+
+        return views
+
+    def top(k: int) -> ViewFn:
+        def views(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            boxes, _ = aug.distribution(x).topk(k)  # (B, k, 4), most probable first
+            boxes = boxes.reshape(-1, 4)
+            return aug.crop(x.repeat_interleave(k, dim=0), boxes), boxes
+
+        return views
+
+    fns: dict[str, tuple[int, ViewFn]] = {"none": (1, full)}
+    fns.update({f"random-n{n}": (n, sampled(random_crop, n)) for n in config.tta_views})
+    fns.update({f"instaaug-n{n}": (n, sampled(aug, n)) for n in config.tta_views})
+    fns.update({f"instaaug-top{k}": (k, top(k)) for k in config.top_views})
+    return fns
+
+
+@torch.no_grad()
+def evaluate_views(
+    models: Sequence[nn.Module],
+    views_fn: ViewFn,
+    n: int,
+    data: ClutteredDigits,
+    seed: int,
+    batch_size: int = 128,
+    device: str = "cpu",
+) -> tuple[list[float], float]:
+    """TTA accuracy of every model with the same n views per image (mean of logits), and the views' coverage.
+
+    Args:
+        models: classifiers mapping (N, 1, H, W) to logits (N, K), evaluated in eval mode.
+        views_fn: makes n views per image and their boxes (see ``ViewFn``); called with a generator seeded by
+            ``seed``, so the views are the same on every call.
+        data: images (N, 1, H, W), labels (N,) and digit boxes (N, 4) in pixels.
+    Returns:
+        The accuracy (a fraction) of each model, and the fraction of views holding ≥ 90% of the digit's box.
+    """
+    for model in models:
+        model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    correct = [0] * len(models)
+    covered = 0
+    for start in range(0, len(data), batch_size):
+        x = data.images[start : start + batch_size].to(device)
+        y = data.labels[start : start + batch_size].to(device)
+        images, boxes = views_fn(x, generator)
+        for i, model in enumerate(models):
+            logits = merge_predictions(model(images).view(x.shape[0], n, -1))
+            correct[i] += int((logits.argmax(-1) == y).sum())
+        digit = data.boxes[start : start + batch_size].to(device).repeat_interleave(n, 0)
+        coverage = box_coverage(to_pixel_corners(boxes, x.shape[-1]), digit)
+        covered += int((coverage >= COVERAGE_THRESHOLD).sum())
+    size = max(len(data), 1)
+    return [c / size for c in correct], covered / (size * n)
+
+
+def evaluate_seed(
+    models: tuple[nn.Module, nn.Module],
+    aug: InstaAugCrop,
+    test_set: ClutteredDigits,
+    val_set: ClutteredDigits,
+    config: Config,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """Every entry's metrics for one seed: accuracy (A), accuracy_transfer (B), their val_ versions, coverage."""
+    aug.eval()
+    results: dict[str, dict[str, float]] = {}
+    for name, (n, views_fn) in view_functions(config, aug).items():
+        (acc_a, acc_b), coverage = evaluate_views(models, views_fn, n, test_set, seed, device=config.device)
+        metrics = {"accuracy": acc_a, "accuracy_transfer": acc_b, "object_coverage": coverage}
+        if len(val_set):
+            (val_a, val_b), _ = evaluate_views(models, views_fn, n, val_set, seed, device=config.device)
+            metrics.update(val_accuracy=val_a, val_accuracy_transfer=val_b)
+        results[name] = metrics
+    return results
+
+
+def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
+    """For every seed, train both classifiers and φ, evaluate every entry; write metrics.json, the figure, φ."""
+    if data is not None:
+        raise ValueError("the tta experiment uses its built-in cluttered digits; it takes no --data")
+    with torch_threads(config.threads):
+        return _run(config, Path(out_dir))
+
+
+def _run(config: Config, out: Path) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    train_set, val_set, test_set = split_data(config)
+    train_data = (train_set.images, train_set.labels)
+    names = entry_names(config)
+    per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    started = time.perf_counter()
+    kept_aug: InstaAugCrop | None = None
+    timings: list[dict[str, float]] = []
+    for seed in range(config.seed, config.seed + config.seeds):
+        seed_dir = out / f"seed{seed}"
+        began = time.perf_counter()
+        model_a = train_classifier("small_cnn", config.classifier_width, train_data, config, seed, seed_dir / "a")
+        trained_a = time.perf_counter()
+        model_b = train_classifier(
+            config.transfer_network, config.transfer_width, train_data, config, seed, seed_dir / "b"
+        )
+        trained_b = time.perf_counter()
+        aug, history = train_policy(model_a, train_data, config, seed, seed_dir / "phi")
+        aug.save(seed_dir / "phi")
+        trained_phi = time.perf_counter()
+        for name, metrics in evaluate_seed((model_a, model_b), aug, test_set, val_set, config, seed).items():
+            metrics["final_entropy"] = history[-1]["entropy"]
+            per_seed[name].append(metrics)
+        timings.append(
+            {
+                "seed": seed,
+                "classifier_a_seconds": round(trained_a - began, 1),
+                "classifier_b_seconds": round(trained_b - trained_a, 1),
+                "phi_seconds": round(trained_phi - trained_b, 1),
+                "evaluation_seconds": round(time.perf_counter() - trained_phi, 1),
+            }
+        )
+        if kept_aug is None:
+            kept_aug = aug
+    results = {name: summarise_seeds(values) for name, values in per_seed.items()}
+    for name in names:
+        if not name.startswith("instaaug"):  # φ's entropy is a property of the instaaug entries only
+            results[name] = {k: v for k, v in results[name].items() if not k.startswith("final_entropy")}
+    figures = []
+    if kept_aug is not None and config.figure_examples > 0:
+        k = config.figure_examples
+        path = plot_crop_examples(kept_aug, test_set.images[:k], test_set.boxes[:k], out / "tta_crops.png")
+        figures.append(path.name)
+    write_metrics(
+        out,
+        "tta",
+        results,
+        config,
+        data="builtin cluttered digits",
+        figures=figures,
+        timings=timings,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    return {"experiment": "tta", "methods": results, "config": dataclasses.asdict(config)}
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    """A table: test accuracy of classifier A and of classifier B (transfer), mean ± std over seeds, coverage."""
+    lines = [f"{'TTA':15s} {'accuracy (A)':>15s} {'transfer (B)':>15s} {'coverage':>9s}"]
+    for name, m in metrics["methods"].items():
+        lines.append(
+            f"{name:15s} {m['accuracy']:8.3f} ± {m['accuracy_std']:.3f} {m['accuracy_transfer']:8.3f} ± "
+            f"{m['accuracy_transfer_std']:.3f} {m['object_coverage']:9.3f}"
+        )
+    return "\n".join(lines)
