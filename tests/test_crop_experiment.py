@@ -103,3 +103,10 @@ def test_bench_quick_writes_the_ratio(tmp_path):
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["train_step_ratio_crop"] == pytest.approx(results["train_step_ratio_crop"])
     assert saved["train_step_ratio_crop"] > 0 and saved["machine"]["torch"] == torch.__version__
+
+
+def test_seeds_flag_only_for_multi_seed_experiments(tmp_path, capsys):
+    assert main(["run", "rotation", "--quick", "--seeds", "2", "--out", str(tmp_path)]) == 2
+    assert "--seeds is not supported" in capsys.readouterr().err
+    assert main(["run", "crop", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "seeds must be ≥ 1" in capsys.readouterr().err

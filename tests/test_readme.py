@@ -22,3 +22,14 @@ def test_readme_training_loop_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "my_aug" / "weights.safetensors").is_file()
     assert aug.distribution(loader[0][0]).names == ("rotation", "hue")
     assert namespace["terms"].loss.requires_grad
+
+
+def test_readme_crop_example_runs(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    crop_blocks = [b for b in blocks if '"crop"' in b]
+    assert crop_blocks, "the README must show the learned-crop example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(crop_blocks[0], str(README), "exec"), namespace)
+    assert namespace["out"].images.shape == (16, 3, 64, 64)
+    assert namespace["tta"](namespace["x"]).shape == (8, 10)

@@ -19,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("experiment", help="experiment name (see `instaaug list`)")
     run.add_argument("--out", default=None, help="output directory (default: runs/EXPERIMENT)")
     run.add_argument("--seed", type=int, default=None, help="random seed")
+    run.add_argument("--seeds", type=int, default=None, help="number of seeds to average over (where supported)")
     run.add_argument("--quick", action="store_true", help="a small, fast variant (seconds)")
     run.add_argument("--data", default=None, help="a data file to use instead of the built-in data")
     run.add_argument(
@@ -57,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = module.Config.quick() if args.quick else module.Config()
         if args.seed is not None:
             config = dataclasses.replace(config, seed=args.seed)
+        if args.seeds is not None:
+            if "seeds" not in {f.name for f in dataclasses.fields(config)}:
+                raise ValueError(f"experiment {args.experiment!r} runs one seed; --seeds is not supported")
+            config = dataclasses.replace(config, seeds=args.seeds)
         config = apply_overrides(config, args.overrides)
     except ValueError as e:
         print(f"instaaug: error: {e}", file=sys.stderr)
