@@ -48,7 +48,7 @@ def test_quick_run_reports_every_method_and_setting(quick_run):
 def test_random_crop_sweep_metrics_follow_min_scale(quick_run):
     _, metrics = quick_run
     small, large = (metrics["methods"][f"random-{s:g}"] for s in crop.Config.quick().random_min_scales)
-    # E[side] = (min_scale + 1) / 2 for side ~ U[min_scale, 1]; 4 views × 128 test images.
+    # E[side] = (min_scale + 1) / 2 for side ~ U[min_scale, 1]; 4 views × 64 test images.
     assert small["mean_crop_scale"] == pytest.approx((0.5 + 1) / 2, abs=0.03)
     assert large["mean_crop_scale"] == pytest.approx((0.85 + 1) / 2, abs=0.02)
     assert large["object_coverage"] > small["object_coverage"]

@@ -547,3 +547,20 @@ def test_random_crop_boxes_inside_with_sides_in_range():
 def test_random_crop_bad_scales(low, high):
     with pytest.raises(ValueError, match="min_scale"):
         RandomCrop(low, high)
+
+
+def test_unused_deep_stages_are_skipped_without_changing_the_logits():
+    """Without the global crop, φ runs only up to its deepest level; the logits equal those of the full network."""
+    aug = InstaAugCrop(image_size=32, in_channels=1, levels=(1,), depth=4, width=4, global_crop=False)
+    with torch.no_grad():
+        aug.net.heads[0].weight.normal_()
+    x = torch.rand(3, 1, 32, 32)
+    calls = []
+    hook = aug.net.backbone.stages[3].register_forward_hook(lambda *args: calls.append(1))
+    logits = aug.distribution(x).logits
+    hook.remove()
+    assert not calls  # the fourth stage never ran
+    full = aug.net.backbone(x)[1]
+    raw = aug.net.heads[0](full).flatten(1)[:, aug.net.candidates().keep[0]]
+    expected = torch.log_softmax(raw + aug.net.level_bias[0], dim=-1)
+    assert torch.allclose(logits, expected, atol=1e-6)

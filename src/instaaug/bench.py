@@ -63,8 +63,12 @@ def compare_steps(
 def crop_step_ratio(
     batch: int = 64, size: int = 48, channels: int = 1, repeats: int = 20, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Seconds per training step with LRP crops (φ and f trained jointly) and with random crops, same classifier
-    (the crop experiment's 4-stage CNN), batch and output size, and their ratio ``train_step_ratio_crop``."""
+    """Seconds per training step with LRP crops (φ and f trained jointly, n_copies = 1) and with random crops,
+    same classifier (the crop experiment's 4-stage CNN), batch and output size.
+
+    Two φ sizes: the crop experiment's (width 16, 4 stages) → ``train_step_ratio_crop``, and a slim one (width 8,
+    3 stages, the same candidate boxes) → ``train_step_ratio_crop_slim``.
+    """
     x = torch.rand(batch, channels, size, size, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
 
@@ -72,13 +76,20 @@ def crop_step_ratio(
         torch.manual_seed(0)
         return build_classifier("small_cnn", channels, 10, width=20, depth=4).to(device)
 
-    lrp = InstaAugCrop(image_size=size, in_channels=channels, levels=(2,), depth=4, box_scale=1.2).to(device)
-    lrp_objective = InstaAugObjective(EntropyController(*lrp.entropy_range)).to(device)
-    random = RandomCrop(0.85, in_channels=channels).to(device)
+    def lrp_step(width: int, depth: int) -> Callable:
+        aug = InstaAugCrop(
+            image_size=size, in_channels=channels, levels=(2,), depth=depth, width=width, global_crop=False
+        ).to(device)
+        objective = InstaAugObjective(EntropyController(*aug.entropy_range)).to(device)
+        return make_train_step(classifier(), aug, objective)
+
     seconds = compare_steps(
         {
-            "lrp_crop": make_train_step(classifier(), lrp, lrp_objective),
-            "random_crop": make_train_step(classifier(), random, TaskObjective()),
+            "lrp_crop": lrp_step(16, 4),
+            "lrp_crop_slim": lrp_step(8, 3),
+            "random_crop": make_train_step(
+                classifier(), RandomCrop(0.85, in_channels=channels).to(device), TaskObjective()
+            ),
         },
         x,
         y,
@@ -86,8 +97,8 @@ def crop_step_ratio(
     )
     return {
         "train_step_ratio_crop": seconds["lrp_crop"] / seconds["random_crop"],
-        "seconds_lrp_crop": seconds["lrp_crop"],
-        "seconds_random_crop": seconds["random_crop"],
+        "train_step_ratio_crop_slim": seconds["lrp_crop_slim"] / seconds["random_crop"],
+        **{f"seconds_{name}": value for name, value in seconds.items()},
         "batch": batch,
         "image_size": size,
     }

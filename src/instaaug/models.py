@@ -115,10 +115,11 @@ class ConvBackbone(nn.Module):
             geometries.append(geometry)
         return geometries
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
+        """x (B, C, H, W) → the feature maps of the first ``stages`` stages (default: all)."""
         x = self.norm(x)
         features = []
-        for stage in self.stages:
+        for stage in self.stages[:stages]:
             x = stage(x)
             features.append(x)
         return features
@@ -182,13 +183,16 @@ class PreActResNetBackbone(nn.Module):
             geometries.append(geometry)
         return geometries
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
+        """x (B, C, H, W) → the feature maps of the first ``stages`` stages (default: all; the final
+        normalisation only applies to the last stage of the network)."""
         x = self.stem(self.norm(x))
         features = []
-        for stage in self.stages:
+        for stage in self.stages[:stages]:
             x = stage(x)
             features.append(x)
-        features[-1] = self.final(features[-1])
+        if len(features) == len(self.stages):
+            features[-1] = self.final(features[-1])
         return features
 
 

@@ -411,7 +411,9 @@ class CropLogitsNet(nn.Module):
         batch, device = x.shape[0], x.device
         dtype = self.level_bias.dtype
         if self.mode == "instance":
-            features = self.backbone(x.to(dtype))
+            # Without the global crop, stages deeper than the last level are never needed.
+            depth = None if self.global_head is not None else self.levels[-1] + 1
+            features = self.backbone(x.to(dtype), depth)
             scores = [
                 head(features[s]).flatten(1)[:, keep.to(device)]
                 for head, s, keep in zip(self.heads, self.levels, candidates.keep[: len(self.levels)], strict=True)

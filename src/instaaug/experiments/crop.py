@@ -102,8 +102,8 @@ class Config:
         """A seconds-long variant for tests: little data, few epochs, one seed."""
         return cls(
             seeds=1,
-            n_train=256,
-            n_test=128,
+            n_train=128,
+            n_test=64,
             epochs=1,
             pretrain_epochs=1,
             random_min_scales=(0.5, 0.85),
