@@ -56,8 +56,9 @@ def test_policy_training_leaves_the_frozen_classifier_unchanged():
     config = dataclasses.replace(tta.Config.quick(), n_train=64, aug_epochs=2, progress=False)
     train_set, _, _ = tta.split_data(config)
     data = (train_set.images, train_set.labels)
-    # preact_resnet18 has BatchNorm: its running statistics would move if the classifier were in training mode.
-    model = tta.train_classifier("preact_resnet18", 4, data, config, seed=0)
+    # Classifier B (a PreAct-ResNet) has BatchNorm: its running statistics would move in training mode.
+    _, model = tta.build_classifiers(config)
+    assert tta.train_classifier(model, data, config, seed=0) is model
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert any("running_mean" in k for k in before)
@@ -80,7 +81,7 @@ def test_policy_training_refuses_a_trainable_classifier():
         tta.train_policy(model, (train_set.images[:8], train_set.labels[:8]), config, seed=0)
 
 
-def test_views_are_reproducible_and_top_views_are_most_probable():
+def test_view_sources_are_reproducible_nested_and_top_views_are_most_probable():
     config = tta.Config.quick()
     _, val_set, _ = tta.split_data(config)
     aug = tta.build_policy(config).eval()
@@ -88,21 +89,53 @@ def test_views_are_reproducible_and_top_views_are_most_probable():
         for h in aug.net.heads:
             h.weight.normal_(generator=torch.Generator().manual_seed(0))
     x = val_set.images[:3]
-    fns = tta.view_functions(config, aug)
-    n, fn = fns["instaaug-n4"]
-    a, boxes_a = fn(x, torch.Generator().manual_seed(1))
-    b, boxes_b = fn(x, torch.Generator().manual_seed(1))
-    assert n == 4 and a.shape == (12, 1, 48, 48) and torch.equal(a, b) and torch.equal(boxes_a, boxes_b)
-    k, top = fns["instaaug-top2"]
-    images, boxes = top(x, torch.Generator())
-    assert k == 2 and images.shape == (6, 1, 48, 48)
+    sources = tta.view_sources(config, aug)
+    assert [e for s in sources.values() for e in s.entries] == tta.entry_names(config)
+    sampled = sources["instaaug"]
+    assert sampled.n == 4 and sampled.entries == {"instaaug-n2": 2, "instaaug-n4": 4}
+    a, boxes_a = sampled.make(x, torch.Generator().manual_seed(1))
+    b, boxes_b = sampled.make(x, torch.Generator().manual_seed(1))
+    assert a.shape == (12, 1, 48, 48) and torch.equal(a, b) and torch.equal(boxes_a, boxes_b)
+    top = sources["instaaug-top"]
+    images, boxes = top.make(x, torch.Generator())
+    assert top.n == 2 and images.shape == (6, 1, 48, 48)
     dist = aug.distribution(x)
-    best = dist.probs.argmax(-1)
-    torch.testing.assert_close(boxes.view(3, 2, 4)[:, 0], dist.boxes[best])
+    torch.testing.assert_close(boxes.view(3, 2, 4)[:, 0], dist.boxes[dist.probs.argmax(-1)])
     torch.testing.assert_close(images, aug.top_views(x, 2))
-    full_n, full = fns["none"]
-    images, boxes = full(x, torch.Generator())
-    assert full_n == 1 and torch.equal(images, x) and torch.equal(boxes, torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 3))
+    images, boxes = sources["none"].make(x, torch.Generator())
+    assert torch.equal(images, x) and torch.equal(boxes, torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 3))
+
+
+def test_evaluate_views_merges_the_first_n_views_of_each_entry():
+    # View i of every image has brightness (i + 1) / 10 and the model reads i off it: its logits are one_hot(i),
+    # plus 1 for class 3 when i ≥ 1. View 0 alone says class 0; the mean over all four views says class 3.
+    config = tta.Config.quick()
+    _, val_set, _ = tta.split_data(config)
+    data = dataclasses.replace(
+        val_set,
+        images=val_set.images[:2],
+        labels=torch.tensor([0, 0]),
+        boxes=torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 2),
+    )
+
+    def make(x, generator):
+        views = torch.cat([torch.full((1, 1, 48, 48), (i + 1) / 10) for _ in range(x.shape[0]) for i in range(4)])
+        inside = torch.tensor([0.1, 0.1, 0.25, 0.25])  # (cx, cy, w, h): holds the digit box [0, 10]², or not
+        outside = torch.tensor([0.8, 0.8, 0.25, 0.25])
+        return views, torch.stack([inside, outside, outside, outside] * x.shape[0])
+
+    class Brightness(torch.nn.Module):
+        def forward(self, v):
+            index = (v.mean(dim=(1, 2, 3)) * 10).round().long() - 1
+            logits = torch.nn.functional.one_hot(index, 10).float()
+            logits[:, 3] += (index >= 1).float()
+            return logits
+
+    source = tta.ViewSource(4, make, {"first1": 1, "all4": 4})
+    results = tta.evaluate_views([Brightness()], source, data, seed=0)
+    assert results["first1"]["accuracy"] == [1.0]
+    assert results["all4"]["accuracy"] == [0.0]
+    assert results["first1"]["object_coverage"] == 1.0 and results["all4"]["object_coverage"] == 0.25
 
 
 def test_validation_images_are_held_out_of_training():
@@ -129,6 +162,9 @@ def test_validation_images_are_held_out_of_training():
         ({"tta_views": (0, 4)}, "tta_views"),
         ({"top_views": (-1,)}, "top_views"),
         ({"classifier_epochs": 0}, "classifier_epochs"),
+        ({"transfer_blocks": ()}, "transfer_blocks"),
+        ({"transfer_blocks": (1, 0)}, "transfer_blocks"),
+        ({"box_scale": 0.0}, "box_scale"),
     ],
 )
 def test_config_validation(changes, message):

@@ -75,12 +75,18 @@ class Config:
     classifier_width: int = 20
     transfer_network: str = "preact_resnet18"
     transfer_width: int = 8
+    #: residual blocks per stage of a ``preact_resnet18`` transfer network: (1, 1, 1, 1) is a PreAct-ResNet-10.
+    transfer_blocks: tuple[int, ...] = (1, 1, 1, 1)
     # φ, trained against the frozen classifier A.
     aug_epochs: int = 10
     aug_lr: float = 3e-3
     #: LRP: stages of φ's 4-stage CNN whose units propose crops (stage 2: 6×6 cells, receptive field 22 px).
     levels: tuple[int, ...] = (2,)
     box_scale: float = 1.2
+    #: the whole image is a candidate too; global_bias is its initial logit bias against the other levels (0:
+    #: as probable as all boxes of a level together).
+    global_crop: bool = True
+    global_bias: float = 0.0
     aug_width: int = 16
     n_copies: int = 2
     entropy_range: tuple[float, float] = (0.8, 1.2)
@@ -113,6 +119,11 @@ class Config:
             raise ValueError(f"pretrain_min_scale must be in (0, 1], got {self.pretrain_min_scale}")
         if self.transfer_network not in BACKBONES:
             raise ValueError(f"transfer_network must be one of {sorted(BACKBONES)}, got {self.transfer_network!r}")
+        blocks = self.transfer_blocks
+        if not blocks or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in blocks):
+            raise ValueError(f"transfer_blocks must be a non-empty tuple of ints ≥ 1, got {blocks!r}")
+        if not self.box_scale > 0:
+            raise ValueError(f"box_scale must be > 0, got {self.box_scale}")
         object.__setattr__(self, "tta_views", _view_counts(self.tta_views, "tta_views", allow_empty=False))
         object.__setattr__(self, "top_views", _view_counts(self.top_views, "top_views", allow_empty=True))
 
@@ -168,9 +179,19 @@ def split_data(config: Config) -> tuple[ClutteredDigits, ClutteredDigits, Clutte
     return train_set, val_set, test_set
 
 
+def build_classifiers(config: Config) -> tuple[nn.Module, nn.Module]:
+    """Fresh classifiers A (``small_cnn``, depth 4, as in the crop experiment) and B (``transfer_network``)."""
+    model_a = build_classifier("small_cnn", 1, NUM_CLASSES, width=config.classifier_width, depth=4)
+    options: dict[str, Any] = {"width": config.transfer_width}
+    if config.transfer_network == "small_cnn":
+        options["depth"] = 4
+    else:
+        options["blocks"] = config.transfer_blocks
+    return model_a, build_classifier(config.transfer_network, 1, NUM_CLASSES, **options)
+
+
 def train_classifier(
-    network: str,
-    width: int,
+    model: nn.Module,
     data: tuple[torch.Tensor, torch.Tensor],
     config: Config,
     seed: int,
@@ -178,12 +199,9 @@ def train_classifier(
 ) -> nn.Module:
     """Train a classifier with random crops on images x (N, 1, 48, 48) and labels y (N,); return it frozen.
 
-    ``small_cnn`` gets depth 4 (as in the crop experiment). The returned model is in eval mode with every
-    parameter's ``requires_grad`` off, so ``train`` treats it as fixed (φ alone learns, BatchNorm statistics stay).
+    The returned model is in eval mode with every parameter's ``requires_grad`` off, so ``train`` treats it as
+    fixed (φ alone learns, BatchNorm statistics stay).
     """
-    torch.manual_seed(seed)
-    options = {"width": width, "depth": 4} if network == "small_cnn" else {"width": width}
-    model = build_classifier(network, 1, NUM_CLASSES, **options)
     train_config = TrainConfig(
         epochs=config.classifier_epochs,
         batch_size=config.batch_size,
@@ -205,6 +223,8 @@ def build_policy(config: Config) -> InstaAugCrop:
         in_channels=1,
         levels=config.levels,
         box_scale=config.box_scale,
+        global_crop=config.global_crop,
+        level_bias=(0.0,) * len({s % 4 for s in config.levels}) + (config.global_bias,) if config.global_crop else None,
         depth=4,
         width=config.aug_width,
         mode="instance",
@@ -242,8 +262,19 @@ def train_policy(
     return aug.eval(), history
 
 
-def view_functions(config: Config, aug: InstaAugCrop) -> dict[str, tuple[int, ViewFn]]:
-    """Every entry of ``entry_names(config)`` → (views per image n, the function making its views)."""
+@dataclass(frozen=True)
+class ViewSource:
+    """Views of one kind: ``make(x, generator)`` gives ``n`` views per image; entry ``name`` uses the first
+    ``entries[name]`` of them (for i.i.d. samples, the first k of n are k i.i.d. samples; for top-k, the first k
+    of the top n are the top k), so the entries of one kind share their views and cost one pass."""
+
+    n: int
+    make: ViewFn
+    entries: dict[str, int]
+
+
+def view_sources(config: Config, aug: InstaAugCrop) -> dict[str, ViewSource]:
+    """The kinds of views behind the entries of ``entry_names(config)``: none, random, instaaug, instaaug-top."""
     random_crop = RandomCrop(config.pretrain_min_scale, in_channels=1)
 
     def full(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,50 +295,62 @@ def view_functions(config: Config, aug: InstaAugCrop) -> dict[str, tuple[int, Vi
 
         return views
 
-    fns: dict[str, tuple[int, ViewFn]] = {"none": (1, full)}
-    fns.update({f"random-n{n}": (n, sampled(random_crop, n)) for n in config.tta_views})
-    fns.update({f"instaaug-n{n}": (n, sampled(aug, n)) for n in config.tta_views})
-    fns.update({f"instaaug-top{k}": (k, top(k)) for k in config.top_views})
-    return fns
+    n = max(config.tta_views)
+    sources = {
+        "none": ViewSource(1, full, {"none": 1}),
+        "random": ViewSource(n, sampled(random_crop, n), {f"random-n{v}": v for v in config.tta_views}),
+        "instaaug": ViewSource(n, sampled(aug, n), {f"instaaug-n{v}": v for v in config.tta_views}),
+    }
+    if config.top_views:
+        k = max(config.top_views)
+        sources["instaaug-top"] = ViewSource(k, top(k), {f"instaaug-top{v}": v for v in config.top_views})
+    return sources
 
 
 @torch.no_grad()
 def evaluate_views(
     models: Sequence[nn.Module],
-    views_fn: ViewFn,
-    n: int,
+    source: ViewSource,
     data: ClutteredDigits,
     seed: int,
-    batch_size: int = 128,
+    batch_size: int = 64,
     device: str = "cpu",
-) -> tuple[list[float], float]:
-    """TTA accuracy of every model with the same n views per image (mean of logits), and the views' coverage.
+) -> dict[str, dict[str, float]]:
+    """TTA accuracy of every model (mean of logits over the views) and the views' coverage, per entry of a source.
 
     Args:
-        models: classifiers mapping (N, 1, H, W) to logits (N, K), evaluated in eval mode.
-        views_fn: makes n views per image and their boxes (see ``ViewFn``); called with a generator seeded by
-            ``seed``, so the views are the same on every call.
+        models: classifiers mapping (N, 1, H, W) to logits (N, K), evaluated in eval mode; all see the same views.
+        source: the views and the entries using them (see ``ViewSource``). Its ``make`` is called with a
+            generator seeded by ``seed``, so the views are the same on every call.
         data: images (N, 1, H, W), labels (N,) and digit boxes (N, 4) in pixels.
     Returns:
-        The accuracy (a fraction) of each model, and the fraction of views holding ≥ 90% of the digit's box.
+        entry name → ``accuracy`` (list, one fraction per model) and ``object_coverage`` (the fraction of its
+        views that hold ≥ 90% of the digit's box).
     """
     for model in models:
         model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
-    correct = [0] * len(models)
-    covered = 0
+    correct = {name: torch.zeros(len(models), dtype=torch.long) for name in source.entries}
+    covered = dict.fromkeys(source.entries, 0)
     for start in range(0, len(data), batch_size):
         x = data.images[start : start + batch_size].to(device)
         y = data.labels[start : start + batch_size].to(device)
-        images, boxes = views_fn(x, generator)
-        for i, model in enumerate(models):
-            logits = merge_predictions(model(images).view(x.shape[0], n, -1))
-            correct[i] += int((logits.argmax(-1) == y).sum())
-        digit = data.boxes[start : start + batch_size].to(device).repeat_interleave(n, 0)
-        coverage = box_coverage(to_pixel_corners(boxes, x.shape[-1]), digit)
-        covered += int((coverage >= COVERAGE_THRESHOLD).sum())
+        images, boxes = source.make(x, generator)
+        logits = [model(images).view(x.shape[0], source.n, -1) for model in models]  # (B, n, K) per model
+        digit = data.boxes[start : start + batch_size].to(device).repeat_interleave(source.n, 0)
+        coverage = box_coverage(to_pixel_corners(boxes, x.shape[-1]), digit).view(x.shape[0], source.n)
+        for name, n in source.entries.items():
+            for i, per_view in enumerate(logits):
+                correct[name][i] += int((merge_predictions(per_view[:, :n]).argmax(-1) == y).sum())
+            covered[name] += int((coverage[:, :n] >= COVERAGE_THRESHOLD).sum())
     size = max(len(data), 1)
-    return [c / size for c in correct], covered / (size * n)
+    return {
+        name: {
+            "accuracy": [int(c) / size for c in correct[name]],
+            "object_coverage": covered[name] / (size * source.entries[name]),
+        }
+        for name in source.entries
+    }
 
 
 def evaluate_seed(
@@ -321,14 +364,20 @@ def evaluate_seed(
     """Every entry's metrics for one seed: accuracy (A), accuracy_transfer (B), their val_ versions, coverage."""
     aug.eval()
     results: dict[str, dict[str, float]] = {}
-    for name, (n, views_fn) in view_functions(config, aug).items():
-        (acc_a, acc_b), coverage = evaluate_views(models, views_fn, n, test_set, seed, device=config.device)
-        metrics = {"accuracy": acc_a, "accuracy_transfer": acc_b, "object_coverage": coverage}
-        if len(val_set):
-            (val_a, val_b), _ = evaluate_views(models, views_fn, n, val_set, seed, device=config.device)
-            metrics.update(val_accuracy=val_a, val_accuracy_transfer=val_b)
-        results[name] = metrics
-    return results
+    for source in view_sources(config, aug).values():
+        test = evaluate_views(models, source, test_set, seed, device=config.device)
+        val = evaluate_views(models, source, val_set, seed, device=config.device) if len(val_set) else {}
+        for name, m in test.items():
+            results[name] = {
+                "accuracy": m["accuracy"][0],
+                "accuracy_transfer": m["accuracy"][1],
+                "object_coverage": m["object_coverage"],
+            }
+            if name in val:
+                results[name].update(
+                    val_accuracy=val[name]["accuracy"][0], val_accuracy_transfer=val[name]["accuracy"][1]
+                )
+    return {name: results[name] for name in entry_names(config)}
 
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -351,11 +400,11 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     for seed in range(config.seed, config.seed + config.seeds):
         seed_dir = out / f"seed{seed}"
         began = time.perf_counter()
-        model_a = train_classifier("small_cnn", config.classifier_width, train_data, config, seed, seed_dir / "a")
+        torch.manual_seed(seed)
+        model_a, model_b = build_classifiers(config)
+        train_classifier(model_a, train_data, config, seed, seed_dir / "a")
         trained_a = time.perf_counter()
-        model_b = train_classifier(
-            config.transfer_network, config.transfer_width, train_data, config, seed, seed_dir / "b"
-        )
+        train_classifier(model_b, train_data, config, seed, seed_dir / "b")
         trained_b = time.perf_counter()
         aug, history = train_policy(model_a, train_data, config, seed, seed_dir / "phi")
         aug.save(seed_dir / "phi")
