@@ -3,7 +3,8 @@
 from .augment import Augmenter, AugmentOutput, InstaAug, InstaAugConfig
 from .baselines import Augerino, NoAugment, RandomAugment
 from .controller import EntropyController
-from .distributions import UniformRanges
+from .crops import InstaAugCrop, RandomCrop
+from .distributions import CropCategorical, UniformRanges
 from .objective import AugerinoObjective, InstaAugObjective, ObjectiveTerms, TaskObjective
 from .transforms import FAMILIES, TransformStack
 from .tta import TTAWrapper
@@ -16,13 +17,16 @@ __all__ = [
     "AugerinoObjective",
     "AugmentOutput",
     "Augmenter",
+    "CropCategorical",
     "EntropyController",
     "InstaAug",
     "InstaAugConfig",
+    "InstaAugCrop",
     "InstaAugObjective",
     "NoAugment",
     "ObjectiveTerms",
     "RandomAugment",
+    "RandomCrop",
     "TTAWrapper",
     "TaskObjective",
     "TransformStack",
