@@ -110,3 +110,9 @@ def test_seeds_flag_only_for_multi_seed_experiments(tmp_path, capsys):
     assert "--seeds is not supported" in capsys.readouterr().err
     assert main(["run", "crop", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "seeds must be ≥ 1" in capsys.readouterr().err
+
+
+def test_tta_experiment_is_registered(tmp_path):
+    assert main(["run", "tta", "--quick", "--out", str(tmp_path)]) == 0
+    methods = json.loads((tmp_path / "metrics.json").read_text())["methods"]
+    assert "none" in methods and all("accuracy_transfer" in m for m in methods.values())

@@ -11,6 +11,7 @@ EXPERIMENTS = {
     "rotation": "instaaug.experiments.rotation",
     "color": "instaaug.experiments.color",
     "crop": "instaaug.experiments.crop",
+    "tta": "instaaug.experiments.tta",
 }
 
 
