@@ -161,6 +161,22 @@ def pack_views(images: torch.Tensor, params: torch.Tensor, log_prob: torch.Tenso
     )
 
 
+def check_augmenter_options(config: Any) -> None:
+    """Validate the options every learned augmenter's config shares (φ's mode, norm, sizes, the entropy band)."""
+    if config.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
+    if config.norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {config.norm!r}")
+    if config.padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {config.padding_mode!r}")
+    for key in ("width", "depth", "in_channels", "n_copies"):
+        check_positive_int(getattr(config, key), key)
+    if config.entropy_range is not None:
+        lo, hi = config.entropy_range
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise ValueError(f"entropy_range must be finite (Hmin, Hmax) with Hmin ≤ Hmax, got {config.entropy_range}")
+
+
 @dataclass(frozen=True)
 class InstaAugConfig:
     """Everything that defines an ``InstaAug`` module; saved as JSON beside its weights.
@@ -203,20 +219,7 @@ class InstaAugConfig:
             object.__setattr__(self, "transforms", (self.transforms,))
         if not self.transforms:
             raise ValueError("transforms must name at least one transform family")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
-        for key in ("width", "depth", "in_channels", "n_copies"):
-            check_positive_int(getattr(self, key), key)
-        if self.entropy_range is not None:
-            lo, hi = self.entropy_range
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-                raise ValueError(
-                    f"entropy_range must be finite (Hmin, Hmax) with Hmin ≤ Hmax, got {self.entropy_range}"
-                )
+        check_augmenter_options(self)
         if not (isinstance(self.min_width, float | int) and self.min_width > 0):
             raise ValueError(f"min_width must be > 0, got {self.min_width!r}")
 

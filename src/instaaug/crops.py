@@ -21,11 +21,10 @@ from typing import Any
 
 import torch
 
-from .augment import Augmenter, AugmentOutput, draw, pack_views, save_augmenter
+from .augment import Augmenter, AugmentOutput, check_augmenter_options, draw, pack_views, save_augmenter
 from .distributions import CROP_PARAMS, CropCategorical, UniformCrops
-from .models import NORMS
-from .networks import MODES, CropLogitsNet
-from .transforms import PADDING_MODES, crop_resize
+from .networks import CropLogitsNet
+from .transforms import crop_resize
 from .validation import check_positive_int, dataclass_from_dict
 
 CROP_FORMAT = "instaaug.InstaAugCrop"
@@ -165,20 +164,7 @@ class CropConfig:
         object.__setattr__(self, "output_size", _size_pair(self.output_size, "output_size"))
         if isinstance(self.levels, int):
             object.__setattr__(self, "levels", (self.levels,))
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
-        for key in ("width", "depth", "in_channels", "n_copies"):
-            check_positive_int(getattr(self, key), key)
-        if self.entropy_range is not None:
-            lo, hi = self.entropy_range
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-                raise ValueError(
-                    f"entropy_range must be finite (Hmin, Hmax) with Hmin ≤ Hmax, got {self.entropy_range}"
-                )
+        check_augmenter_options(self)
 
 
 class InstaAugCrop(CropAugmenter):

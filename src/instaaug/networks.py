@@ -29,6 +29,20 @@ from .models import StageGeometry, build_backbone
 MODES = ("instance", "global", "class")
 
 
+def phi_backbone(network: str, in_channels: int, width: int, depth: int, norm: str) -> nn.Module:
+    """φ's backbone: ``small_cnn`` with ``depth`` stages, or ``preact_resnet18`` (fixed depth)."""
+    kwargs = {"width": width, "norm": norm}
+    if network == "small_cnn":
+        kwargs["depth"] = depth
+    return build_backbone(network, in_channels, **kwargs)
+
+
+def check_num_classes(num_classes: int | None) -> None:
+    """``class`` mode needs a positive class count."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"mode 'class' needs num_classes ≥ 1, got {num_classes!r}")
+
+
 class UniformRangeHead(nn.Module):
     """Maps raw outputs (B, 2D) to intervals low, high (B, D) inside the families' bounds.
 
@@ -123,18 +137,14 @@ class InvarianceNet(nn.Module):
         self.out_dim = out_dim
         self.num_classes = num_classes
         if mode == "instance":
-            kwargs = {"width": width, "norm": norm}
-            if network == "small_cnn":
-                kwargs["depth"] = depth
-            self.backbone = build_backbone(network, in_channels, **kwargs)
+            self.backbone = phi_backbone(network, in_channels, width, depth, norm)
             self.output = nn.Linear(self.backbone.out_channels, out_dim)
             nn.init.zeros_(self.output.weight)
             nn.init.zeros_(self.output.bias)
         elif mode == "global":
             self.output = nn.Parameter(torch.zeros(out_dim))
         else:
-            if not isinstance(num_classes, int) or num_classes < 1:
-                raise ValueError(f"mode 'class' needs num_classes ≥ 1, got {num_classes!r}")
+            check_num_classes(num_classes)
             self.output = nn.Embedding(num_classes, out_dim)
             nn.init.zeros_(self.output.weight)
 
@@ -334,10 +344,7 @@ class CropLogitsNet(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        kwargs = {"width": width, "norm": norm}
-        if network == "small_cnn":
-            kwargs["depth"] = depth
-        backbone = build_backbone(network, in_channels, **kwargs)
+        backbone = phi_backbone(network, in_channels, width, depth, norm)
         stages = len(backbone.stages)
         if not levels or any(not -stages <= s < stages for s in levels):
             raise ValueError(f"levels must be stage indices in [{-stages}, {stages}), got {tuple(levels)}")
@@ -370,8 +377,7 @@ class CropLogitsNet(nn.Module):
         elif mode == "global":
             self.output = nn.Parameter(torch.zeros(candidates.num_candidates))
         else:
-            if not isinstance(num_classes, int) or num_classes < 1:
-                raise ValueError(f"mode 'class' needs num_classes ≥ 1, got {num_classes!r}")
+            check_num_classes(num_classes)
             self.output = nn.Embedding(num_classes, candidates.num_candidates)
             nn.init.zeros_(self.output.weight)
 
