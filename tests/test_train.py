@@ -110,6 +110,35 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     assert len((tmp_path / "cut" / METRICS_FILE).read_text().splitlines()) == 3
 
 
+def test_cosine_aug_lr_decays_over_the_joint_epochs_and_resumes(tmp_path):
+    data = dataset()  # 64 inputs, batch 16: 4 steps per epoch
+    model, aug, objective = components()
+    full = train(model, aug, objective, data, config(epochs=3, aug_lr_schedule="cosine"), out_dir=tmp_path / "full")
+    expected = state(model, aug, objective)
+    ckpt = load_checkpoint(tmp_path / "full" / CHECKPOINT_FILE)
+    assert ckpt["aug_scheduler"]["last_epoch"] == 3 * 4  # stepped once per joint step
+    assert ckpt["optimisers"]["phi"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+    model, aug, objective = components()
+    cut = config(epochs=3, aug_lr_schedule="cosine")
+
+    def crash_at_third_epoch(epoch: int) -> dict:
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        train(model, aug, objective, data, cut, out_dir=tmp_path / "cut", evaluate_fn=crash_at_third_epoch)
+    model, aug, objective = components(init_seed=99)
+    resumed = train(model, aug, objective, data, cut, out_dir=tmp_path / "cut", resume=True)
+    assert without_time(resumed) == without_time(full)
+    assert_states_equal(state(model, aug, objective), expected)
+
+    model, aug, objective = components()
+    constant = train(model, aug, objective, data, config(epochs=3))
+    assert without_time(constant) != without_time(full)
+
+
 def test_resume_without_checkpoint_starts_fresh(tmp_path):
     model, aug, objective = components()
     history = train(model, aug, objective, dataset(32), config(epochs=1), out_dir=tmp_path, resume=True)
@@ -186,6 +215,7 @@ def test_tensor_batches_cover_the_data_once_per_epoch():
         ({"lr": -1e-3}, "lr"),
         ({"aug_lr": float("nan")}, "aug_lr"),
         ({"weight_decay": -0.1}, "weight_decay"),
+        ({"aug_lr_schedule": "linear"}, "aug_lr_schedule"),
     ],
 )
 def test_bad_config_values(kwargs, match):

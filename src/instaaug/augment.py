@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .distributed import is_main_process
 from .distributions import DEFAULT_MIN_WIDTH, UniformRanges
 from .io import load_tensors, read_json, save_tensors, write_json
 from .models import NORMS
@@ -331,8 +332,13 @@ class InstaAug(Augmenter):
 
 
 def save_augmenter(aug: nn.Module, directory: str | os.PathLike, format_name: str) -> Path:
-    """Write ``aug.config`` as JSON and ``aug``'s state as safetensors into ``directory``, each atomically."""
+    """Write ``aug.config`` as JSON and ``aug``'s state as safetensors into ``directory``, each atomically.
+
+    Under torch.distributed only rank 0 writes (every rank holds the same weights).
+    """
     directory = Path(directory)
+    if not is_main_process():
+        return directory
     save_tensors(directory / WEIGHTS_FILE, aug.state_dict())
     write_json(
         directory / CONFIG_FILE,

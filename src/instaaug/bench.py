@@ -1,15 +1,32 @@
 """Benchmarks: costs of learned augmentation measured as ratios, side by side in one process.
 
-Absolute times depend on the machine and its load; the ratio of two steps timed alternately in the same process
-cancels most of that. ``instaaug bench`` runs them and writes ``bench.json``.
+Absolute times depend on the machine and its load; the ratio of two workloads timed alternately in the same process
+(one call of each per round, median over rounds) cancels most of that. ``instaaug bench`` runs them all and writes
+``bench.json``. The headline training-step and memory figures use the papers' setting: a PreAct ResNet-18
+classifier (the same on both sides) beside the library's small default φ.
+
+- ``train_step_ratio_uniform`` (and ``_slim``): a joint training step with InstaAug (uniform rotation + colour
+  ranges) ÷ one with random augmentation of the same families, PreAct ResNet-18 on RGB 32×32 (CIFAR-like);
+- ``train_step_ratio_crop`` (and ``_slim``): LRP crops ÷ random crops, PreAct ResNet-18 on RGB 64×64
+  (Tiny-ImageNet-like; candidates from two φ stages plus the whole image, as in the paper);
+- ``peak_memory_ratio``: peak memory of InstaAug training ÷ random-augmentation training, the setting of
+  ``train_step_ratio_uniform``;
+- the same figures with the small CNN of our own experiments as the classifier (as small as φ itself: close to the
+  worst case) under ``..._small_classifier`` keys;
+- ``augment_throughput_vs_kornia``: our batched per-sample crop + rotation + colour jitter ÷ the equivalent
+  ``kornia.augmentation`` pipeline, in images per second (> 1: ours is faster);
+- ``tta_batched_speedup``: n = 10 test-time views as a loop of n forwards ÷ one batched forward (time ratio);
+- ``scaling`` (and ``scaling_small_classifier``): step times of both at several batch and image sizes.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +34,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import Augmenter
+from .augment import Augmenter, InstaAug
+from .baselines import RandomAugment
 from .controller import EntropyController
 from .crops import InstaAugCrop, RandomCrop
 from .io import write_json
 from .models import build_classifier
 from .objective import InstaAugObjective, TaskObjective
+from .tta import TTAWrapper
+from .validation import trusted_inputs
+
+#: The families of the uniform benchmarks: rotation and colour.
+UNIFORM_TRANSFORMS = ("rotation", "hue", "saturation", "value", "contrast")
+#: Random-augmentation half-widths of the kornia comparison (rotation ±90°, colour jitter 0.4, hue ±0.15 turns).
+KORNIA_RANGES = {"rotation": torch.pi / 2, "hue": 0.15, "saturation": 0.4, "value": 0.4, "contrast": 0.4}
+#: The classifier of the headline figures: the papers' PreAct ResNet-18 (width 64).
+PAPER_CLASSIFIER = "preact_resnet18"
+#: The small CNN of our own experiments (width 16, 3 stages), as small as the default φ.
+SMALL_CLASSIFIER = "small_cnn"
+#: Key suffix of the figures measured with ``SMALL_CLASSIFIER``.
+SMALL_SUFFIX = "_small_classifier"
 
 
 def make_train_step(model: nn.Module, aug: Augmenter, objective: nn.Module, lr: float = 1e-3) -> Callable:
     """One joint training step (augment, one classifier forward and backward, optimiser steps) as a closure
-    ``step(x (B, C, H, W), y (B,))``, exactly as ``instaaug.train`` runs it."""
+    ``step(x (B, C, H, W), y (B,))``, as ``instaaug.train`` runs it (inputs validated once, so no per-step value
+    checks)."""
     params = [p for module in (model, aug) for p in module.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(params, lr=lr)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        out = aug(x, y)
+        with trusted_inputs():
+            out = aug(x, y)
         per_view = F.cross_entropy(model(out.images), out.repeat(y), reduction="none")
         loss = objective(per_view, out).loss
         optimiser.zero_grad(set_to_none=True)
@@ -42,53 +75,176 @@ def make_train_step(model: nn.Module, aug: Augmenter, objective: nn.Module, lr: 
     return step
 
 
-def compare_steps(
-    steps: dict[str, Callable], x: torch.Tensor, y: torch.Tensor, repeats: int = 20, warmup: int = 3
-) -> dict[str, float]:
-    """Median seconds per call of every step, timed round-robin (one call of each per round) after a warm-up."""
+def compare_calls(calls: dict[str, Callable[[], Any]], repeats: int = 20, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of every zero-argument callable, timed round-robin (one call of each per round,
+    the order rotating between rounds) after ``warmup`` rounds. CUDA work is synchronised before each clock read."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
     for _ in range(warmup):
-        for step in steps.values():
-            step(x, y)
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
+        for call in calls.values():
+            call()
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        # Rotating the order spreads any effect of going first or second (caches, frequency) over all of them.
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            sync()
             started = time.perf_counter()
-            step(x, y)
-            if x.is_cuda:
-                torch.cuda.synchronize()
+            calls[name]()
+            sync()
             times[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def compare_steps(
+    steps: dict[str, Callable], x: torch.Tensor, y: torch.Tensor, repeats: int = 20, warmup: int = 3
+) -> dict[str, float]:
+    """Median seconds per call of every training step ``step(x, y)``, timed round-robin after a warm-up."""
+    return compare_calls({name: (lambda s=step: s(x, y)) for name, step in steps.items()}, repeats, warmup)
+
+
+def _batch(batch: int, channels: int, size: int, device: str, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, channels, size, size, generator=g)
+    y = torch.randint(0, classes, (batch,), generator=g)
+    return x.to(device), y.to(device)
+
+
+def _classifier(
+    channels: int, device: str, network: str = SMALL_CLASSIFIER, width: int | None = None, depth: int = 3
+) -> nn.Module:
+    """A freshly seeded classifier with 10 classes: ``small_cnn`` (width 16 unless given, ``depth`` stages) or
+    ``preact_resnet18`` (width 64 unless given)."""
+    torch.manual_seed(0)
+    if network == SMALL_CLASSIFIER:
+        return build_classifier(network, channels, 10, width=width or 16, depth=depth).to(device)
+    return build_classifier(network, channels, 10, width=width or 64).to(device)
+
+
+def _suffix(classifier: str) -> str:
+    return "" if classifier == PAPER_CLASSIFIER else SMALL_SUFFIX
+
+
+def uniform_steps(
+    device: str = "cpu",
+    methods: Sequence[str] = ("instaaug", "random"),
+    classifier: str = PAPER_CLASSIFIER,
+    classifier_width: int | None = None,
+) -> dict[str, Callable]:
+    """Training steps of InstaAug (uniform rotation + colour) and of random augmentation of the same families,
+    each with its own copy of the same classifier (``classifier``: ``preact_resnet18`` or ``small_cnn``, of
+    ``classifier_width`` when given: narrower only to check that the benchmarks run)."""
+    return {method: uniform_step(method, device, classifier, classifier_width) for method in methods}
+
+
+def uniform_step_ratio(
+    batch: int = 32,
+    size: int = 32,
+    repeats: int = 10,
+    device: str = "cpu",
+    classifier: str = PAPER_CLASSIFIER,
+    warmup: int = 2,
+    classifier_width: int | None = None,
+) -> dict[str, Any]:
+    """Seconds per training step with InstaAug (uniform rotation + colour) and with random augmentation, same
+    classifier and batch of RGB images → ``train_step_ratio_uniform`` (the library's default φ: small CNN of width
+    16, 3 stages) and ``train_step_ratio_uniform_slim`` (φ of width 8); keys end in ``_small_classifier`` when
+    ``classifier`` is the small CNN."""
+    x, y = _batch(batch, 3, size, device)
+    steps = uniform_steps(device, ("instaaug", "instaaug_slim", "random"), classifier, classifier_width)
+    seconds = compare_steps(steps, x, y, repeats=repeats, warmup=warmup)
+    end = _suffix(classifier)
+    return {
+        f"train_step_ratio_uniform{end}": seconds["instaaug"] / seconds["random"],
+        f"train_step_ratio_uniform_slim{end}": seconds["instaaug_slim"] / seconds["random"],
+        f"seconds_uniform_instaaug{end}": seconds["instaaug"],
+        f"seconds_uniform_instaaug_slim{end}": seconds["instaaug_slim"],
+        f"seconds_uniform_random{end}": seconds["random"],
+        f"uniform_batch{end}": batch,
+        f"uniform_image_size{end}": size,
+        f"uniform_classifier{end}": classifier,
+    }
+
+
 def crop_step_ratio(
+    batch: int = 16,
+    size: int = 64,
+    repeats: int = 10,
+    device: str = "cpu",
+    warmup: int = 2,
+    classifier_width: int | None = None,
+) -> dict[str, Any]:
+    """Seconds per training step with LRP crops (φ and f trained jointly, n_copies = 1) and with random crops
+    (side uniform in [0.5, 1]) in the paper's Tiny-ImageNet setting, small: PreAct ResNet-18 on RGB images of
+    ``size`` (64), the same classifier on both sides.
+
+    φ is the library's default crop φ (small CNN of width 16, 3 stages); the candidate boxes are the units of its
+    stages 1 and 2 (16×16 and 8×8 cells at 64×64) plus the whole image, with the paper's initial level biases
+    (0, 1, 3) → ``train_step_ratio_crop``; the same with φ of width 8 → ``train_step_ratio_crop_slim``.
+    ``classifier_width`` narrows the ResNet, only to check that the benchmark runs.
+    """
+    x, y = _batch(batch, 3, size, device)
+
+    def lrp_step(width: int) -> tuple[Callable, int]:
+        aug = InstaAugCrop(image_size=size, in_channels=3, levels=(1, 2), level_bias=(0.0, 1.0, 3.0), width=width)
+        aug = aug.to(device)
+        objective = InstaAugObjective(EntropyController(*aug.entropy_range)).to(device)
+        classifier = _classifier(3, device, PAPER_CLASSIFIER, classifier_width)
+        return make_train_step(classifier, aug, objective), aug.num_candidates
+
+    lrp, candidates = lrp_step(16)
+    seconds = compare_steps(
+        {
+            "lrp_crop": lrp,
+            "lrp_crop_slim": lrp_step(8)[0],
+            "random_crop": make_train_step(
+                _classifier(3, device, PAPER_CLASSIFIER, classifier_width), RandomCrop(0.5).to(device), TaskObjective()
+            ),
+        },
+        x,
+        y,
+        repeats=repeats,
+        warmup=warmup,
+    )
+    return {
+        "train_step_ratio_crop": seconds["lrp_crop"] / seconds["random_crop"],
+        "train_step_ratio_crop_slim": seconds["lrp_crop_slim"] / seconds["random_crop"],
+        **{f"seconds_{name}": value for name, value in seconds.items()},
+        "crop_batch": batch,
+        "crop_image_size": size,
+        "crop_candidates": candidates,
+        "crop_classifier": PAPER_CLASSIFIER,
+    }
+
+
+def crop_step_ratio_small_classifier(
     batch: int = 64, size: int = 48, channels: int = 1, repeats: int = 20, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Seconds per training step with LRP crops (φ and f trained jointly, n_copies = 1) and with random crops,
-    same classifier (the crop experiment's 4-stage CNN), batch and output size.
-
-    Two φ sizes: the crop experiment's (width 16, 4 stages) → ``train_step_ratio_crop``, and a slim one (width 8,
-    3 stages, the same candidate boxes) → ``train_step_ratio_crop_slim``.
-    """
-    x = torch.rand(batch, channels, size, size, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-
-    def classifier() -> nn.Module:
-        torch.manual_seed(0)
-        return build_classifier("small_cnn", channels, 10, width=20, depth=4).to(device)
+    """Seconds per training step with LRP crops and with random crops in the crop experiment's own setting: its
+    4-stage CNN classifier (width 20), greyscale 48×48 cluttered digits, φ of width 16 with 4 stages (and a slim
+    one, width 8 with 3 stages, the same candidate boxes) → ``train_step_ratio_crop_small_classifier`` and
+    ``train_step_ratio_crop_slim_small_classifier``."""
+    x, y = _batch(batch, channels, size, device)
 
     def lrp_step(width: int, depth: int) -> Callable:
         aug = InstaAugCrop(
             image_size=size, in_channels=channels, levels=(2,), depth=depth, width=width, global_crop=False
         ).to(device)
         objective = InstaAugObjective(EntropyController(*aug.entropy_range)).to(device)
-        return make_train_step(classifier(), aug, objective)
+        return make_train_step(_classifier(channels, device, width=20, depth=4), aug, objective)
 
     seconds = compare_steps(
         {
             "lrp_crop": lrp_step(16, 4),
             "lrp_crop_slim": lrp_step(8, 3),
             "random_crop": make_train_step(
-                classifier(), RandomCrop(0.85, in_channels=channels).to(device), TaskObjective()
+                _classifier(channels, device, width=20, depth=4),
+                RandomCrop(0.85, in_channels=channels).to(device),
+                TaskObjective(),
             ),
         },
         x,
@@ -96,12 +252,194 @@ def crop_step_ratio(
         repeats=repeats,
     )
     return {
-        "train_step_ratio_crop": seconds["lrp_crop"] / seconds["random_crop"],
-        "train_step_ratio_crop_slim": seconds["lrp_crop_slim"] / seconds["random_crop"],
-        **{f"seconds_{name}": value for name, value in seconds.items()},
-        "batch": batch,
-        "image_size": size,
+        f"train_step_ratio_crop{SMALL_SUFFIX}": seconds["lrp_crop"] / seconds["random_crop"],
+        f"train_step_ratio_crop_slim{SMALL_SUFFIX}": seconds["lrp_crop_slim"] / seconds["random_crop"],
+        **{f"seconds_{name}{SMALL_SUFFIX}": value for name, value in seconds.items()},
+        f"crop_batch{SMALL_SUFFIX}": batch,
+        f"crop_image_size{SMALL_SUFFIX}": size,
     }
+
+
+def kornia_pipeline(size: int) -> nn.Module:
+    """The ``kornia.augmentation`` equivalent of ``our_pipeline``: random resized square crops, rotation ±90°,
+    colour jitter (brightness, contrast, saturation 0.4; hue 0.15 turns), each applied to every image."""
+    import kornia.augmentation as K
+
+    return K.AugmentationSequential(
+        K.RandomResizedCrop((size, size), scale=(0.25, 1.0), ratio=(1.0, 1.0), p=1.0),
+        K.RandomRotation(90.0, p=1.0),
+        K.ColorJitter(
+            brightness=KORNIA_RANGES["value"],
+            contrast=KORNIA_RANGES["contrast"],
+            saturation=KORNIA_RANGES["saturation"],
+            hue=KORNIA_RANGES["hue"],
+            p=1.0,
+        ),
+    )
+
+
+def our_pipeline() -> Callable[[torch.Tensor], torch.Tensor]:
+    """Our per-sample random crop (side ∈ [0.5, 1] of the image, so area ∈ [0.25, 1]) followed by rotation and
+    colour jitter with the ranges of ``KORNIA_RANGES``: images (B, C, H, W) → views (B, C, H, W)."""
+    crop = RandomCrop(0.5, 1.0)
+    jitter = RandomAugment(UNIFORM_TRANSFORMS, KORNIA_RANGES)
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        with trusted_inputs(), torch.no_grad():
+            return jitter(crop(x).images).images
+
+    return apply
+
+
+def augment_throughput(batch: int = 64, size: int = 32, repeats: int = 20, device: str = "cpu") -> dict[str, Any]:
+    """Images per second of ``our_pipeline`` and of ``kornia_pipeline`` on the same batch (B, 3, size, size)
+    → ``augment_throughput_vs_kornia`` = ours ÷ kornia's."""
+    x, _ = _batch(batch, 3, size, device)
+    ours, theirs = our_pipeline(), kornia_pipeline(size).to(device)
+
+    def kornia_call() -> torch.Tensor:
+        with torch.no_grad():
+            return theirs(x)
+
+    seconds = compare_calls({"ours": lambda: ours(x), "kornia": kornia_call}, repeats=repeats)
+    return {
+        "augment_throughput_vs_kornia": seconds["kornia"] / seconds["ours"],
+        "augment_images_per_second_ours": batch / seconds["ours"],
+        "augment_images_per_second_kornia": batch / seconds["kornia"],
+        "augment_batch": batch,
+        "augment_image_size": size,
+    }
+
+
+def tta_speedup(batch: int = 32, size: int = 32, n: int = 10, repeats: int = 20, device: str = "cpu") -> dict[str, Any]:
+    """Test-time augmentation with n views: a loop of n (augment, forward) calls ÷ ``TTAWrapper``'s one batched
+    call, with the same classifier and InstaAug (uniform rotation + colour) → ``tta_batched_speedup``."""
+    x, _ = _batch(batch, 3, size, device)
+    model = _classifier(3, device).eval()
+    aug = InstaAug(UNIFORM_TRANSFORMS).to(device).eval()
+    wrapper = TTAWrapper(model, aug, n_samples=n)
+
+    def batched() -> torch.Tensor:
+        with trusted_inputs(), torch.no_grad():
+            return wrapper(x)
+
+    def loop() -> torch.Tensor:
+        with trusted_inputs(), torch.no_grad():
+            return torch.stack([model(aug(x).images) for _ in range(n)], 1).mean(1)
+
+    seconds = compare_calls({"batched": batched, "loop": loop}, repeats=repeats)
+    return {
+        "tta_batched_speedup": seconds["loop"] / seconds["batched"],
+        "seconds_tta_batched": seconds["batched"],
+        "seconds_tta_loop": seconds["loop"],
+        "tta_views": n,
+        "tta_batch": batch,
+    }
+
+
+def uniform_step(
+    method: str, device: str = "cpu", classifier: str = PAPER_CLASSIFIER, classifier_width: int | None = None
+) -> Callable:
+    """The training step of one method of ``uniform_steps``: ``instaaug`` (default φ, width 16, 3 stages),
+    ``instaaug_slim`` (φ of width 8) or ``random``, with a fresh ``classifier`` (``preact_resnet18`` or
+    ``small_cnn``; ``classifier_width``: its width when not the default)."""
+    if method in ("instaaug", "instaaug_slim"):
+        aug: Augmenter = InstaAug(UNIFORM_TRANSFORMS, width=8 if method == "instaaug_slim" else 16).to(device)
+        objective: nn.Module = InstaAugObjective(EntropyController(*aug.entropy_range)).to(device)
+    elif method == "random":
+        aug, objective = RandomAugment(UNIFORM_TRANSFORMS).to(device), TaskObjective()
+    else:
+        raise ValueError(f"method must be 'instaaug', 'instaaug_slim' or 'random', got {method!r}")
+    if classifier not in (PAPER_CLASSIFIER, SMALL_CLASSIFIER):
+        raise ValueError(f"classifier must be {PAPER_CLASSIFIER!r} or {SMALL_CLASSIFIER!r}, got {classifier!r}")
+    return make_train_step(_classifier(3, device, classifier, classifier_width), aug, objective)
+
+
+def peak_bytes(run: Callable[[], Any], device: str = "cpu") -> int:
+    """Peak bytes allocated while ``run()`` runs, above what was allocated before it. CUDA:
+    ``torch.cuda.max_memory_allocated``; CPU: the allocation and free events of ``torch.profiler``'s memory
+    profiling (every tensor allocation, forward and backward), summed in time order."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type().name == "CPU"),
+        key=lambda e: e.start_ns(),
+    )
+    current = peak = 0
+    for e in events:
+        current += e.nbytes()  # negative for frees
+        peak = max(peak, current)
+    return peak
+
+
+def peak_memory(
+    batch: int = 32,
+    size: int = 32,
+    steps: int = 2,
+    device: str = "cpu",
+    classifier: str = PAPER_CLASSIFIER,
+    classifier_width: int | None = None,
+) -> dict[str, Any]:
+    """Peak memory of training with InstaAug (uniform rotation + colour) and with random augmentation, same
+    classifier and batch → ``peak_memory_ratio`` (``peak_memory_ratio_small_classifier`` with the small CNN).
+    Everything a step needs is counted: the measurement starts before the models, the optimiser and the batch are
+    created and covers ``steps`` training steps (the first creates Adam's moments; from the second on, last
+    step's gradients are held during the forward pass)."""
+    results: dict[str, Any] = {}
+    end = _suffix(classifier)
+    for method in ("instaaug", "random"):
+
+        def run(method: str = method) -> None:
+            step = uniform_step(method, device, classifier, classifier_width)
+            x, y = _batch(batch, 3, size, device)
+            for _ in range(steps):
+                step(x, y)
+
+        run()  # once outside the measurement: lazy initialisations (kernels, caches) are not the method's cost
+        results[f"peak_bytes_{method}{end}"] = peak_bytes(run, device)
+    results[f"peak_memory_ratio{end}"] = results[f"peak_bytes_instaaug{end}"] / results[f"peak_bytes_random{end}"]
+    results[f"peak_memory_batch{end}"] = batch
+    results[f"peak_memory_image_size{end}"] = size
+    return results
+
+
+def scaling(
+    batches: Sequence[int] = (8, 16, 32),
+    sizes: Sequence[int] = (16, 32, 64),
+    base_batch: int = 8,
+    base_size: int = 32,
+    repeats: int = 5,
+    device: str = "cpu",
+    classifier: str = PAPER_CLASSIFIER,
+    classifier_width: int | None = None,
+) -> list[dict[str, Any]]:
+    """Step seconds of InstaAug (uniform) and random augmentation over batch sizes (at ``base_size``) and image
+    sizes (at ``base_batch``): rows ``{"batch", "image_size", "seconds_instaaug", "seconds_random", "ratio"}``."""
+    rows = []
+    configs = [(b, base_size) for b in batches] + [(base_batch, s) for s in sizes if s != base_size]
+    for batch, size in configs:
+        x, y = _batch(batch, 3, size, device)
+        steps = uniform_steps(device, classifier=classifier, classifier_width=classifier_width)
+        seconds = compare_steps(steps, x, y, repeats=repeats, warmup=1)
+        rows.append(
+            {
+                "batch": batch,
+                "image_size": size,
+                "seconds_instaaug": seconds["instaaug"],
+                "seconds_random": seconds["random"],
+                "ratio": seconds["instaaug"] / seconds["random"],
+            }
+        )
+    return rows
 
 
 def machine() -> dict[str, Any]:
@@ -109,15 +447,80 @@ def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 
+def _load() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (None where the platform has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def run_benchmarks(out: str | Path = "bench.json", quick: bool = False, device: str = "cpu") -> dict[str, Any]:
-    """Run the benchmarks and write their results to ``out`` (JSON); ``quick`` checks that they work, fast."""
-    repeats = 2 if quick else 30
-    results = {"machine": machine(), **crop_step_ratio(batch=8 if quick else 64, repeats=repeats, device=device)}
+    """Run the benchmarks and write their results to ``out`` (JSON), with the machine and its load average
+    (1, 5, 15 minutes) at the start and the end; ``quick`` checks that they work, fast (tiny images and batches,
+    one round: the figures then say nothing about speed)."""
+    from tqdm.auto import tqdm
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    # Headline figures (PreAct ResNet-18, a second or more per step at 1 CPU thread): 10 rounds; the small
+    # classifier's: 20. Quick: tiny images and batches, one round and a ResNet-18 of width 8, to check that
+    # everything runs.
+    rounds, small_rounds = (1, 1) if quick else (10, 20)
+    small = SMALL_CLASSIFIER
+    resnet: dict[str, Any] = {"device": device, "classifier_width": 8 if quick else None}
+    sections: list[tuple[str, Callable[[], Any]]] = [
+        (
+            "uniform step",
+            lambda: uniform_step_ratio(batch=2 if quick else 32, size=16 if quick else 32, repeats=rounds, **resnet),
+        ),
+        (
+            "crop step",
+            lambda: crop_step_ratio(batch=2 if quick else 16, size=32 if quick else 64, repeats=rounds, **resnet),
+        ),
+        (
+            "uniform step, small classifier",
+            lambda: uniform_step_ratio(
+                batch=4 if quick else 64, repeats=small_rounds, device=device, classifier=small, warmup=3
+            ),
+        ),
+        (
+            "crop step, small classifier",
+            lambda: crop_step_ratio_small_classifier(batch=4 if quick else 64, repeats=small_rounds, device=device),
+        ),
+        ("vs kornia", lambda: augment_throughput(batch=4 if quick else 64, repeats=small_rounds, device=device)),
+        ("tta", lambda: tta_speedup(batch=2 if quick else 32, n=10, repeats=small_rounds, device=device)),
+        ("memory", lambda: peak_memory(batch=2 if quick else 32, size=16 if quick else 32, **resnet)),
+        ("memory, small classifier", lambda: peak_memory(batch=4 if quick else 64, device=device, classifier=small)),
+        (
+            "scaling",
+            lambda: {
+                "scaling": scaling((2,), (8,), base_batch=2, base_size=16, repeats=1, **resnet)
+                if quick
+                else scaling(**resnet),
+                "scaling_small_classifier": scaling(
+                    (2,), (8,), base_batch=2, base_size=16, repeats=1, device=device, classifier=small
+                )
+                if quick
+                else scaling((16, 32, 64, 128), (16, 32, 64), 32, 32, repeats=5, device=device, classifier=small),
+            },
+        ),
+    ]
+    results: dict[str, Any] = {"machine": machine(), "quick": quick, "device": device, "load_average_start": _load()}
+    started = time.perf_counter()
+    bar = tqdm(sections, desc="bench", disable=not sys.stderr.isatty())
+    for name, section in bar:
+        bar.set_postfix_str(name)
+        results.update(section())
+    results["seconds_total"] = time.perf_counter() - started
+    results["load_average_end"] = _load()
     write_json(out, results)
     return results

@@ -22,6 +22,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, default=None, help="number of seeds to average over (where supported)")
     run.add_argument("--quick", action="store_true", help="a small, fast variant (seconds)")
     run.add_argument("--data", default=None, help="a data file to use instead of the built-in data")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints in --out")
+    run.add_argument(
+        "--checkpoint-every", type=int, default=None, metavar="STEPS", help="also checkpoint every STEPS steps"
+    )
+    run.add_argument("--amp", action="store_true", help="mixed precision: autocast with bfloat16 (CPU and GPU)")
+    run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
+    run.add_argument("--config", default=None, metavar="FILE", help="config keys from a JSON or TOML file")
     run.add_argument(
         "--set",
         dest="overrides",
@@ -49,14 +56,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         results = run_benchmarks(args.out, quick=args.quick, device=args.device)
         print(
-            f"training step vs random crops (batch {results['batch']}): LRP crops "
-            f"{results['train_step_ratio_crop']:.2f}×, with a slim φ {results['train_step_ratio_crop_slim']:.2f}×"
+            "training step vs random augmentation (PreAct ResNet-18): uniform rotation + colour"
+            f" {results['train_step_ratio_uniform']:.2f}× (batch {results['uniform_batch']}); LRP crops"
+            f" {results['train_step_ratio_crop']:.2f}×, with a slim φ {results['train_step_ratio_crop_slim']:.2f}×"
+            f" (batch {results['crop_batch']}); with the small classifier"
+            f" {results['train_step_ratio_uniform_small_classifier']:.2f}× and"
+            f" {results['train_step_ratio_crop_small_classifier']:.2f}×"
+        )
+        print(
+            f"augmentation throughput vs kornia {results['augment_throughput_vs_kornia']:.2f}×; TTA batched speed-up"
+            f" {results['tta_batched_speedup']:.2f}× (n={results['tta_views']}); peak memory"
+            f" {results['peak_memory_ratio']:.2f}× random augmentation"
         )
         print(f"results: {args.out}")
         return 0
     try:
         module = get_experiment(args.experiment)
         config = module.Config.quick() if args.quick else module.Config()
+        if args.config is not None:  # the file replaces defaults; --seed and --set still apply after it
+            from .config_files import load_config
+
+            try:
+                config = load_config(args.config, module.Config, base=config)
+            except (TypeError, FileNotFoundError) as e:
+                raise ValueError(str(e)) from None
         if args.seed is not None:
             config = dataclasses.replace(config, seed=args.seed)
         if args.seeds is not None:
@@ -68,13 +91,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"instaaug: error: {e}", file=sys.stderr)
         return 2
     out_dir = args.out or f"runs/{args.experiment}"
+    # Under torchrun: one process group for the run; train() then uses DDP and only rank 0 writes and prints.
+    from . import distributed
+    from .train import train_overrides
+
+    overrides = {"resume": args.resume, "amp": args.amp, "tensorboard": args.tensorboard}
+    if args.checkpoint_every is not None:
+        overrides["checkpoint_every"] = args.checkpoint_every
+    main_process = True
+    owned = not distributed.is_initialized()  # a process group made here is destroyed here
     try:
-        metrics = module.run(config, out_dir, data=args.data)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"instaaug: error: {e}", file=sys.stderr)
+        distributed.init_from_env()
+        main_process = distributed.is_main_process()
+        with train_overrides(**{k: v for k, v in overrides.items() if v is not False}):
+            metrics = module.run(config, out_dir, data=args.data)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(
+            f"instaaug: error{f' (rank {distributed.rank()})' if distributed.is_distributed() else ''}: {e}",
+            file=sys.stderr,
+        )
         return 2
-    print(module.summary(metrics))
-    print(f"metrics: {out_dir}/metrics.json")
+    finally:
+        if owned:
+            distributed.shutdown()
+    if main_process:
+        print(module.summary(metrics))
+        print(f"metrics: {out_dir}/metrics.json")
     return 0
 
 

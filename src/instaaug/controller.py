@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .distributed import all_reduce_mean
+
 
 class EntropyController(nn.Module):
     """Keeps the running mean of the *training* entropy inside [h_min, h_max] by adjusting λ.
@@ -26,6 +28,11 @@ class EntropyController(nn.Module):
     All state lives in buffers (move the controller to the training device with ``.to``), so updates never
     synchronise with the host, and ``state_dict`` / ``load_state_dict`` save and restore it with a run.
 
+    Under ``torch.distributed`` (e.g. launched with torchrun), ``update`` first averages the batch entropy over all
+    processes (one scalar all-reduce, asynchronous on GPU), so every rank folds in the same value and λ stays
+    identical on every rank at every step. This is a collective: every rank must call ``update`` at the same steps
+    (``sync=False`` turns it off, for a controller updated on one rank only).
+
     Args:
         h_min, h_max: the target entropy band (nats).
         lam_init: the starting λ (small: the task loss leads at first).
@@ -34,6 +41,7 @@ class EntropyController(nn.Module):
         momentum: weight of the past in the running mean of the entropy (0 uses the last batch only).
         trend_momentum: the same for the slower running mean that measures the trend (> momentum).
         horizon: the look-ahead, in steps, of the anti-windup rule (0 turns it off).
+        sync: average the entropy over processes when ``torch.distributed`` is initialised.
     """
 
     def __init__(
@@ -47,6 +55,7 @@ class EntropyController(nn.Module):
         momentum: float = 0.9,
         trend_momentum: float = 0.95,
         horizon: float = 100.0,
+        sync: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("h_min", h_min), ("h_max", h_max)):
@@ -67,6 +76,7 @@ class EntropyController(nn.Module):
         self.h_min, self.h_max = float(h_min), float(h_max)
         self.rate, self.lam_min, self.lam_max = float(rate), float(lam_min), float(lam_max)
         self.momentum, self.trend_momentum, self.horizon = momentum, trend_momentum, float(horizon)
+        self.sync = bool(sync)
         # For a linear trend, a running mean with momentum m lags m / (1 - m) steps behind.
         self._lag = trend_momentum / (1 - trend_momentum) - momentum / (1 - momentum)
         self.register_buffer("lam", torch.tensor(float(lam_init)))
@@ -76,8 +86,13 @@ class EntropyController(nn.Module):
 
     @torch.no_grad()
     def update(self, mean_entropy: torch.Tensor) -> torch.Tensor:
-        """Fold in a training batch's mean entropy (a 0-d tensor) and adjust λ; returns the new λ (0-d)."""
+        """Fold in a training batch's mean entropy (a 0-d tensor) and adjust λ; returns the new λ (0-d).
+
+        Distributed: the mean over processes of their batch means (equal-sized shards give the global batch mean).
+        """
         h = mean_entropy.detach().to(self.running_entropy)
+        if self.sync:
+            h = all_reduce_mean(h)
         first = self.steps == 0
         self.running_entropy = torch.where(first, h, self.momentum * self.running_entropy + (1 - self.momentum) * h)
         m = self.trend_momentum

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import warnings
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,17 @@ def _read_existing(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def _format_hint(raw: bytes) -> str:
+    """A hint naming a pickle-based format, so a refused file says why it was refused."""
+    # torch.save writes a zip archive (PK\x03\x04) holding a pickle; plain pickles start with PROTO (0x80).
+    if raw[:4] == b"PK\x03\x04" or raw[:1] == b"\x80":
+        return (
+            " It looks like a pickle (torch.save / pickle.dump) file, which can run arbitrary code when loaded:"
+            " instaaug never unpickles. Convert trusted files with instaaug.io.load_foreign_weights."
+        )
+    return ""
+
+
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
     """Atomically save a flat dict of tensors as safetensors."""
     atomic_write_bytes(path, _safetensors_bytes(tensors))
@@ -76,7 +90,7 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         tensors = load_safetensors_bytes(raw)
     except (SafetensorError, ValueError, OSError) as e:
         raise ValueError(
-            f"{path} is not a valid safetensors file (truncated, corrupted or another format): {e}"
+            f"{path} is not a valid safetensors file (truncated, corrupted or another format): {e}.{_format_hint(raw)}"
         ) from None
     return {k: v.to(device) for k, v in tensors.items()}
 
@@ -141,5 +155,52 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         skeleton = json.loads(metadata[_SKELETON_KEY])
         state = _unflatten(skeleton, {k: v.to(device) for k, v in tensors.items()})
     except (SafetensorError, ValueError, KeyError, TypeError, OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a valid instaaug checkpoint (truncated, corrupted or foreign): {e}") from None
+        raise ValueError(
+            f"{path} is not a valid instaaug checkpoint (truncated, corrupted or foreign): {e}.{_format_hint(raw)}"
+        ) from None
     return state
+
+
+def load_foreign_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Tensors from a file made elsewhere: safetensors, or a ``torch.save`` file read with ``weights_only=True``.
+
+    ``weights_only=True`` makes torch's unpickler accept only tensors and plain containers, so a file whose pickle
+    would construct anything else (e.g. run a function) is refused with a ValueError before any of it runs. Returns
+    a flat ``{name: tensor}`` dict (e.g. a state dict); nested containers are flattened with dotted names and
+    plain non-tensor values (ints, strings, None) are left out.
+    """
+    path = Path(path)
+    raw = _read_existing(path)
+    try:
+        tensors = load_safetensors_bytes(raw)
+    except (SafetensorError, ValueError, OSError):
+        pass  # not safetensors: try torch's restricted unpickler below
+    else:
+        return {k: v.to(device) for k, v in tensors.items()}
+    try:
+        with warnings.catch_warnings():
+            # Plain pickles (protocol > 2) only warn that the restricted unpickler might not know every opcode.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(BytesIO(raw), map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{path} was refused: not safetensors, and not a weights-only torch file ({first}). Files that need full"
+            " unpickling can run arbitrary code; instaaug does not load them."
+        ) from None
+    flat: dict[str, torch.Tensor] = {}
+    _collect_tensors(obj, "", flat, path)
+    return flat
+
+
+def _collect_tensors(obj: Any, prefix: str, out: dict[str, torch.Tensor], path: Path) -> None:
+    if isinstance(obj, torch.Tensor):
+        out[prefix or "tensor"] = obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _collect_tensors(v, f"{prefix}.{k}" if prefix else str(k), out, path)
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            _collect_tensors(v, f"{prefix}.{i}" if prefix else str(i), out, path)
+    elif not (obj is None or isinstance(obj, bool | int | float | str)):
+        raise ValueError(f"{path} holds a {type(obj).__name__} at {prefix!r}; expected tensors and plain containers")

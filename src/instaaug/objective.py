@@ -20,6 +20,7 @@ from torch import nn
 
 from .augment import AugmentOutput
 from .controller import EntropyController
+from .distributed import all_reduce_mean
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ class InstaAugObjective(nn.Module):
             if self.training:
                 with torch.no_grad():
                     m = torch.where(self.baseline_steps == 0, 0.0, self.baseline_momentum)
-                    self.running_loss = m * self.running_loss + (1 - m) * losses.mean()
+                    # Averaged over processes when distributed, so the baseline is the same on every rank.
+                    self.running_loss = m * self.running_loss + (1 - m) * all_reduce_mean(losses.mean())
                     self.baseline_steps = self.baseline_steps + 1
         advantage = losses - baseline
         return (advantage * out.log_prob.view(-1, out.n_copies)).mean()

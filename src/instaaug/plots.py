@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from .distributed import is_main_process
+
 
 def to_image(x: torch.Tensor):
     """An image tensor (C, H, W) in [0, 1] as an array for ``imshow`` ((H, W, 3) or (H, W))."""
@@ -20,10 +22,11 @@ def to_image(x: torch.Tensor):
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    """Save ``fig`` to ``path`` (parents created) and close it."""
+    """Save ``fig`` to ``path`` (parents created) and close it; under torch.distributed, rank 0 alone writes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -152,12 +152,15 @@ def crop_resize(
     if boxes.shape != (images.shape[0], 4):
         raise ValueError(f"boxes must be (N, 4) = ({images.shape[0]}, 4), got {tuple(boxes.shape)}")
     out_h, out_w = size if size is not None else images.shape[-2:]
-    cx, cy, w, h = boxes.to(images.dtype).unbind(-1)
+    # affine_grid has no reduced-precision CPU kernel for an output side of 1 (bfloat16): build the grid in float32.
+    grid_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
+    cx, cy, w, h = boxes.to(grid_dtype).unbind(-1)
     zero = torch.zeros_like(cx)
     # grid_sample's normalised coordinates with align_corners=False also put -1 and 1 at the image's outer
     # pixel edges, so a box maps to output coordinates by a scale and a shift.
     theta = torch.stack((torch.stack((w, zero, 2 * cx - 1), -1), torch.stack((zero, h, 2 * cy - 1), -1)), -2)
     grid = F.affine_grid(theta, [images.shape[0], images.shape[1], out_h, out_w], align_corners=False)
+    grid = grid.to(images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 

@@ -12,6 +12,7 @@ EXPERIMENTS = {
     "color": "instaaug.experiments.color",
     "crop": "instaaug.experiments.crop",
     "tta": "instaaug.experiments.tta",
+    "amortised": "instaaug.experiments.amortised",
 }
 
 

@@ -13,10 +13,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..augment import Augmenter, InstaAug
 from ..baselines import Augerino, NoAugment, RandomAugment
 from ..controller import EntropyController
+from ..distributed import is_main_process
 from ..io import write_json
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..train import TrainConfig, accuracy, predict, train
@@ -96,7 +98,10 @@ def learned_ranges(
     """The learned intervals low, high (N, D) of ``aug`` (in eval mode) for images x (N, C, H, W), on the CPU."""
     aug.eval()
     lows, highs = [], []
-    for xb in x.split(batch_size):
+    # Quiet unless attached to a terminal, and on ranks other than 0.
+    for xb in tqdm(
+        x.split(batch_size), desc="learned ranges", disable=None if is_main_process() else True, leave=False
+    ):
         dist = aug.distribution(xb.to(device))
         lows.append(dist.low.cpu())
         highs.append(dist.high.cpu())
@@ -176,7 +181,8 @@ def write_metrics(
 ) -> Path:
     """Write ``out_dir/metrics.json``: ``{"experiment", "methods": {METHOD: {metric: value}}, "config", ...}``."""
     path = Path(out_dir) / "metrics.json"
-    write_json(path, {"experiment": experiment, "methods": methods, "config": dataclasses.asdict(config), **extra})
+    if is_main_process():  # under torchrun every rank computes the metrics; one writes them
+        write_json(path, {"experiment": experiment, "methods": methods, "config": dataclasses.asdict(config), **extra})
     return path
 
 

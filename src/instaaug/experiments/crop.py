@@ -38,9 +38,10 @@ from ..data.digits import box_coverage, cluttered_digits
 from ..models import build_classifier
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_crop_examples
-from ..train import TrainConfig, train
+from ..train import train
 from ..tta import merge_predictions
 from .common import check_methods, summarise_seeds, torch_threads, train_config_of, write_metrics
+from .parallel import default_workers, run_jobs
 
 DESCRIPTION = "learned crops (LRP) on built-in cluttered digits vs random crops and ablations; Figure 6"
 
@@ -49,6 +50,7 @@ METHODS = ("none", "random", "augerino", "instaaug-uniform", "instaaug-global", 
 #: The uniform-range methods crop by translating and zooming.
 UNIFORM_TRANSFORMS = ("translation", "scale")
 COVERAGE_THRESHOLD = 0.9
+NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Config:
     #: φ learns slowly: at 1e-3 the crop distribution collapsed and then swung between near-uniform and a single
     #: crop as λ moved (measured); at 3e-4 the entropy settles into its band.
     aug_lr: float = 3e-4
+    aug_lr_schedule: str = "constant"
     weight_decay: float = 0.0
     classifier_width: int = 20
     #: LRP: stages of φ's 4-stage CNN whose units propose crops (stage 2: 6×6 cells, receptive field 22 px).
@@ -81,11 +84,15 @@ class Config:
     entropy_range: tuple[float, float] = (1.0, 1.5)
     lam_init: float = 0.2
     lam_rate: float = 1.02
+    lam_min: float = 1e-4
     uniform_entropy_range: tuple[float, float] = (-4.0, -3.0)
     augerino_weight: float = 0.01
     random_min_scales: tuple[float, ...] = (0.5, 0.7, 0.85, 0.92)
     tta_views: int = 10
+    #: torch threads per run (0: 1 when runs go to several worker processes, else torch's default).
     threads: int = 0
+    #: worker processes, one run (method, seed) each at a time (0: one per available core).
+    workers: int = 0
     device: str = "cpu"
     figure_examples: int = 6
     progress: bool | None = None
@@ -109,6 +116,7 @@ class Config:
             random_min_scales=(0.5, 0.85),
             tta_views=4,
             figure_examples=3,
+            workers=1,  # starting worker processes would cost more than these tiny runs
         )
 
 
@@ -120,7 +128,7 @@ def build_crop_method(method: str, config: Config, num_classes: int) -> tuple[Au
         return RandomCrop(float(method.split("-", 1)[1]), in_channels=1), TaskObjective()
     if method == "augerino":
         return Augerino(UNIFORM_TRANSFORMS, in_channels=1), AugerinoObjective(config.augerino_weight)
-    controller = {"lam_init": config.lam_init, "rate": config.lam_rate}
+    controller = {"lam_init": config.lam_init, "rate": config.lam_rate, "lam_min": config.lam_min}
     if method == "instaaug-uniform":
         aug = InstaAug(UNIFORM_TRANSFORMS, in_channels=1, width=config.aug_width, n_copies=config.n_copies)
         band = config.uniform_entropy_range
@@ -212,34 +220,41 @@ def _subset(dataset: Any, n: int) -> Any:
     return dataclasses.replace(dataset, **{k: getattr(dataset, k)[:n] for k in ("images", "labels", "boxes")})
 
 
-def _run(config: Config, out: Path) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
+def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
+    """Train and evaluate one (method, seed); save a learned augmenter to ``out/method/seed<seed>``."""
+    config, name, seed, out = job
     train_set = _subset(cluttered_digits("train"), config.n_train)
     test_set = _subset(cluttered_digits("test"), config.n_test)
-    num_classes = 10
+    train_config = dataclasses.replace(train_config_of(config), seed=seed)
+    torch.manual_seed(seed)
+    model = build_classifier("small_cnn", 1, NUM_CLASSES, width=config.classifier_width, depth=4)
+    aug, objective = build_crop_method(name, config, NUM_CLASSES)
+    run_dir = Path(out) / name / f"seed{seed}"
+    began = time.perf_counter()
+    history = train(model, aug, objective, (train_set.images, train_set.labels), train_config, out_dir=run_dir)
+    metrics = evaluate(model, aug, test_set, config.tta_views, seed, device=config.device)
+    metrics["train_seconds"] = time.perf_counter() - began
+    if "entropy" in history[-1]:
+        metrics["final_entropy"] = history[-1]["entropy"]
+    if isinstance(aug, InstaAug | InstaAugCrop):
+        aug.save(run_dir)
+    return metrics
+
+
+def _run(config: Config, out: Path) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
     runs = [f"random-{s:g}" if m == "random" else m for m in config.methods for s in config.random_min_scales]
     runs = list(dict.fromkeys(runs))  # every method once, random once per setting
-    per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     started = time.perf_counter()
-    kept_aug: InstaAugCrop | None = None
-    for seed in range(config.seed, config.seed + config.seeds):
-        train_config: TrainConfig = dataclasses.replace(train_config_of(config), seed=seed)
-        for name in runs:
-            torch.manual_seed(seed)
-            model = build_classifier("small_cnn", 1, num_classes, width=config.classifier_width, depth=4)
-            aug, objective = build_crop_method(name, config, num_classes)
-            run_dir = out / name / f"seed{seed}"
-            began = time.perf_counter()
-            history = train(model, aug, objective, (train_set.images, train_set.labels), train_config, out_dir=run_dir)
-            metrics = evaluate(model, aug, test_set, config.tta_views, seed, device=config.device)
-            metrics["train_seconds"] = time.perf_counter() - began
-            if "entropy" in history[-1]:
-                metrics["final_entropy"] = history[-1]["entropy"]
-            per_seed[name].append(metrics)
-            if isinstance(aug, InstaAug | InstaAugCrop):
-                aug.save(run_dir)
-            if name == "instaaug" and seed == config.seed:
-                kept_aug = aug
+    seeds = range(config.seed, config.seed + config.seeds)
+    jobs = [(config, name, seed, str(out)) for seed in seeds for name in runs]
+    parallel = (config.workers or default_workers()) > 1
+    if parallel:  # one bar over the jobs instead of interleaved per-run bars
+        jobs = [(dataclasses.replace(config, progress=False), *job[1:]) for job in jobs]
+    outcomes = run_jobs(_train_job, jobs, config.workers, config.threads, config.progress, "crop runs")
+    per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    for (_, name, _, _), metrics in zip(jobs, outcomes, strict=True):
+        per_seed[name].append(metrics)
     results = {name: summarise_seeds(values) for name, values in per_seed.items()}
     random_names = [n for n in runs if n.startswith("random-")]
     if random_names:
@@ -248,7 +263,9 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     ordered = {m: results[m] for m in METHODS if m in results}
     ordered.update({n: results[n] for n in random_names})
     figures = []
-    if kept_aug is not None:
+    if "instaaug" in runs:
+        kept_aug = InstaAug.load(out / "instaaug" / f"seed{config.seed}")
+        test_set = _subset(cluttered_digits("test"), config.n_test)
         k = config.figure_examples
         figures.append(plot_crop_examples(kept_aug, test_set.images[:k], test_set.boxes[:k], out / "crops.png").name)
     write_metrics(

@@ -1,0 +1,164 @@
+"""Experiment configs from files: JSON or TOML into a typed config dataclass, strictly.
+
+A config file holds a flat table of keys of the experiment's ``Config`` (see ``instaaug run EXPERIMENT --set``
+for the same keys on the command line). Unknown keys and values of the wrong type are errors naming the key;
+keys left out keep their defaults (or the values of ``base``).
+
+Example (``rotation.toml``)::
+
+    epochs = 5
+    methods = ["random", "instaaug"]
+    entropy_range = [1.0, 1.2]
+
+and ``instaaug run rotation --config rotation.toml --set seed=3`` (``--set`` applies after the file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: File suffixes read as TOML; every other suffix is read as JSON.
+TOML_SUFFIXES = (".toml",)
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The table in a JSON (``.json``) or TOML (``.toml``) file, as a dict; clear errors for missing,
+    malformed or non-table files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_bytes()
+    if path.suffix.lower() in TOML_SUFFIXES:
+        if sys.version_info < (3, 11):
+            raise ValueError(f"{path}: TOML config files need Python ≥ 3.11 (tomllib); use a .json file")
+        import tomllib
+
+        try:
+            values = tomllib.loads(text.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid TOML: {e}") from None
+    else:
+        try:
+            values = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a table of config keys, got a {type(values).__name__}")
+    return values
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """``value`` (as JSON/TOML gives it) checked against the annotation ``tp`` and converted (lists → tuples,
+    ints → floats); a TypeError names ``key`` otherwise."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    wrong = TypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is Any:
+        return value
+    if origin is typing.Union or origin is types.UnionType:
+        if value is None:
+            if type(None) in args:
+                return None
+            raise wrong
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except TypeError:
+                continue
+        raise wrong
+    if tp is type(None):
+        if value is None:
+            return None
+        raise wrong
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise wrong
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise wrong
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise wrong
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise wrong
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise TypeError(f"config key {key!r} must have {len(args)} entries ({_type_name(tp)}), got {value!r}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise wrong
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise wrong
+        if not args:
+            return dict(value)
+        return {_convert(k, args[0], key): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise wrong
+
+
+def config_from_mapping(config_cls: type[T], values: Mapping[str, Any], base: T | None = None, source: str = "") -> T:
+    """Build the dataclass ``config_cls`` from ``values``: unknown keys raise a ValueError listing the valid
+    ones, values of the wrong type a TypeError naming the key. Keys not given come from ``base`` (default: the
+    dataclass defaults). The dataclass's own checks (``__post_init__``) run as usual."""
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"config_cls must be a dataclass, got {config_cls!r}")
+    where = f" in {source}" if source else ""
+    fields = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}{where}; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(config_cls)
+    converted = {}
+    for key, value in values.items():
+        try:
+            converted[key] = _convert(value, hints.get(key, Any), key)
+        except TypeError as e:
+            raise TypeError(f"{e}{where}") from None
+    if base is not None:
+        return dataclasses.replace(base, **converted)
+    return config_cls(**converted)
+
+
+def load_config(path: str | os.PathLike, config_cls: type[T], base: T | None = None) -> T:
+    """Read a JSON or TOML file (see ``read_config_file``) into the config dataclass ``config_cls``.
+
+    Args:
+        path: a ``.toml`` file (Python ≥ 3.11) or a JSON file, holding a flat table of config keys.
+        config_cls: the experiment's ``Config`` dataclass.
+        base: the config whose values the file's keys replace (e.g. ``Config.quick()``); None for the defaults.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: malformed file, not a table, or unknown keys (named, with the valid ones).
+        TypeError: a value of the wrong type (the key and the expected type are named).
+    """
+    return config_from_mapping(config_cls, read_config_file(path), base=base, source=str(path))

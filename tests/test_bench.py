@@ -1,0 +1,62 @@
+"""`instaaug bench --quick`: every benchmark runs and bench.json holds its figures (not the machine's speed)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from instaaug.bench import augment_throughput, compare_calls, peak_bytes
+from instaaug.cli import main
+
+RATIOS = (
+    "train_step_ratio_uniform",
+    "train_step_ratio_uniform_slim",
+    "train_step_ratio_crop",
+    "train_step_ratio_crop_slim",
+    "augment_throughput_vs_kornia",
+    "tta_batched_speedup",
+    "peak_memory_ratio",
+    "train_step_ratio_uniform_small_classifier",
+    "train_step_ratio_uniform_slim_small_classifier",
+    "train_step_ratio_crop_small_classifier",
+    "train_step_ratio_crop_slim_small_classifier",
+    "peak_memory_ratio_small_classifier",
+)
+
+
+def test_bench_quick_writes_every_ratio(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    for key in RATIOS:
+        assert math.isfinite(results[key]) and results[key] > 0, key
+    assert results["machine"]["torch"] == torch.__version__ and results["quick"] is True
+    assert results["uniform_classifier"] == results["crop_classifier"] == "preact_resnet18"
+    assert results["uniform_classifier_small_classifier"] == "small_cnn"
+    for key in ("scaling", "scaling_small_classifier"):
+        rows = results[key]
+        assert rows and {"batch", "image_size", "seconds_instaaug", "seconds_random", "ratio"} <= set(rows[0])
+    printed = capsys.readouterr().out
+    assert "uniform rotation + colour" in printed and "kornia" in printed and str(out) in printed
+
+
+def test_compare_calls_times_every_call_round_robin():
+    order: list[str] = []
+    seconds = compare_calls({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=4, warmup=1)
+    assert set(seconds) == {"a", "b"} and order.count("a") == order.count("b") == 5
+    assert order[2:] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # the order rotates between rounds
+
+
+def test_peak_bytes_sees_tensor_memory():
+    def allocate() -> None:
+        big = torch.ones(1_000_000)  # 4 MB, freed on return
+        del big
+
+    assert 4_000_000 <= peak_bytes(allocate) < 8_000_000
+
+
+def test_augment_throughput_pipelines_agree_on_shapes():
+    results = augment_throughput(batch=2, size=16, repeats=1)
+    assert results["augment_throughput_vs_kornia"] > 0 and results["augment_batch"] == 2

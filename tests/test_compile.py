@@ -1,0 +1,94 @@
+"""The augmenters' hot path under ``torch.compile``: one graph (no breaks, so no host synchronisation) and the
+same outputs and gradients as eager execution with the same random numbers."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import torch._dynamo
+import torch._inductor.config
+
+from conftest import perturb_output, structured_images
+from instaaug import InstaAug, InstaAugCrop, RandomAugment
+from instaaug.validation import trusted_inputs
+
+UNIFORM = ("rotation", "hue", "saturation", "value", "contrast")
+
+
+def _uniform() -> InstaAug:
+    return perturb_output(InstaAug(UNIFORM, width=4, depth=2, n_copies=2))
+
+
+def _crop() -> InstaAugCrop:
+    aug = InstaAugCrop(image_size=16, in_channels=3, levels=(1,), depth=2, width=4, global_crop=False, n_copies=2)
+    with torch.no_grad():  # φ's heads start at zero (a uniform distribution); give the logits some shape
+        for p in aug.net.heads.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    return aug
+
+
+def _run(aug, x: torch.Tensor, seed: int = 3) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Outputs (images, params, log_prob, entropy) of one call and the gradients of a loss through all of them."""
+    aug.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    out = aug(x)
+    loss = out.images.square().mean() + (out.log_prob * out.images.mean((1, 2, 3)).detach()).mean()
+    (loss - out.entropy.mean()).backward()
+    grads = [p.grad.clone() for p in aug.parameters() if p.grad is not None]
+    return [out.images, out.params, out.log_prob, out.entropy], grads
+
+
+def _compare(aug, backend: str, atol: float) -> None:
+    x = structured_images(4, 3, 16)
+    torch._dynamo.reset()
+    compiled = torch.compile(aug, backend=backend, fullgraph=True)  # fullgraph: any graph break is an error
+    got, got_grads = _run(compiled, x)
+    want, want_grads = _run(aug, x)
+    assert len(got_grads) == len(want_grads) > 0
+    for a, b in zip(got + got_grads, want + want_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
+
+
+@pytest.mark.parametrize("make", [_uniform, _crop], ids=["uniform", "crop"])
+def test_augmenter_traces_as_one_graph_and_matches_eager(make):
+    # aot_eager captures forward and backward graphs exactly as inductor would, without generating C++.
+    _compare(make(), "aot_eager", atol=0.0)
+
+
+@pytest.mark.parametrize("make", [_uniform, _crop], ids=["uniform", "crop"])
+def test_value_checks_neither_break_the_graph_nor_sync(make):
+    # The input checks read values back to the host (a sync); under torch.compile they are skipped, inside
+    # trusted_inputs() too, so both trace as one graph. (fullgraph=True turns any graph break into an error;
+    # torch._dynamo.explain reports spurious "step_unsupported" breaks in nn.Module calls that fullgraph accepts.)
+    aug = make()
+    x = structured_images(2, 3, 16)
+    for trusted in (False, True):
+        torch._dynamo.reset()
+        compiled = torch.compile(aug, backend="eager", fullgraph=True)
+        with trusted_inputs() if trusted else contextlib.nullcontext():
+            assert compiled(x).images.shape == (4, 3, 16, 16)
+
+
+def test_random_augment_compiles():
+    aug = RandomAugment(("rotation", "hue"))
+    torch._dynamo.reset()
+    compiled = torch.compile(aug, backend="aot_eager", fullgraph=True)
+    x = structured_images(3, 3, 16)
+    torch.manual_seed(0)
+    got = compiled(x).images
+    torch.manual_seed(0)
+    torch.testing.assert_close(got, aug(x).images, atol=0.0, rtol=0.0)
+
+
+def test_crop_augmenter_compiles_with_inductor():
+    # fallback_random: inductor draws the same random numbers as eager, so outputs are comparable.
+    with torch._inductor.config.patch(fallback_random=True):
+        _compare(_crop(), "inductor", atol=1e-5)
+
+
+@pytest.mark.slow
+def test_uniform_augmenter_compiles_with_inductor():
+    with torch._inductor.config.patch(fallback_random=True):
+        _compare(_uniform(), "inductor", atol=1e-5)
