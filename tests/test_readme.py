@@ -33,3 +33,12 @@ def test_readme_crop_example_runs(tmp_path, monkeypatch):
     exec(compile(crop_blocks[0], str(README), "exec"), namespace)
     assert namespace["out"].images.shape == (16, 3, 64, 64)
     assert namespace["tta"](namespace["x"]).shape == (8, 10)
+
+
+def test_readme_safe_loading_example_runs(tmp_path, monkeypatch, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    safe_blocks = [b for b in blocks if "load_foreign_weights" in b]
+    assert safe_blocks, "the README must show the safe-loading example"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(safe_blocks[0], str(README), "exec"), {})
+    assert capsys.readouterr().out.strip() == "['bias', 'weight']"
