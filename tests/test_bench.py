@@ -23,6 +23,8 @@ RATIOS = (
     "train_step_ratio_crop_small_classifier",
     "train_step_ratio_crop_slim_small_classifier",
     "peak_memory_ratio_small_classifier",
+    "train_step_ratio_uniform_global",
+    "peak_memory_ratio_global",
 )
 
 

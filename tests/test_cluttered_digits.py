@@ -13,9 +13,9 @@ from instaaug.data.digits import (
     TEST_SIZE,
     TRAIN_SIZE,
     ClutteredDigits,
-    _load_digits,
     _render,
     box_coverage,
+    bundled_digits,
     cluttered_digits,
     split_indices,
 )
@@ -31,7 +31,7 @@ def everything() -> ClutteredDigits:
 @pytest.fixture(scope="module")
 def rendered():
     """The generator's internals on 300 source digits (fragments included)."""
-    digits, _ = _load_digits()
+    digits, _ = bundled_digits()
     return _render(digits[:300], 3, max_overlap=0.25, **DEFAULTS)
 
 
@@ -43,7 +43,7 @@ def test_shapes_dtypes_and_range(everything: ClutteredDigits) -> None:
     assert d.boxes.shape == (1797, 4) and d.boxes.dtype == torch.float32
     assert d.images.min() >= 0 and d.images.max() <= 1 and torch.isfinite(d.images).all()
     assert set(d.labels.tolist()) == set(range(10))
-    assert torch.equal(d.labels, torch.from_numpy(_load_digits()[1].copy()))
+    assert torch.equal(d.labels, torch.from_numpy(bundled_digits()[1].copy()))
     x0, y0, x1, y1 = d.boxes.unbind(1)
     assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= 48).all() and (y1 <= 48).all()
     assert (x1 > x0).all() and (y1 > y0).all() and (x1 - x0 <= 16).all() and (y1 - y0 <= 16).all()
@@ -121,7 +121,7 @@ def test_options_change_the_generation() -> None:
     d = cluttered_digits("test", seed=2, canvas=32, digit_sizes=(8, 8), n_fragments=(0, 0), fragment_sizes=(4,))
     assert d.images.shape == (497, 1, 32, 32)
     assert ((d.boxes[:, 2:] - d.boxes[:, :2]) <= 8).all()
-    digits, _ = _load_digits()
+    digits, _ = bundled_digits()
     r = _render(digits[:50], 0, 32, (12, 12), (3, 3), (5,), max_overlap=0.0)
     assert np.array_equal(np.bincount(r.fragment_image), np.full(50, 3))
     b, fb = r.boxes[r.fragment_image], r.fragment_boxes
@@ -193,6 +193,6 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
 
 def test_impossible_placement_is_a_clear_error() -> None:
     # A 16×16 canvas filled by a 16-px digit leaves no place for an 8-px fragment with no overlap.
-    digits, _ = _load_digits()
+    digits, _ = bundled_digits()
     with pytest.raises(RuntimeError, match="could not place"):
         _render(digits[:20], 0, 16, (16, 16), (8, 12), (8,), max_overlap=0.0)

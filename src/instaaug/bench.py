@@ -54,6 +54,12 @@ PAPER_CLASSIFIER = "preact_resnet18"
 SMALL_CLASSIFIER = "small_cnn"
 #: Key suffix of the figures measured with ``SMALL_CLASSIFIER``.
 SMALL_SUFFIX = "_small_classifier"
+#: The InstaAug variants of the uniform benchmarks: the default φ, a slim φ, and no φ network at all.
+UNIFORM_INSTAAUG: dict[str, dict[str, Any]] = {
+    "instaaug": {},
+    "instaaug_slim": {"width": 8},
+    "instaaug_global": {"mode": "global"},
+}
 
 
 def make_train_step(model: nn.Module, aug: Augmenter, objective: nn.Module, lr: float = 1e-3) -> Callable:
@@ -152,17 +158,20 @@ def uniform_step_ratio(
 ) -> dict[str, Any]:
     """Seconds per training step with InstaAug (uniform rotation + colour) and with random augmentation, same
     classifier and batch of RGB images → ``train_step_ratio_uniform`` (the library's default φ: small CNN of width
-    16, 3 stages) and ``train_step_ratio_uniform_slim`` (φ of width 8); keys end in ``_small_classifier`` when
+    16, 3 stages), ``train_step_ratio_uniform_slim`` (φ of width 8) and ``train_step_ratio_uniform_global`` (no φ
+    network: the cost of the transforms' backward pass alone); keys end in ``_small_classifier`` when
     ``classifier`` is the small CNN."""
     x, y = _batch(batch, 3, size, device)
-    steps = uniform_steps(device, ("instaaug", "instaaug_slim", "random"), classifier, classifier_width)
+    steps = uniform_steps(device, (*UNIFORM_INSTAAUG, "random"), classifier, classifier_width)
     seconds = compare_steps(steps, x, y, repeats=repeats, warmup=warmup)
     end = _suffix(classifier)
     return {
         f"train_step_ratio_uniform{end}": seconds["instaaug"] / seconds["random"],
         f"train_step_ratio_uniform_slim{end}": seconds["instaaug_slim"] / seconds["random"],
+        f"train_step_ratio_uniform_global{end}": seconds["instaaug_global"] / seconds["random"],
         f"seconds_uniform_instaaug{end}": seconds["instaaug"],
         f"seconds_uniform_instaaug_slim{end}": seconds["instaaug_slim"],
+        f"seconds_uniform_instaaug_global{end}": seconds["instaaug_global"],
         f"seconds_uniform_random{end}": seconds["random"],
         f"uniform_batch{end}": batch,
         f"uniform_image_size{end}": size,
@@ -341,15 +350,16 @@ def uniform_step(
     method: str, device: str = "cpu", classifier: str = PAPER_CLASSIFIER, classifier_width: int | None = None
 ) -> Callable:
     """The training step of one method of ``uniform_steps``: ``instaaug`` (default φ, width 16, 3 stages),
-    ``instaaug_slim`` (φ of width 8) or ``random``, with a fresh ``classifier`` (``preact_resnet18`` or
-    ``small_cnn``; ``classifier_width``: its width when not the default)."""
-    if method in ("instaaug", "instaaug_slim"):
-        aug: Augmenter = InstaAug(UNIFORM_TRANSFORMS, width=8 if method == "instaaug_slim" else 16).to(device)
+    ``instaaug_slim`` (φ of width 8), ``instaaug_global`` (φ without a network: one learned range for every input,
+    so the step pays only for the transforms' backward pass to the sampled parameters) or ``random``, with a fresh
+    ``classifier`` (``preact_resnet18`` or ``small_cnn``; ``classifier_width``: its width when not the default)."""
+    if method in UNIFORM_INSTAAUG:
+        aug: Augmenter = InstaAug(UNIFORM_TRANSFORMS, **UNIFORM_INSTAAUG[method]).to(device)
         objective: nn.Module = InstaAugObjective(EntropyController(*aug.entropy_range)).to(device)
     elif method == "random":
         aug, objective = RandomAugment(UNIFORM_TRANSFORMS).to(device), TaskObjective()
     else:
-        raise ValueError(f"method must be 'instaaug', 'instaaug_slim' or 'random', got {method!r}")
+        raise ValueError(f"method must be one of {(*UNIFORM_INSTAAUG, 'random')}, got {method!r}")
     if classifier not in (PAPER_CLASSIFIER, SMALL_CLASSIFIER):
         raise ValueError(f"classifier must be {PAPER_CLASSIFIER!r} or {SMALL_CLASSIFIER!r}, got {classifier!r}")
     return make_train_step(_classifier(3, device, classifier, classifier_width), aug, objective)
@@ -390,13 +400,14 @@ def peak_memory(
     classifier_width: int | None = None,
 ) -> dict[str, Any]:
     """Peak memory of training with InstaAug (uniform rotation + colour) and with random augmentation, same
-    classifier and batch → ``peak_memory_ratio`` (``peak_memory_ratio_small_classifier`` with the small CNN).
+    classifier and batch → ``peak_memory_ratio`` (``peak_memory_ratio_small_classifier`` with the small CNN);
+    also ``peak_memory_ratio_global`` for InstaAug without a φ network (the transforms' saved tensors alone).
     Everything a step needs is counted: the measurement starts before the models, the optimiser and the batch are
     created and covers ``steps`` training steps (the first creates Adam's moments; from the second on, last
     step's gradients are held during the forward pass)."""
     results: dict[str, Any] = {}
     end = _suffix(classifier)
-    for method in ("instaaug", "random"):
+    for method in ("instaaug", "instaaug_global", "random"):
 
         def run(method: str = method) -> None:
             step = uniform_step(method, device, classifier, classifier_width)
@@ -407,6 +418,9 @@ def peak_memory(
         run()  # once outside the measurement: lazy initialisations (kernels, caches) are not the method's cost
         results[f"peak_bytes_{method}{end}"] = peak_bytes(run, device)
     results[f"peak_memory_ratio{end}"] = results[f"peak_bytes_instaaug{end}"] / results[f"peak_bytes_random{end}"]
+    results[f"peak_memory_ratio_global{end}"] = (
+        results[f"peak_bytes_instaaug_global{end}"] / results[f"peak_bytes_random{end}"]
+    )
     results[f"peak_memory_batch{end}"] = batch
     results[f"peak_memory_image_size{end}"] = size
     return results

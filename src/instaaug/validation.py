@@ -31,7 +31,7 @@ def trusted_inputs() -> Iterator[None]:
         _VALUE_CHECKS.reset(token)
 
 
-def _value_checks_on() -> bool:
+def value_checks_on() -> bool:
     """Whether checks that read tensor values back to the host run here.
 
     Not inside ``trusted_inputs()``, and not while ``torch.compile`` traces: there a value check would be a host
@@ -69,7 +69,7 @@ def check_images(x: Any, *, name: str = "images", channels: int | None = None, c
         raise ValueError(f"{name} must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if x.shape[2] < 2 or x.shape[3] < 2:
         raise ValueError(f"{name} must be at least 2×2 pixels, got {tuple(x.shape[2:])}")
-    if check_values and _value_checks_on():
+    if check_values and value_checks_on():
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
         lo, hi = torch.aminmax(x.detach())
@@ -88,7 +88,7 @@ def check_labels(y: Any, batch: int, num_classes: int | None = None) -> None:
         raise TypeError(f"labels must have an integer dtype, got {y.dtype}")
     if y.shape != (batch,):
         raise ValueError(f"labels must have shape ({batch},) to match the images, got {tuple(y.shape)}")
-    if num_classes is not None and batch > 0 and _value_checks_on():
+    if num_classes is not None and batch > 0 and value_checks_on():
         lo, hi = torch.aminmax(y)
         if int(lo) < 0 or int(hi) >= num_classes:
             raise ValueError(f"labels must lie in [0, {num_classes}), got range [{int(lo)}, {int(hi)}]")

@@ -38,7 +38,7 @@ from kornia.color import rgb_to_grayscale
 from kornia.filters import gaussian_blur2d
 
 from ..transforms import TransformStack, crop_resize
-from ..validation import _VALUE_CHECKS
+from ..validation import value_checks_on
 
 #: Augment a batch (N, C, H, W) with an optional generator; returns (N, C, H, W).
 AugmentFn = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
@@ -249,7 +249,7 @@ def check_invariance(i: Any, groups: Sequence[str], batch: int | None = None, *,
         raise ValueError(f"{name} must have shape ({m},) or (B, {m}) for groups {list(groups)}, got {tuple(i.shape)}")
     if i.dim() == 2 and batch is not None and i.shape[0] != batch:
         raise ValueError(f"a per-sample {name} must have shape ({batch}, {m}) to match the batch, got {tuple(i.shape)}")
-    if _VALUE_CHECKS.get():
+    if value_checks_on():
         if not bool(torch.isfinite(i).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
         lo, hi = torch.aminmax(i.detach())
@@ -269,7 +269,7 @@ def check_inputs(x: Any, channels: int, *, name: str = "inputs") -> None:
         raise ValueError(f"{name} must have shape (B, C, H, W) with B ≥ 1, got {tuple(x.shape)}")
     if x.shape[1] != channels:
         raise ValueError(f"{name} must have {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
-    if _VALUE_CHECKS.get() and not bool(torch.isfinite(x).all()):
+    if value_checks_on() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
 
 

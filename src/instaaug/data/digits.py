@@ -97,7 +97,7 @@ class _Rendered(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1)
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
     """The 1797 sklearn digits as (images (1797, 8, 8) float32 in [0, 1], labels (1797,) int64), read-only."""
     from sklearn.datasets import load_digits
 
@@ -327,7 +327,7 @@ def cluttered_digits(
     canvas, digit_sizes, n_fragments, fragment_sizes, max_overlap = _validate(
         canvas, digit_sizes, n_fragments, fragment_sizes, max_overlap
     )
-    digits, labels = _load_digits()
+    digits, labels = bundled_digits()
     r = _render(digits, int(seed), canvas, digit_sizes, n_fragments, fragment_sizes, max_overlap)
     return ClutteredDigits(
         images=torch.from_numpy(r.images[index])[:, None],

@@ -44,7 +44,7 @@ from ..amortised import (
     metric_name,
     pretrain,
 )
-from ..data.digits import _load_digits, split_indices
+from ..data.digits import bundled_digits, split_indices
 from ..plots import save_figure
 from .common import torch_threads, write_metrics
 
@@ -150,7 +150,7 @@ def coloured_digits(n: int, split: str, seed: int, size: int = 20) -> ColouredDi
     Digits are drawn with replacement; side U{9..12} px (at most ``size``), position, hue class, saturation
     U(0.6, 1) and value U(0.7, 1) are independent per image.
     """
-    digits, labels = _load_digits()
+    digits, labels = bundled_digits()
     rng = np.random.default_rng(seed)
     pool = split_indices(split)
     src = rng.choice(pool, n)
