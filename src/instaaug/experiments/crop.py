@@ -67,27 +67,37 @@ class Config:
     pretrain_epochs: int = 3
     batch_size: int = 64
     lr: float = 3e-3
-    #: φ learns slowly: at 1e-3 the crop distribution collapsed and then swung between near-uniform and a single
-    #: crop as λ moved (measured); at 3e-4 the entropy settles into its band.
-    aug_lr: float = 3e-4
-    aug_lr_schedule: str = "constant"
+    #: with a constant rate the LRP entropy kept swinging between about 0.5 and 2 nats as λ moved (measured at
+    #: 3e-4 and 6e-4), so the run ended wherever the swing was; decaying φ's rate to 0 lets it settle.
+    aug_lr: float = 1e-3
+    aug_lr_schedule: str = "cosine"
     weight_decay: float = 0.0
     classifier_width: int = 20
     #: LRP: stages of φ's 4-stage CNN whose units propose crops (stage 2: 6×6 cells, receptive field 22 px).
     levels: tuple[int, ...] = (2,)
-    box_scale: float = 1.2
+    #: boxes 1.6 × the 22 px receptive field (35 px, 0.73 of the image): 9 of the 32 candidates hold ≥ 90% of the
+    #: digit on average, at least 3 for every image (1.2: 4.4 and 2).
+    box_scale: float = 1.6
     #: No whole-image candidate: with it, φ collapsed onto the full view the pre-trained classifier knew best.
     global_crop: bool = False
     aug_width: int = 16
-    n_copies: int = 2
-    #: about 3–4.5 effective crops, as many as there are candidates holding ≥ 90% of a digit (4.3 on average).
+    #: one view per input (REINFORCE with a running-mean baseline): 2 views with a leave-one-out baseline gave no
+    #: better crops in trial runs and cost twice the classifier passes.
+    n_copies: int = 1
+    #: about 3–4.5 effective crops, no more than the candidates that hold ≥ 90% of a digit (at least 3 per image).
     entropy_range: tuple[float, float] = (1.0, 1.5)
-    lam_init: float = 0.2
-    lam_rate: float = 1.02
-    lam_min: float = 1e-4
+    #: the LRP methods' λ controller: it starts near the λ at which the entropy settled in trial runs, moves
+    #: slowly (×1.005 per step) and never goes below ``lam_min``: at ×1.02 per step from λ = 0.2, λ fell to 0.03
+    #: while φ was still near uniform, then had to climb ×10 when the entropy fell through the band (overshoot).
+    lam_init: float = 0.25
+    lam_rate: float = 1.005
+    lam_min: float = 0.1
+    uniform_lam_init: float = 0.2
+    uniform_lam_rate: float = 1.02
     uniform_entropy_range: tuple[float, float] = (-4.0, -3.0)
     augerino_weight: float = 0.01
-    random_min_scales: tuple[float, ...] = (0.5, 0.7, 0.85, 0.92)
+    #: 0.5 was 7–9 points below 0.85 in every trial (and 4 in the issue author's calibration); left out for time.
+    random_min_scales: tuple[float, ...] = (0.7, 0.85, 0.92)
     tta_views: int = 10
     #: torch threads per run (0: 1 when runs go to several worker processes, else torch's default).
     threads: int = 0
@@ -128,11 +138,11 @@ def build_crop_method(method: str, config: Config, num_classes: int) -> tuple[Au
         return RandomCrop(float(method.split("-", 1)[1]), in_channels=1), TaskObjective()
     if method == "augerino":
         return Augerino(UNIFORM_TRANSFORMS, in_channels=1), AugerinoObjective(config.augerino_weight)
-    controller = {"lam_init": config.lam_init, "rate": config.lam_rate, "lam_min": config.lam_min}
     if method == "instaaug-uniform":
         aug = InstaAug(UNIFORM_TRANSFORMS, in_channels=1, width=config.aug_width, n_copies=config.n_copies)
         band = config.uniform_entropy_range
-        return aug, InstaAugObjective(EntropyController(*band, **controller))
+        controller = EntropyController(*band, lam_init=config.uniform_lam_init, rate=config.uniform_lam_rate)
+        return aug, InstaAugObjective(controller)
     modes = {"instaaug": "instance", "instaaug-global": "global", "instaaug-class": "class"}
     if method not in modes:
         raise ValueError(f"unknown method {method!r}; known methods: {list(METHODS)}")
@@ -149,7 +159,10 @@ def build_crop_method(method: str, config: Config, num_classes: int) -> tuple[Au
         n_copies=config.n_copies,
         entropy_range=config.entropy_range,
     )
-    return aug, InstaAugObjective(EntropyController(*aug.entropy_range, **controller))
+    controller = EntropyController(
+        *aug.entropy_range, lam_init=config.lam_init, rate=config.lam_rate, lam_min=config.lam_min
+    )
+    return aug, InstaAugObjective(controller)
 
 
 def view_boxes(aug: Augmenter, params: torch.Tensor) -> torch.Tensor:

@@ -109,6 +109,7 @@ class Config:
     entropy_range: tuple[float, float] = (0.8, 1.2)
     lam_init: float = 0.05
     lam_rate: float = 1.02
+    lam_min: float = 1e-4
     # Test-time augmentation.
     #: views per image for random and sampled-φ TTA (the smaller counts use the first views of the largest).
     tta_views: tuple[int, ...] = (4, 10)
@@ -238,7 +239,17 @@ def train_classifier(
 
 def build_policy(config: Config) -> tuple[InstaAugCrop, nn.Module]:
     """φ (the LRP crop distribution per input) and its objective, built as the crop experiment's ``instaaug``."""
-    options = ("levels", "box_scale", "global_crop", "aug_width", "n_copies", "entropy_range", "lam_init", "lam_rate")
+    options = (
+        "levels",
+        "box_scale",
+        "global_crop",
+        "aug_width",
+        "n_copies",
+        "entropy_range",
+        "lam_init",
+        "lam_rate",
+        "lam_min",
+    )
     crop_config = crop.Config(methods=("instaaug",), **{key: getattr(config, key) for key in options})
     aug, objective = build_crop_method("instaaug", crop_config, NUM_CLASSES)
     return cast(InstaAugCrop, aug), objective
