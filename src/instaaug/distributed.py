@@ -39,6 +39,12 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
+    out = tensor.detach().clone()
+    dist.all_reduce(out, op=op)
+    return out
+
+
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """The mean of ``tensor`` (any shape) over all processes, as a new tensor; the input itself when not distributed.
 
@@ -46,28 +52,18 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return tensor
-    out = tensor.detach().clone()
     # ReduceOp.AVG is NCCL-only; SUM then divide works with gloo too.
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out / dist.get_world_size()
+    return _all_reduce(tensor, dist.ReduceOp.SUM) / dist.get_world_size()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """The sum of ``tensor`` over all processes, as a new tensor; the input itself when not distributed."""
-    if not is_distributed():
-        return tensor
-    out = tensor.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    return _all_reduce(tensor, dist.ReduceOp.SUM) if is_distributed() else tensor
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     """The elementwise maximum of ``tensor`` over all processes; the input itself when not distributed."""
-    if not is_distributed():
-        return tensor
-    out = tensor.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    return _all_reduce(tensor, dist.ReduceOp.MAX) if is_distributed() else tensor
 
 
 def gather_objects(obj: Any) -> list[Any]:
