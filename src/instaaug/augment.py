@@ -57,7 +57,7 @@ class AugmentOutput:
 
     def repeat(self, tensor: torch.Tensor) -> torch.Tensor:
         """Repeat a per-input tensor (B, ...) to match the views (B·n, ...), e.g. the labels."""
-        return tensor.repeat_interleave(self.n_copies, dim=0)
+        return tensor if self.n_copies == 1 else tensor.repeat_interleave(self.n_copies, dim=0)
 
 
 class Augmenter(nn.Module):
@@ -137,7 +137,7 @@ def sample_views(
 ) -> AugmentOutput:
     """Draw n parameter vectors per input from ``dist`` (batch B) and apply ``stack`` to x (B, C, H, W)."""
     params, log_prob = draw(dist, batch=x.shape[0], n=n, generator=generator)
-    images = stack(x.repeat_interleave(n, dim=0), params)
+    images = stack(x if n == 1 else x.repeat_interleave(n, dim=0), params)  # n = 1: no copy
     return pack_views(images, params, log_prob, dist, n)
 
 

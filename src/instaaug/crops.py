@@ -79,7 +79,7 @@ class CropAugmenter(Augmenter):
         n = self.n_copies if n_copies is None else check_positive_int(n_copies, "n_copies")
         dist = self._distribution(x, y)
         boxes, log_prob = draw(dist, batch=x.shape[0], n=n, generator=generator)
-        images = self.crop(x.repeat_interleave(n, dim=0), boxes)
+        images = self.crop(x if n == 1 else x.repeat_interleave(n, dim=0), boxes)  # n = 1: no copy
         return pack_views(images, boxes, log_prob, dist, n)
 
 
