@@ -43,6 +43,9 @@ def test_quick_run_reports_every_method_and_setting(quick_run):
     assert (out / "crops.png").stat().st_size > 10_000
     for name in ("instaaug", "instaaug-global", "instaaug-class", "instaaug-uniform", "augerino"):
         assert isinstance(InstaAug.load(out / name / "seed0"), InstaAug | InstaAugCrop)
+    for name, runs in metrics["per_seed"].items():  # every seed's own metrics, next to the summary
+        assert [r["seed"] for r in runs] == [config.seed]
+        assert runs[0]["accuracy_tta"] == metrics["methods"][name]["accuracy_tta"]
 
 
 def test_random_crop_sweep_metrics_follow_min_scale(quick_run):
