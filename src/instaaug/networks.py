@@ -409,7 +409,10 @@ class CropLogitsNet(nn.Module):
         """(N,) bias_l - log N_l for every candidate."""
         counts = torch.tensor(candidates.level_counts, device=device, dtype=dtype)
         offsets = self.level_bias.to(dtype) - torch.log(counts)
-        return offsets[candidates.level.to(device)]
+        # A one-hot product rather than offsets[level]: indexing's backward is a scatter-add, which torch 2.13's
+        # inductor fails to generate for CPU with several threads (vectorised atomic add).
+        levels = torch.arange(offsets.shape[0], device=device)
+        return (candidates.level.to(device)[:, None] == levels).to(dtype) @ offsets
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> CropCategorical:
         """x (B, C, H, W) (and labels y (B,) in class mode) → a ``CropCategorical`` with logits (B, N)."""
