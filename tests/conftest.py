@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import settings
 
 from instaaug import InstaAug
+
+# Property tests draw the same examples on every run, so CI cannot fail by chance; run with
+# --hypothesis-profile=explore (or change the seed) to search further.
+settings.register_profile("instaaug", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None, max_examples=500)
+settings.load_profile("instaaug")
 
 
 @pytest.fixture(autouse=True)

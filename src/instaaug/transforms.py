@@ -279,7 +279,8 @@ class TransformStack:
                 translation=p.get("translation"),
                 log_scale=p["scale"][:, 0] if "scale" in p else None,
             )
-            images = warp(images, matrix, self.padding_mode)
+            # Bilinear weights sum to 1 only up to rounding: an all-white patch can come out at 1 + 1e-7.
+            images = warp(images, matrix, self.padding_mode).clamp(0, 1)
         return images
 
     def __repr__(self) -> str:
