@@ -178,6 +178,15 @@ def check_augmenter_options(config: Any) -> None:
             raise ValueError(f"entropy_range must be finite (Hmin, Hmax) with Hmin ≤ Hmax, got {config.entropy_range}")
 
 
+#: The config keys that build φ's network, shared by every learned augmenter's config.
+PHI_NETWORK_KEYS = ("mode", "network", "in_channels", "num_classes", "width", "depth", "norm")
+
+
+def phi_network_options(config: Any) -> dict[str, Any]:
+    """The keyword arguments of φ's network (``InvarianceNet`` or ``CropLogitsNet``) taken from an augmenter config."""
+    return {key: getattr(config, key) for key in PHI_NETWORK_KEYS}
+
+
 @dataclass(frozen=True)
 class InstaAugConfig:
     """Everything that defines an ``InstaAug`` module; saved as JSON beside its weights.
@@ -263,16 +272,7 @@ class InstaAug(Augmenter):
         if len(init) != self.stack.dim:
             raise ValueError(f"init_half_width needs {self.stack.dim} entries {self.names}, got {len(init)}")
         self.head = UniformRangeHead(self.stack.bounds(), init, config.min_width, symmetric=config.symmetric)
-        self.net = InvarianceNet(
-            self.head.out_dim,
-            mode=config.mode,
-            network=config.network,
-            in_channels=config.in_channels,
-            num_classes=config.num_classes,
-            width=config.width,
-            depth=config.depth,
-            norm=config.norm,
-        )
+        self.net = InvarianceNet(self.head.out_dim, **phi_network_options(config))
         self.config = config
         self.num_classes = config.num_classes
 

@@ -21,7 +21,15 @@ from typing import Any
 
 import torch
 
-from .augment import Augmenter, AugmentOutput, check_augmenter_options, draw, pack_views, save_augmenter
+from .augment import (
+    Augmenter,
+    AugmentOutput,
+    check_augmenter_options,
+    draw,
+    pack_views,
+    phi_network_options,
+    save_augmenter,
+)
 from .distributions import CROP_PARAMS, CropCategorical, UniformCrops
 from .networks import CropLogitsNet
 from .transforms import crop_resize
@@ -196,13 +204,7 @@ class InstaAugCrop(CropAugmenter):
             min_inside=config.min_inside,
             centre_jitter=config.centre_jitter,
             size_jitter=config.size_jitter,
-            mode=config.mode,
-            network=config.network,
-            in_channels=config.in_channels,
-            num_classes=config.num_classes,
-            width=config.width,
-            depth=config.depth,
-            norm=config.norm,
+            **phi_network_options(config),
         )
         self.config = config
         self.num_classes = config.num_classes
