@@ -94,6 +94,10 @@ def test_crop_config_validation():
         crop.Config(random_min_scales=(1.5,))
     with pytest.raises(ValueError, match="methods"):
         crop.Config(methods=("instaaug", "nope"))
+    with pytest.raises(ValueError, match="workers"):
+        crop.Config(workers=-1)
+    with pytest.raises(ValueError, match="aug_lr_schedule"):
+        crop.Config(aug_lr_schedule="linear")
 
 
 def test_crop_experiment_refuses_data(tmp_path, capsys):

@@ -117,6 +117,11 @@ class Config:
             raise ValueError(f"seeds must be ≥ 1, got {self.seeds}")
         if not self.random_min_scales or not all(0 < s <= 1 for s in self.random_min_scales):
             raise ValueError(f"random_min_scales must be fractions in (0, 1], got {self.random_min_scales}")
+        for key in ("workers", "threads"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
+        train_config_of(self)  # the training keys (lr, aug_lr_schedule, ...) fail here, not inside a worker
 
     @classmethod
     def quick(cls) -> Config:
