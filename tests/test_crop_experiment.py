@@ -98,6 +98,20 @@ def test_crop_config_validation():
         crop.Config(workers=-1)
     with pytest.raises(ValueError, match="aug_lr_schedule"):
         crop.Config(aug_lr_schedule="linear")
+    with pytest.raises(ValueError, match="validation"):
+        crop.Config(validation=1300)
+    with pytest.raises(ValueError, match="validation"):
+        crop.Config(validation=-1)
+
+
+def test_validation_holds_out_the_last_training_images():
+    fit, held_out = crop._datasets(crop.Config(n_train=100, validation=30))
+    assert fit.images.shape[0] == 70 and held_out.images.shape[0] == 30
+    train_images = crop.cluttered_digits("train").images
+    assert torch.equal(fit.images, train_images[:70]) and torch.equal(held_out.images, train_images[70:100])
+    assert held_out.boxes.shape == (30, 4) and held_out.labels.shape == (30,)
+    _, test = crop._datasets(crop.Config(n_train=100, n_test=40))
+    assert torch.equal(test.images, crop.cluttered_digits("test").images[:40])
 
 
 def test_crop_experiment_refuses_data(tmp_path, capsys):

