@@ -25,6 +25,8 @@ RATIOS = (
     "peak_memory_ratio_small_classifier",
     "train_step_ratio_uniform_global",
     "peak_memory_ratio_global",
+    "channels_last_step_ratio_lrp",
+    "channels_last_step_ratio_random",
 )
 
 

@@ -16,6 +16,8 @@ classifier (the same on both sides) beside the library's small default φ.
 - ``augment_throughput_vs_kornia``: our batched per-sample crop + rotation + colour jitter ÷ the equivalent
   ``kornia.augmentation`` pipeline, in images per second (> 1: ours is faster);
 - ``tta_batched_speedup``: n = 10 test-time views as a loop of n forwards ÷ one batched forward (time ratio);
+- ``channels_last_step_ratio_lrp`` and ``_random``: a training step of the crop experiment with channels-last
+  convolution weights ÷ the default layout (``TrainConfig.channels_last``);
 - ``scaling`` (and ``scaling_small_classifier``): step times of both at several batch and image sizes.
 """
 
@@ -269,6 +271,49 @@ def crop_step_ratio_small_classifier(
     }
 
 
+def channels_last_ratio(
+    batch: int = 64, size: int = 48, channels: int = 1, repeats: int = 20, device: str = "cpu"
+) -> dict[str, Any]:
+    """Seconds per training step with channels-last convolution weights ÷ the default layout, in the crop
+    experiment's setting (its 4-stage CNN classifier, width 20, on ``batch`` greyscale 48×48 images): with LRP
+    crops (φ of width 16, 4 stages, as ``TrainConfig(channels_last=True)`` converts f and φ) →
+    ``channels_last_step_ratio_lrp``, and with random crops → ``channels_last_step_ratio_random`` (< 1: faster)."""
+    x, y = _batch(batch, channels, size, device)
+
+    def step(lrp: bool, channels_last: bool) -> Callable:
+        torch.manual_seed(0)
+        if lrp:
+            aug: Augmenter = InstaAugCrop(
+                image_size=size, in_channels=channels, levels=(2,), depth=4, width=16, global_crop=False
+            )
+            objective: nn.Module = InstaAugObjective(EntropyController(*aug.entropy_range))
+        else:
+            aug, objective = RandomCrop(0.85, in_channels=channels), TaskObjective()
+        model, aug, objective = _classifier(channels, device, width=20, depth=4), aug.to(device), objective.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+            aug.to(memory_format=torch.channels_last)
+        return make_train_step(model, aug, objective)
+
+    seconds = compare_steps(
+        {
+            f"{kind}_{layout}": step(kind == "lrp", layout == "nhwc")
+            for kind in ("lrp", "random")
+            for layout in ("nchw", "nhwc")
+        },
+        x,
+        y,
+        repeats=repeats,
+    )
+    return {
+        **{
+            f"channels_last_step_ratio_{kind}": seconds[f"{kind}_nhwc"] / seconds[f"{kind}_nchw"]
+            for kind in ("lrp", "random")
+        },
+        **{f"seconds_channels_last_{name}": value for name, value in seconds.items()},
+    }
+
+
 def kornia_pipeline(size: int) -> nn.Module:
     """The ``kornia.augmentation`` equivalent of ``our_pipeline``: random resized square crops, rotation ±90°,
     colour jitter (brightness, contrast, saturation 0.4; hue 0.15 turns), each applied to every image."""
@@ -510,6 +555,7 @@ def run_benchmarks(out: str | Path = "bench.json", quick: bool = False, device: 
             "crop step, small classifier",
             lambda: crop_step_ratio_small_classifier(batch=4 if quick else 64, repeats=small_rounds, device=device),
         ),
+        ("channels-last", lambda: channels_last_ratio(batch=4 if quick else 64, repeats=small_rounds, device=device)),
         ("vs kornia", lambda: augment_throughput(batch=4 if quick else 64, repeats=small_rounds, device=device)),
         ("tta", lambda: tta_speedup(batch=2 if quick else 32, n=10, repeats=small_rounds, device=device)),
         ("memory", lambda: peak_memory(batch=2 if quick else 32, size=16 if quick else 32, **resnet)),

@@ -72,7 +72,9 @@ class Config:
     validation: int = 0
     epochs: int = 24
     pretrain_epochs: int = 3
-    batch_size: int = 64
+    #: 32 rather than 64: twice the steps for the same compute lifted both random crops (0.856 → 0.896) and
+    #: instaaug (0.866 → 0.894) in held-out runs (``validation=300``, 3 seeds).
+    batch_size: int = 32
     lr: float = 3e-3
     #: with a constant rate the LRP entropy kept swinging between about 0.5 and 2 nats as λ moved (measured at
     #: 3e-4 and 6e-4), so the run ended wherever the swing was; decaying φ's rate to 0 lets it settle.
