@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -67,6 +68,18 @@ def test_build_crop_method_kinds():
     assert isinstance(crop.build_crop_method("random-0.7", config, 10)[0], RandomCrop)
     with pytest.raises(ValueError, match="unknown method"):
         crop.build_crop_method("bogus", config, 10)
+
+
+def test_jitter_shifts_the_lrp_entropy_band_by_the_jitter_entropy():
+    config = dataclasses.replace(crop.Config.quick(), centre_jitter=0.0, size_jitter=0.0)
+    aug, objective = crop.build_crop_method("instaaug", config, 10)
+    assert aug.jitter_entropy == 0.0
+    assert (objective.controller.h_min, objective.controller.h_max) == pytest.approx(config.entropy_range)
+    jittered = dataclasses.replace(config, centre_jitter=1.0, size_jitter=0.1)
+    aug, objective = crop.build_crop_method("instaaug", jittered, 10)
+    assert aug.jitter_entropy < -5
+    band = (objective.controller.h_min, objective.controller.h_max)
+    assert band == pytest.approx(tuple(h + aug.jitter_entropy for h in config.entropy_range))
 
 
 def test_view_boxes_of_translation_and_zoom_match_the_warp():

@@ -283,6 +283,27 @@ def test_default_entropy_range_is_reachable_with_jitter():
     assert aug.entropy_range[0] < max_entropy
 
 
+def test_jitter_entropy_is_the_initial_entropy_the_jitter_adds():
+    x = torch.rand(2, 1, 48, 48)
+    plain = InstaAugCrop(image_size=48, in_channels=1, levels=(2,), depth=4, width=4, global_crop=False)
+    assert plain.jitter_entropy == 0.0
+    torch.manual_seed(0)
+    jittered = InstaAugCrop(
+        image_size=48,
+        in_channels=1,
+        levels=(2,),
+        depth=4,
+        width=4,
+        global_crop=False,
+        centre_jitter=1.0,
+        size_jitter=0.1,
+    )
+    # one level of 6 × 6 cells: centres uniform over a cell (1/6 of each side), sides over ±10%
+    assert jittered.jitter_entropy == pytest.approx(2 * math.log(1 / 6) + math.log(0.2), abs=1e-5)
+    categorical = jittered.distribution(x).entropy().detach() - jittered.jitter_entropy
+    assert torch.allclose(categorical, torch.full((2,), math.log(jittered.num_candidates)), atol=0.05)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # REINFORCE through InstaAugObjective
 

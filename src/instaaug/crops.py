@@ -219,6 +219,16 @@ class InstaAugCrop(CropAugmenter):
         return self.net.candidates().num_candidates
 
     @property
+    def jitter_entropy(self) -> float:
+        """E[log vol] of the jitter under the initial distribution (0 without jitter): the part of the entropy the
+        continuous jitter adds at the start (negative: volumes are fractions of the image)."""
+        candidates = self.net.candidates()
+        if candidates.jitter is None:
+            return 0.0
+        dist = CropCategorical(torch.zeros(1, candidates.num_candidates), candidates.boxes, candidates.jitter)
+        return float((self.net.initial_distribution() * dist.log_volume()).sum())
+
+    @property
     def entropy_range(self) -> tuple[float, float]:
         """[Hmin, Hmax] for the entropy controller (the configured band or [0.5, 0.6]·log N)."""
         if self.config.entropy_range is not None:
@@ -226,11 +236,7 @@ class InstaAugCrop(CropAugmenter):
         log_n = math.log(self.num_candidates)
         # With jitter the entropy also counts E[log vol] (negative): shift the band by its value at the start,
         # or the band could lie out of reach.
-        candidates = self.net.candidates()
-        shift = 0.0
-        if candidates.jitter is not None:
-            dist = CropCategorical(torch.zeros(1, candidates.num_candidates), candidates.boxes, candidates.jitter)
-            shift = float((self.net.initial_distribution() * dist.log_volume()).sum())
+        shift = self.jitter_entropy
         return 0.5 * log_n + shift, 0.6 * log_n + shift
 
     def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:

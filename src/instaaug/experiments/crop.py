@@ -90,6 +90,12 @@ class Config:
     box_scale: float = 1.4
     #: No whole-image candidate: with it, φ collapsed onto the full view the pre-trained classifier knew best.
     global_crop: bool = False
+    #: LRP: jitter each crop's centre within this fraction of its cell, and its side by a factor in
+    #: [1 - size_jitter, 1 + size_jitter] (0: none). ``entropy_range`` then bounds the categorical part: the band
+    #: is shifted by the jitter's entropy. Held-out runs (``validation=300``, 3 seeds; TTA accuracy / coverage):
+    #: no jitter 0.894 / 0.886, centre 0.5 0.920 / 0.885, centre 1.0 and size 0.1 0.914 / 0.905.
+    centre_jitter: float = 1.0
+    size_jitter: float = 0.1
     aug_width: int = 16
     #: one view per input (REINFORCE with a running-mean baseline): 2 views with a leave-one-out baseline gave no
     #: better crops in trial runs and cost twice the classifier passes.
@@ -181,10 +187,11 @@ def build_crop_method(method: str, config: Config, num_classes: int) -> tuple[Au
         num_classes=num_classes,
         n_copies=config.n_copies,
         entropy_range=config.entropy_range,
+        centre_jitter=config.centre_jitter,
+        size_jitter=config.size_jitter,
     )
-    controller = EntropyController(
-        *aug.entropy_range, lam_init=config.lam_init, rate=config.lam_rate, lam_min=config.lam_min
-    )
+    band = tuple(h + aug.jitter_entropy for h in aug.entropy_range)
+    controller = EntropyController(*band, lam_init=config.lam_init, rate=config.lam_rate, lam_min=config.lam_min)
     return aug, InstaAugObjective(controller)
 
 
