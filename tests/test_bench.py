@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
+import pytest
 import torch
 
-from instaaug.bench import augment_throughput, compare_calls, peak_bytes
+from instaaug.bench import augment_throughput, compare_calls, crop_experiment_step, peak_bytes
 from instaaug.cli import main
 
 RATIOS = (
@@ -64,3 +66,18 @@ def test_peak_bytes_sees_tensor_memory():
 def test_augment_throughput_pipelines_agree_on_shapes():
     results = augment_throughput(batch=2, size=16, repeats=1)
     assert results["augment_throughput_vs_kornia"] > 0 and results["augment_batch"] == 2
+
+
+def test_crop_experiment_step_trains_and_refuses_unknown_kinds():
+    x, y = torch.rand(4, 1, 48, 48), torch.randint(0, 10, (4,))
+    for kind in ("lrp", "random"):
+        torch.manual_seed(0)
+        step = crop_experiment_step(kind, channels_last=True)
+        params = inspect.getclosurevars(step).nonlocals["optimiser"].param_groups[0]["params"]
+        before = [p.detach().clone() for p in params]
+        step(x, y)
+        assert any(not torch.equal(b, p) for b, p in zip(before, params, strict=True))  # the step trains
+        convs = [p for p in params if p.dim() == 4 and p.shape[1] > 1]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    with pytest.raises(ValueError, match="kind"):
+        crop_experiment_step("bogus")

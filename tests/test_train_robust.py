@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from _resume_script import components, config, dataset, state, without_time
 from instaaug import EntropyController, InstaAug, InstaAugObjective
 from instaaug.models import build_classifier
-from instaaug.train import CHECKPOINT_FILE, METRICS_FILE, read_train_checkpoint, train
+from instaaug.train import CHECKPOINT_FILE, METRICS_FILE, read_train_checkpoint, to_channels_last, train
 
 
 def test_bf16_autocast_on_cpu_trains_close_to_fp32():
@@ -128,3 +128,12 @@ def test_channels_last_trains_like_the_default_layout_and_resumes_exactly(tmp_pa
     model, aug, objective = components()
     train(model, aug, objective, dataset(), config(channels_last=True), out_dir=tmp_path, resume=True)
     assert all(torch.equal(s1[k], v) for k, v in state(model, aug).items())
+
+
+def test_to_channels_last_converts_conv_weights_and_refuses_non_modules():
+    model = build_classifier("small_cnn", 3, 2, width=4, depth=2)  # 1 input channel: NHWC = NCHW strides
+    to_channels_last(model)
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    with pytest.raises(TypeError, match="torch modules"):
+        to_channels_last(torch.zeros(1, 2, 3, 4))

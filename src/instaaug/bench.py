@@ -43,6 +43,7 @@ from .crops import InstaAugCrop, RandomCrop
 from .io import write_json
 from .models import build_classifier
 from .objective import InstaAugObjective, TaskObjective
+from .train import to_channels_last
 from .tta import TTAWrapper
 from .validation import trusted_inputs
 
@@ -232,6 +233,33 @@ def crop_step_ratio(
     }
 
 
+def crop_experiment_step(
+    kind: str,
+    size: int = 48,
+    channels: int = 1,
+    device: str = "cpu",
+    width: int = 16,
+    depth: int = 4,
+    channels_last: bool = False,
+) -> Callable:
+    """A training step in the crop experiment's setting, its 4-stage CNN classifier of width 20: ``kind`` ``lrp``
+    (φ of ``width`` and ``depth`` whose stage 2 proposes the candidates) or ``random`` (crops of side 0.85–1);
+    with ``channels_last``, f's and φ's weights converted as ``TrainConfig(channels_last=True)`` does."""
+    if kind == "lrp":
+        aug: Augmenter = InstaAugCrop(
+            image_size=size, in_channels=channels, levels=(2,), depth=depth, width=width, global_crop=False
+        )
+        objective: nn.Module = InstaAugObjective(EntropyController(*aug.entropy_range))
+    elif kind == "random":
+        aug, objective = RandomCrop(0.85, in_channels=channels), TaskObjective()
+    else:
+        raise ValueError(f"kind must be 'lrp' or 'random', got {kind!r}")
+    model, aug, objective = _classifier(channels, device, width=20, depth=4), aug.to(device), objective.to(device)
+    if channels_last:
+        to_channels_last(model, aug)
+    return make_train_step(model, aug, objective)
+
+
 def crop_step_ratio_small_classifier(
     batch: int = 64, size: int = 48, channels: int = 1, repeats: int = 20, device: str = "cpu"
 ) -> dict[str, Any]:
@@ -240,23 +268,11 @@ def crop_step_ratio_small_classifier(
     one, width 8 with 3 stages, the same candidate boxes) → ``train_step_ratio_crop_small_classifier`` and
     ``train_step_ratio_crop_slim_small_classifier``."""
     x, y = _batch(batch, channels, size, device)
-
-    def lrp_step(width: int, depth: int) -> Callable:
-        aug = InstaAugCrop(
-            image_size=size, in_channels=channels, levels=(2,), depth=depth, width=width, global_crop=False
-        ).to(device)
-        objective = InstaAugObjective(EntropyController(*aug.entropy_range)).to(device)
-        return make_train_step(_classifier(channels, device, width=20, depth=4), aug, objective)
-
     seconds = compare_steps(
         {
-            "lrp_crop": lrp_step(16, 4),
-            "lrp_crop_slim": lrp_step(8, 3),
-            "random_crop": make_train_step(
-                _classifier(channels, device, width=20, depth=4),
-                RandomCrop(0.85, in_channels=channels).to(device),
-                TaskObjective(),
-            ),
+            "lrp_crop": crop_experiment_step("lrp", size, channels, device),
+            "lrp_crop_slim": crop_experiment_step("lrp", size, channels, device, width=8, depth=3),
+            "random_crop": crop_experiment_step("random", size, channels, device),
         },
         x,
         y,
@@ -275,41 +291,18 @@ def channels_last_ratio(
     batch: int = 64, size: int = 48, channels: int = 1, repeats: int = 20, device: str = "cpu"
 ) -> dict[str, Any]:
     """Seconds per training step with channels-last convolution weights ÷ the default layout, in the crop
-    experiment's setting (its 4-stage CNN classifier, width 20, on ``batch`` greyscale 48×48 images): with LRP
-    crops (φ of width 16, 4 stages, as ``TrainConfig(channels_last=True)`` converts f and φ) →
+    experiment's setting (``crop_experiment_step``, ``batch`` greyscale 48×48 images): with LRP crops →
     ``channels_last_step_ratio_lrp``, and with random crops → ``channels_last_step_ratio_random`` (< 1: faster)."""
     x, y = _batch(batch, channels, size, device)
-
-    def step(lrp: bool, channels_last: bool) -> Callable:
-        torch.manual_seed(0)
-        if lrp:
-            aug: Augmenter = InstaAugCrop(
-                image_size=size, in_channels=channels, levels=(2,), depth=4, width=16, global_crop=False
-            )
-            objective: nn.Module = InstaAugObjective(EntropyController(*aug.entropy_range))
-        else:
-            aug, objective = RandomCrop(0.85, in_channels=channels), TaskObjective()
-        model, aug, objective = _classifier(channels, device, width=20, depth=4), aug.to(device), objective.to(device)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-            aug.to(memory_format=torch.channels_last)
-        return make_train_step(model, aug, objective)
-
-    seconds = compare_steps(
-        {
-            f"{kind}_{layout}": step(kind == "lrp", layout == "nhwc")
-            for kind in ("lrp", "random")
-            for layout in ("nchw", "nhwc")
-        },
-        x,
-        y,
-        repeats=repeats,
-    )
+    steps = {
+        f"{kind}_{layout}": crop_experiment_step(kind, size, channels, device, channels_last=layout == "nhwc")
+        for kind in ("lrp", "random")
+        for layout in ("nchw", "nhwc")
+    }
+    seconds = compare_steps(steps, x, y, repeats=repeats)
+    kinds = ("lrp", "random")
     return {
-        **{
-            f"channels_last_step_ratio_{kind}": seconds[f"{kind}_nhwc"] / seconds[f"{kind}_nchw"]
-            for kind in ("lrp", "random")
-        },
+        **{f"channels_last_step_ratio_{k}": seconds[f"{k}_nhwc"] / seconds[f"{k}_nchw"] for k in kinds},
         **{f"seconds_channels_last_{name}": value for name, value in seconds.items()},
     }
 

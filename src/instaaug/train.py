@@ -422,6 +422,15 @@ def _raise_if_nonfinite(bad: torch.Tensor, epoch: int, epoch_start: int, where: 
         )
 
 
+def to_channels_last(*modules: nn.Module) -> None:
+    """Store every module's 4-D weights (convolutions) channels-last (NHWC), in place, as
+    ``TrainConfig(channels_last=True)`` does."""
+    for module in modules:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"to_channels_last takes torch modules, got {type(module).__name__}")
+        module.to(memory_format=torch.channels_last)
+
+
 def train(
     model: nn.Module,
     aug: Augmenter,
@@ -483,8 +492,7 @@ def train(
     aug.to(device)
     objective.to(device)
     if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-        aug.to(memory_format=torch.channels_last)
+        to_channels_last(model, aug)
     f_params = [p for p in model.parameters() if p.requires_grad]
     phi_params = [p for p in aug.parameters() if p.requires_grad]
     total_epochs = config.pretrain_epochs + config.epochs

@@ -131,16 +131,14 @@ class Config:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
         if self.seeds < 1:
             raise ValueError(f"seeds must be ≥ 1, got {self.seeds}")
-        if isinstance(self.validation, bool) or not isinstance(self.validation, int) or self.validation < 0:
-            raise ValueError(f"validation must be an int ≥ 0, got {self.validation!r}")
+        for key in ("validation", "workers", "threads"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
         if self.validation >= self.n_train:
             raise ValueError(f"validation ({self.validation}) must be smaller than n_train ({self.n_train})")
         if not self.random_min_scales or not all(0 < s <= 1 for s in self.random_min_scales):
             raise ValueError(f"random_min_scales must be fractions in (0, 1], got {self.random_min_scales}")
-        for key in ("workers", "threads"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
         train_config_of(self)  # the training keys (lr, aug_lr_schedule, ...) fail here, not inside a worker
 
     @classmethod
@@ -302,11 +300,8 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     parallel = (config.workers or default_workers()) > 1
     if parallel:  # one bar over the jobs instead of interleaved per-run bars
         jobs = [(dataclasses.replace(config, progress=False), *job[1:]) for job in jobs]
-    order = sorted(range(len(jobs)), key=lambda i: -RELATIVE_COST.get(jobs[i][1], 1.0))
-    outcomes = [None] * len(jobs)
-    done = run_jobs(_train_job, [jobs[i] for i in order], config.workers, config.threads, config.progress, "crop runs")
-    for i, metrics in zip(order, done, strict=True):
-        outcomes[i] = metrics
+    jobs.sort(key=lambda job: -RELATIVE_COST.get(job[1], 1.0))  # stable: each method's seeds stay in order
+    outcomes = run_jobs(_train_job, jobs, config.workers, config.threads, config.progress, "crop runs")
     per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     for (_, name, _, _), metrics in zip(jobs, outcomes, strict=True):
         per_seed[name].append(metrics)
