@@ -115,6 +115,11 @@ def test_crop_config_validation():
         crop.Config(validation=1300)
     with pytest.raises(ValueError, match="validation"):
         crop.Config(validation=-1)
+    with pytest.raises(ValueError, match="centre_jitter"):
+        crop.Config(centre_jitter=1.5)
+    with pytest.raises(ValueError, match="size_jitter"):
+        crop.Config(size_jitter=1.0)
+    crop.Config(methods=("random",), centre_jitter=1.5)  # LRP keys matter only to the LRP methods
 
 
 def test_validation_holds_out_the_last_training_images():

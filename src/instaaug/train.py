@@ -102,7 +102,7 @@ class TrainConfig:
         find_unused_parameters: passed to f's ``DistributedDataParallel``, for classifiers with parameters that some
             steps do not use (φ's wrapper always looks for them).
         channels_last: store f's and φ's convolution weights channels-last (NHWC) during training, and leave them so.
-            oneDNN's CPU convolutions run faster on that layout (a 4-stage CNN's step on 48×48 images took 0.6–0.7×
+            oneDNN's CPU convolutions run faster on that layout (a 4-stage CNN's step on 48×48 images took 0.63–0.65×
             the time at 1 thread); results differ from the default layout by float rounding only. A model that
             ``view``s its conv features must use ``reshape`` or ``flatten`` instead.
     """
