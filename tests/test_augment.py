@@ -248,7 +248,7 @@ def test_load_rejects_unknown_config_key(tmp_path):
 def test_load_rejects_foreign_config(tmp_path):
     tiny_aug(("rotation",)).save(tmp_path)
     (tmp_path / CONFIG_FILE).write_text(json.dumps({"hello": 1}))
-    with pytest.raises(ValueError, match="not an InstaAug config"):
+    with pytest.raises(ValueError, match="not an augmenter config"):
         InstaAug.load(tmp_path)
 
 

@@ -10,8 +10,8 @@ import torch
 import torch._dynamo
 import torch._inductor.config
 
-from conftest import perturb_output, structured_images
-from instaaug import InstaAug, InstaAugCrop, RandomAugment
+from conftest import legacy_crop, perturb_output, structured_images
+from instaaug import InstaAug, RandomAugment
 from instaaug.experiments.common import torch_threads
 from instaaug.validation import trusted_inputs
 
@@ -22,8 +22,8 @@ def _uniform() -> InstaAug:
     return perturb_output(InstaAug(UNIFORM, width=4, depth=2, n_copies=2))
 
 
-def _crop() -> InstaAugCrop:
-    aug = InstaAugCrop(image_size=16, in_channels=3, levels=(1,), depth=2, width=4, global_crop=False, n_copies=2)
+def _crop() -> InstaAug:
+    aug = legacy_crop(image_size=16, in_channels=3, levels=(1,), depth=2, width=4, global_crop=False, n_copies=2)
     with torch.no_grad():  # φ's heads start at zero (a uniform distribution); give the logits some shape
         for p in aug.net.heads.parameters():
             p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))

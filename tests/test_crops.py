@@ -11,23 +11,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import legacy_crop
 from instaaug import AugmentOutput, EntropyController, InstaAug, InstaAugObjective
-from instaaug.augment import draw, pack_views
-from instaaug.crops import CropConfig, InstaAugCrop, RandomCrop
+from instaaug.baselines import RandomCrop
 from instaaug.distributions import CropCategorical
 from instaaug.models import build_classifier
 from instaaug.networks import CropCandidates
 from instaaug.transforms import crop_resize
 
 
-def tiny_crop(**options) -> InstaAugCrop:
+def tiny_crop(**options) -> InstaAug:
     """A small LRP augmenter: 48×64 grey images, φ of width 4 and depth 4, one level (stage 2, a 6×8 grid)."""
     options.setdefault("image_size", (48, 64))
     options.setdefault("in_channels", 1)
     options.setdefault("width", 4)
     options.setdefault("depth", 4)
     options.setdefault("levels", (2,))
-    return InstaAugCrop(**options)
+    return legacy_crop(**options)
 
 
 def cell_index(candidates: CropCandidates, level: int, i: int, j: int) -> int:
@@ -46,12 +46,12 @@ def index_of(boxes: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     return index.reshape(boxes.shape[:-1])
 
 
-def perturb_heads(aug: InstaAugCrop, std: float = 0.5, seed: int = 1) -> InstaAugCrop:
+def perturb_heads(aug: InstaAug, std: float = 0.5, seed: int = 1) -> InstaAug:
     """φ's scoring layers start at zero; give them (and the level biases) random values."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         net = aug.net
-        layers = [*net.heads, net.global_head] if aug.mode == "instance" else [net.output]
+        layers = [*net.heads, net.global_head] if aug.mode == "instance" else [net.crop_output]
         for p in [p for layer in layers for p in ([layer] if isinstance(layer, nn.Parameter) else layer.parameters())]:
             p.copy_(torch.randn(p.shape, generator=g) * std)
         net.level_bias.copy_(torch.randn(net.level_bias.shape, generator=g) * std)
@@ -133,7 +133,7 @@ def test_planted_global_logit_samples_its_cells_box(cell):
     candidates = aug.net.candidates()
     assert candidates.grid_shapes == ((6, 8), (1, 1))
     with torch.no_grad():
-        aug.net.output[cell_index(candidates, 0, *cell)] = 60.0
+        aug.net.crop_output[cell_index(candidates, 0, *cell)] = 60.0
     out = aug(torch.rand(2, 1, 48, 64), n_copies=5, generator=torch.Generator().manual_seed(0))
     cx, cy = expected_centre(*cell, jump=8, start=3.5)
     expected = torch.tensor([cx, cy, 22 / 64, 22 / 48])
@@ -166,7 +166,7 @@ def test_planted_instance_head_samples_its_cells_box(level, cell):
     torch.testing.assert_close(out.params, torch.tensor([cx, cy, rf / 64, rf / 48]).expand(8, 4))
 
 
-def brightness_detector(aug: InstaAugCrop, gain: float = 10.0) -> InstaAugCrop:
+def brightness_detector(aug: InstaAug, gain: float = 10.0) -> InstaAug:
     """Set φ (norm 'none') so that a stage-2 unit's score is gain × 2 when its 8×8 block has a white pixel.
 
     Every convolution keeps only its centre tap and averages the channels, so a stage-s feature is the max over
@@ -236,14 +236,15 @@ def test_levels_are_balanced_at_init(mode):
     torch.testing.assert_close(level_mass(biased.distribution(x, y), candidates), expected)
 
 
-def test_levels_are_balanced_at_another_input_size():
+def test_levels_are_balanced_and_boxes_are_fractions_at_another_input_size():
+    # φ sees every input at phi_size, so the candidates (fractions of the image) are the same for any input size.
     aug = tiny_crop(levels=(1, 2), level_bias=(1.0, 0.0, -1.0))
     x = torch.rand(2, 1, 40, 44)
     dist = aug.distribution(x)
-    candidates = aug.net.candidates((40, 44))
-    assert candidates.num_candidates == dist.num_candidates != aug.num_candidates
+    assert dist.num_candidates == aug.num_candidates
+    torch.testing.assert_close(dist.boxes, aug.net.candidates().boxes)
     expected = torch.softmax(torch.tensor([1.0, 0.0, -1.0]), 0).expand(2, 3)
-    torch.testing.assert_close(level_mass(dist, candidates), expected)
+    torch.testing.assert_close(level_mass(dist, aug.net.candidates()), expected)
 
 
 def test_top_views_are_the_crops_of_the_most_probable_boxes():
@@ -263,18 +264,20 @@ def test_top_views_are_the_crops_of_the_most_probable_boxes():
         aug.top_views(x, aug.num_candidates + 1)
 
 
-def test_default_entropy_range():
+def test_default_entropy_range_is_the_recipe_band_shifted_by_the_jitter():
     aug = tiny_crop(levels=(1, 2))
-    n = aug.num_candidates
-    assert n == sum(aug.net.candidates().level_counts)
-    assert aug.entropy_range == pytest.approx((0.5 * math.log(n), 0.6 * math.log(n)))
+    assert aug.num_candidates == sum(aug.net.candidates().level_counts)
+    assert aug.entropy_range == pytest.approx((0.6, 1.0))  # no jitter
+    jittered = tiny_crop(levels=(2,), global_crop=False, centre_jitter=1.0, size_jitter=0.1)
+    shift = jittered.jitter_entropy
+    assert shift < 0 and jittered.entropy_range == pytest.approx((0.6 + shift, 1.0 + shift))
     assert tiny_crop(entropy_range=(1.0, 2.0)).entropy_range == (1.0, 2.0)
     with pytest.raises(ValueError, match="entropy_range"):
         tiny_crop(entropy_range=(2.0, 1.0))
 
 
 def test_default_entropy_range_is_reachable_with_jitter():
-    aug = InstaAugCrop(image_size=32, in_channels=1, width=4, centre_jitter=0.5, size_jitter=0.1)
+    aug = legacy_crop(image_size=32, in_channels=1, width=4, centre_jitter=0.5, size_jitter=0.1)
     dist = aug.distribution(torch.rand(1, 1, 32, 32))
     # The largest entropy any logits can give (p ∝ vol) is log Σ_k vol_k (about -2 here); the band starts at 2.1.
     jitter = dist.jitter.double()
@@ -285,10 +288,10 @@ def test_default_entropy_range_is_reachable_with_jitter():
 
 def test_jitter_entropy_is_the_initial_entropy_the_jitter_adds():
     x = torch.rand(2, 1, 48, 48)
-    plain = InstaAugCrop(image_size=48, in_channels=1, levels=(2,), depth=4, width=4, global_crop=False)
+    plain = legacy_crop(image_size=48, in_channels=1, levels=(2,), depth=4, width=4, global_crop=False)
     assert plain.jitter_entropy == 0.0
     torch.manual_seed(0)
-    jittered = InstaAugCrop(
+    jittered = legacy_crop(
         image_size=48,
         in_channels=1,
         levels=(2,),
@@ -325,8 +328,9 @@ def per_row_gradients(objective: InstaAugObjective | None, rows: int, n: int, ge
     """
     logits = THETA.expand(rows, -1).clone().requires_grad_(True)
     dist = CropCategorical(logits, BOXES)
-    boxes, log_prob = draw(dist, batch=rows, n=n, generator=generator)
-    out = pack_views(torch.zeros(rows * n, 1, 2, 2), boxes, log_prob, dist, n)
+    value, log_prob, _ = dist.draw((n,), generator)  # (n, rows, 4), (n, rows): view order is row-major
+    boxes, log_prob = value.transpose(0, 1).reshape(rows * n, 4), log_prob.transpose(0, 1).reshape(rows * n)
+    out = AugmentOutput(torch.zeros(rows * n, 1, 2, 2), boxes, log_prob, dist.entropy(), n, False, dist)
     losses = COSTS[index_of(boxes, BOXES)]
     loss = (losses * out.log_prob).mean() if objective is None else objective(losses, out).loss
     (grad,) = torch.autograd.grad(loss, logits)
@@ -366,7 +370,7 @@ def test_reinforce_running_baseline_is_unbiased_after_warm_up():
 
 def test_reinforce_through_a_global_crop_augmenter():
     # 13 candidates: a 4×4 grid without its corners, and the whole image.
-    aug = perturb_heads(InstaAugCrop(image_size=16, levels=(1,), mode="global", in_channels=1, width=4, n_copies=4))
+    aug = perturb_heads(legacy_crop(image_size=16, levels=(1,), mode="global", in_channels=1, width=4, n_copies=4))
     candidates = aug.net.candidates()
     assert candidates.num_candidates == 13
     costs = torch.linspace(-2.0, 3.0, 13)[torch.randperm(13, generator=torch.Generator().manual_seed(3))]
@@ -379,13 +383,13 @@ def test_reinforce_through_a_global_crop_augmenter():
     p = out.distribution.probs.detach()
     g = out.distribution.logits.grad
     per_row = (g - p * g.sum(-1, keepdim=True)) * rows
-    torch.testing.assert_close(per_row.mean(0), aug.net.output.grad)
-    offsets = aug.net._level_offsets(candidates, torch.device("cpu"), torch.float32)
-    assert_unbiased(per_row, exact_gradient(aug.net.output.detach() + offsets, costs))
+    torch.testing.assert_close(per_row.mean(0), aug.net.crop_output.grad)
+    offsets = aug.net.level_offsets().detach()
+    assert_unbiased(per_row, exact_gradient(aug.net.crop_output.detach() + offsets, costs))
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# InstaAugCrop
+# InstaAug
 
 
 @pytest.mark.parametrize("mode", ["instance", "global", "class"])
@@ -418,9 +422,8 @@ def test_modes_shapes_and_params(mode):
 def test_class_mode_uses_labels_and_needs_them_in_training():
     aug = perturb_heads(tiny_crop(mode="class", num_classes=3))
     x = torch.rand(2, 1, 48, 64)
-    candidates = aug.net.candidates()
-    offsets = aug.net._level_offsets(candidates, torch.device("cpu"), torch.float32)
-    weight = aug.net.output.weight.detach()
+    offsets = aug.net.level_offsets().detach()
+    weight = aug.net.crop_output.weight.detach()
     dist = aug.distribution(x, torch.tensor([2, 0]))
     torch.testing.assert_close(dist.probs, torch.softmax(weight[[2, 0]] + offsets, -1))
     with pytest.raises(ValueError, match="needs labels"):
@@ -434,16 +437,16 @@ def test_class_mode_uses_labels_and_needs_them_in_training():
 
 def test_instance_mode_accepts_another_input_size():
     aug = tiny_crop(levels=(1, 2))
-    out = aug(torch.rand(2, 1, 40, 44))
+    x = torch.rand(2, 1, 40, 44)
+    out = aug(x)
     assert out.images.shape == (2, 1, 40, 44)
-    candidates = aug.net.candidates((40, 44))
-    assert candidates.grid_shapes == ((10, 11), (5, 6), (1, 1))  # ceil(40 / 4), ceil(44 / 4), …
-    assert out.distribution.num_candidates == candidates.num_candidates != aug.num_candidates
-    index_of(out.params, candidates.boxes)
-    assert aug.net.candidates().num_candidates == aug.num_candidates  # the configured size is unchanged
+    assert out.distribution.num_candidates == aug.num_candidates
+    index_of(out.params, aug.net.candidates().boxes)
+    # φ sees the input resized to phi_size: the same distribution as for the resized input itself.
+    resized = F.interpolate(x, size=aug.net.phi_size, mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(aug.distribution(x).logits, aug.distribution(resized).logits)
     global_aug = tiny_crop(mode="global")
-    with pytest.raises(ValueError, match="built for images of size"):
-        global_aug(torch.rand(2, 1, 40, 44))
+    assert global_aug(x).images.shape == (2, 1, 40, 44)
 
 
 def test_gradients_reach_phi_in_a_training_step():
@@ -487,8 +490,8 @@ def test_save_and_load_round_trip(tmp_path):
     aug = perturb_heads(tiny_crop(levels=(1, 2), n_copies=2, size_jitter=0.1, centre_jitter=0.5, output_size=12))
     aug.save(tmp_path / "crop")
     loaded = InstaAug.load(tmp_path / "crop")
-    assert isinstance(loaded, InstaAugCrop) and loaded.config == aug.config
-    assert isinstance(loaded.config, CropConfig) and loaded.config.levels == (1, 2)
+    assert isinstance(loaded, InstaAug) and loaded.config == aug.config
+    assert loaded.config.has_crop and loaded.config.levels == (1, 2)
     x = torch.rand(3, 1, 48, 64)
     a, b = aug.distribution(x), loaded.distribution(x)
     torch.testing.assert_close(a.probs, b.probs)
@@ -501,17 +504,18 @@ def test_save_and_load_round_trip(tmp_path):
     torch.testing.assert_close(out_a.params, out_b.params)
 
 
-def test_instaaug_crop_redirect_and_errors():
-    aug = InstaAug(("crop",), image_size=32, in_channels=1, width=4)
-    assert isinstance(aug, InstaAugCrop) and aug.config.image_size == (32, 32)
-    assert isinstance(InstaAug("crop", image_size=32, width=4), InstaAugCrop)
-    assert aug.net.candidates().level_counts == (60, 12, 1)  # default levels (-2, -1) of a depth-3 φ, + global
-    with pytest.raises(ValueError, match="cannot be combined"):
-        InstaAug(("crop", "rotation"))
-    with pytest.raises(ValueError, match="unknown InstaAugCrop option"):
-        InstaAug(("crop",), image_size=32, rotation=1.0)
-    with pytest.raises(ValueError, match="unknown InstaAugCrop option"):
-        InstaAugCrop(transforms=("crop",))
+def test_crop_augmenter_is_an_instaaug_and_composes():
+    aug = InstaAug(("crop",), phi_size=32, in_channels=1, width=4)
+    assert type(aug) is InstaAug and aug.config.phi_size == (32, 32)
+    assert type(InstaAug("crop", width=4)) is InstaAug and InstaAug("crop", width=4).net.phi_size == (48, 48)
+    # the recipe: stage 2 of the depth-3 φ, 4×4 cells at 32 px, less the 4 corner boxes mostly outside the image
+    assert aug.net.candidates().level_counts == (12,)
+    both = InstaAug(("rotation", "crop"), width=4)
+    assert type(both) is InstaAug and both.names == ("crop_x", "crop_y", "crop_w", "crop_h", "rotation")
+    with pytest.raises(ValueError, match="unknown InstaAug option"):
+        InstaAug(("crop",), phi_size=32, rotation=1.0)
+    with pytest.raises(ValueError, match="unknown InstaAug option"):
+        legacy_crop(transforms=("crop",))
 
 
 @pytest.mark.parametrize(
@@ -524,7 +528,7 @@ def test_instaaug_crop_redirect_and_errors():
         ({"mode": "batch"}, "mode must be one of"),
         ({"norm": "group"}, "norm must be one of"),
         ({"output_size": 0}, "output_size"),
-        ({"image_size": (32, 32, 3)}, "image_size"),
+        ({"image_size": (32, 32, 3)}, "phi_size"),
         ({"padding_mode": "wrap"}, "padding_mode"),
         ({"network": "vgg"}, "unknown network"),
         ({"size_jitter": 0.5, "levels": (1, 2)}, "crop levels"),
@@ -572,7 +576,7 @@ def test_random_crop_bad_scales(low, high):
 
 def test_unused_deep_stages_are_skipped_without_changing_the_logits():
     """Without the global crop, φ runs only up to its deepest level; the logits equal those of the full network."""
-    aug = InstaAugCrop(image_size=32, in_channels=1, levels=(1,), depth=4, width=4, global_crop=False)
+    aug = legacy_crop(image_size=32, in_channels=1, levels=(1,), depth=4, width=4, global_crop=False)
     with torch.no_grad():
         aug.net.heads[0].weight.normal_()
     x = torch.rand(3, 1, 32, 32)

@@ -114,7 +114,7 @@ def randomise(net: InvarianceNet, seed: int = 1) -> None:
 def test_all_modes_start_at_zero(mode):
     net = InvarianceNet(6, mode=mode, in_channels=3, num_classes=4, width=4, depth=2)
     x = structured_images(3, 3, 8)
-    out = net(x, torch.tensor([0, 1, 3]))
+    out = net(x, torch.tensor([0, 1, 3])).raw
     assert out.shape == (3, 6)
     assert (out == 0).all()
 
@@ -122,8 +122,8 @@ def test_all_modes_start_at_zero(mode):
 def test_global_mode_ignores_x():
     net = InvarianceNet(4, mode="global")
     randomise(net)
-    a = net(structured_images(3, 3, 8, seed=0))
-    b = net(structured_images(3, 3, 8, seed=1), torch.tensor([0, 1, 2]))
+    a = net(structured_images(3, 3, 8, seed=0)).raw
+    b = net(structured_images(3, 3, 8, seed=1), torch.tensor([0, 1, 2])).raw
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     torch.testing.assert_close(a[0], a[2], atol=0, rtol=0)
     assert a.abs().sum() > 0
@@ -133,16 +133,16 @@ def test_instance_mode_depends_on_x():
     net = InvarianceNet(4, mode="instance", in_channels=3, width=4, depth=2).eval()
     randomise(net)
     x = structured_images(4, 3, 8)
-    out = net(x)
+    out = net(x).raw
     assert out.shape == (4, 4)
     assert (out[0] - out[1]).abs().max() > 1e-4
-    torch.testing.assert_close(net(x[1:2]), out[1:2], atol=1e-5, rtol=0)  # eval mode: per-input function
+    torch.testing.assert_close(net(x[1:2]).raw, out[1:2], atol=1e-5, rtol=0)  # eval mode: per-input function
 
 
 def test_instance_mode_gradient_reaches_backbone():
     net = InvarianceNet(4, mode="instance", in_channels=3, width=4, depth=2)
     randomise(net)
-    net(structured_images(4, 3, 8)).square().sum().backward()
+    net(structured_images(4, 3, 8)).raw.square().sum().backward()
     conv = net.backbone.stages[0][0].weight
     assert conv.grad is not None and conv.grad.abs().sum() > 0
 
@@ -151,11 +151,11 @@ def test_class_mode_depends_on_y_and_falls_back_to_mean():
     net = InvarianceNet(4, mode="class", num_classes=3)
     randomise(net)
     x = structured_images(3, 3, 8)
-    out = net(x, torch.tensor([0, 1, 2]))
+    out = net(x, torch.tensor([0, 1, 2])).raw
     torch.testing.assert_close(out, net.output.weight, atol=0, rtol=0)
     assert (out[0] - out[1]).abs().max() > 1e-3
-    torch.testing.assert_close(net(structured_images(3, 3, 8, seed=9), torch.tensor([0, 1, 2])), out)  # not x
-    fallback = net(x)
+    torch.testing.assert_close(net(structured_images(3, 3, 8, seed=9), torch.tensor([0, 1, 2])).raw, out)  # not x
+    fallback = net(x).raw
     torch.testing.assert_close(fallback, net.output.weight.mean(0).expand(3, -1))
 
 
@@ -174,7 +174,7 @@ def test_preact_resnet18_backbone_for_instance_mode():
     net = InvarianceNet(4, mode="instance", network="preact_resnet18", in_channels=3, width=4).eval()
     randomise(net)
     assert [f.shape[1] for f in net.backbone(structured_images(2, 3, 16))] == [4, 8, 16, 32]
-    out = net(structured_images(3, 3, 16))
+    out = net(structured_images(3, 3, 16)).raw
     assert out.shape == (3, 4)
     assert (out[0] - out[1]).abs().max() > 1e-4
     out.square().sum().backward()

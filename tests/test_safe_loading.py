@@ -59,7 +59,7 @@ def test_malicious_pickle_in_place_of_the_augmenter_config_is_refused(tmp_path):
 
 
 def test_malicious_crop_augmenter_weights_are_refused(tmp_path):
-    InstaAug(("crop",), image_size=16, levels=(1,), depth=2, width=4).save(tmp_path)
+    InstaAug(("crop",), phi_size=16, levels=(1,), depth=2, width=4).save(tmp_path)
     marker = tmp_path / "pwned"
     _malicious(tmp_path / WEIGHTS_FILE, marker, "torch")
     with pytest.raises(ValueError, match="pickle"):

@@ -1,35 +1,47 @@
 """instaaug: learned, input-dependent data augmentation and invariance for PyTorch."""
 
-from .augment import Augmenter, AugmentOutput, InstaAug, InstaAugConfig
-from .baselines import Augerino, NoAugment, RandomAugment
+from .augment import PRESETS, Augmenter, InstaAug, InstaAugConfig, InstaAugCrop
+from .baselines import Augerino, NoAugment, RandomAugment, RandomCrop
 from .controller import EntropyController
-from .crops import InstaAugCrop, RandomCrop
-from .distributions import CropCategorical, UniformRanges
+from .distributions import (
+    CropCategorical,
+    FlipBernoulli,
+    Product,
+    TransformDistribution,
+    UniformCrops,
+    UniformRanges,
+)
 from .objective import AugerinoObjective, InstaAugObjective, ObjectiveTerms, TaskObjective
 from .transforms import FAMILIES, TransformStack
 from .tta import TTAWrapper
+from .views import AugmentOutput
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FAMILIES",
+    "PRESETS",
     "Augerino",
     "AugerinoObjective",
     "AugmentOutput",
     "Augmenter",
     "CropCategorical",
     "EntropyController",
+    "FlipBernoulli",
     "InstaAug",
     "InstaAugConfig",
     "InstaAugCrop",
     "InstaAugObjective",
     "NoAugment",
     "ObjectiveTerms",
+    "Product",
     "RandomAugment",
     "RandomCrop",
     "TTAWrapper",
     "TaskObjective",
+    "TransformDistribution",
     "TransformStack",
+    "UniformCrops",
     "UniformRanges",
     "__version__",
 ]

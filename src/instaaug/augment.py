@@ -1,7 +1,13 @@
-"""Augmenters: φ → distribution → sample → apply, and the learned one, ``InstaAug``.
+"""Augmenters: φ → distribution → transform, and the learned one, ``InstaAug``.
 
-Every augmenter is an ``nn.Module`` whose call ``aug(x, y=None)`` returns an ``AugmentOutput``: n_copies views per
-input, ordered so that the views of input b are rows b·n … b·n + n - 1 (``out.repeat(y)`` repeats labels to match).
+Every augmenter is an ``nn.Module`` composed of three parts: a φ network (or fixed parameters) that gives, for a
+batch of inputs, a distribution p(τ; φ(x)) satisfying the contract of ``instaaug.distributions``; samples of τ;
+and a ``TransformStack`` that applies them (colour in one fused pass, crop ∘ geometry ∘ flip in one resampling).
+Its call ``aug(x, y=None)`` returns an ``AugmentOutput``: n_copies views per input, ordered so that the views of
+input b are rows b·n … b·n + n - 1 (``out.repeat(y)`` repeats labels to match).
+
+Every augmenter saves as JSON + safetensors (``aug.save(dir)``) and loads with ``Augmenter.load(dir)`` (also
+``InstaAug.load``), which rebuilds the right class from one registry and executes no pickled code.
 """
 
 from __future__ import annotations
@@ -9,63 +15,73 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from .controller import EntropyController
 from .distributed import is_main_process
-from .distributions import DEFAULT_MIN_WIDTH, UniformRanges
+from .distributions import (
+    DEFAULT_MIN_WIDTH,
+    CropCategorical,
+    FlipBernoulli,
+    Product,
+    TransformDistribution,
+    UniformRanges,
+)
 from .io import load_tensors, read_json, save_tensors, write_json
 from .models import NORMS
-from .networks import MODES, InvarianceNet, UniformRangeHead
-from .transforms import PADDING_MODES, TransformStack
-from .validation import check_images, check_labels, check_positive_int, dataclass_from_dict
+from .networks import MODES, CropLevels, InvarianceNet, UniformRangeHead
+from .objective import InstaAugObjective
+from .transforms import DISCRETE_FAMILIES, PADDING_MODES, TransformStack
+from .validation import check_images, check_labels, check_positive_int, dataclass_from_dict, size_pair
+from .views import AugmentOutput
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
-_FORMAT = "instaaug.InstaAug"
-_FORMAT_VERSION = 1
+FORMAT = "instaaug.augmenter"
+FORMAT_VERSION = 2
+#: Formats written by release 0.1 (version 1), still loaded.
+_LEGACY_UNIFORM, _LEGACY_CROP = "instaaug.InstaAug", "instaaug.InstaAugCrop"
+
+#: The size φ sees inputs at when the augmenter has LRP crops and ``phi_size`` is not given: the crop recipe's
+#: (tuned on 48×48 cluttered digits), so that candidate boxes are the same fractions of any image.
+CROP_PHI_SIZE = (48, 48)
+#: The crop recipe's band on the categorical part (about 2–3 effective crops; ``instaaug run crop``), shifted by
+#: the jitter's entropy, and its λ controller (start, step, floor).
+CROP_ENTROPY_RANGE = (0.6, 1.0)
+CROP_CONTROLLER = {"lam_init": 0.25, "rate": 1.005, "lam_min": 0.1}
+#: Default band of a learned flip: from p ≈ 0.1 (0.33 nats) to p = 0.5 (log 2).
+FLIP_ENTROPY_RANGE = (0.33, math.log(2))
 
 
-@dataclass(frozen=True)
-class AugmentOutput:
-    """The result of ``aug(x)`` for a batch of B inputs and n copies each.
-
-    Attributes:
-        images: (B·n, C, H, W) augmented views; rows b·n … b·n + n - 1 come from input b.
-        params: (B·n, D) the sampled transformation parameters (differentiable when reparameterised).
-        log_prob: (B·n,) log-probability of each view's parameters under p(τ; φ(x)), with the parameters
-            treated as fixed (the score-function term of REINFORCE).
-        entropy: (B,) entropy of p(τ; φ(x)) per input.
-        n_copies: n.
-        reparameterized: whether gradients reach φ through ``params`` (uniform ranges) rather than only
-            through ``log_prob`` (categorical crops).
-        distribution: the distribution the views were drawn from (batch B).
-    """
-
-    images: torch.Tensor
-    params: torch.Tensor
-    log_prob: torch.Tensor
-    entropy: torch.Tensor
-    n_copies: int
-    reparameterized: bool
-    distribution: Any = None
-
-    def repeat(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Repeat a per-input tensor (B, ...) to match the views (B·n, ...), e.g. the labels."""
-        return tensor if self.n_copies == 1 else tensor.repeat_interleave(self.n_copies, dim=0)
+def canonical_order(transforms: Sequence[str]) -> tuple[str, ...]:
+    """Families in parameter-column order: crop first, the interval families as given, flip last."""
+    names = (transforms,) if isinstance(transforms, str) else tuple(transforms)
+    middle = tuple(n for n in names if n not in DISCRETE_FAMILIES)
+    return (("crop",) if "crop" in names else ()) + middle + (("flip",) if "flip" in names else ())
 
 
 class Augmenter(nn.Module):
-    """Shared machinery of augmenters with a uniform parameterisation over a ``TransformStack``.
+    """An augmenter: a distribution per batch (``_distribution``) whose samples a ``TransformStack`` applies.
 
-    Subclasses implement ``_distribution(x, y)``; this class validates input, samples n copies with the
-    reparameterisation trick, applies the transforms in one batched pass and packs an ``AugmentOutput``.
+    Subclasses implement ``_distribution(x, y)`` and hold a frozen dataclass ``config`` (their constructor's
+    options; ``config_class`` names its type); this class validates input, samples n copies, applies the
+    transforms in one batched pass, packs an ``AugmentOutput``, and saves and loads every augmenter alike.
     """
+
+    #: the registry of saveable augmenters, by class name (filled by ``__init_subclass__``).
+    registry: ClassVar[dict[str, type[Augmenter]]] = {}
+    config_class: ClassVar[type | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Augmenter.registry[cls.__name__] = cls
 
     def __init__(
         self,
@@ -74,11 +90,12 @@ class Augmenter(nn.Module):
         in_channels: int = 3,
         n_copies: int = 1,
         padding_mode: str = "zeros",
+        output_size: tuple[int, int] | None = None,
         min_width: float = DEFAULT_MIN_WIDTH,
         check_inputs: bool = True,
     ) -> None:
         super().__init__()
-        self.stack = TransformStack(transforms, padding_mode)
+        self.stack = TransformStack(canonical_order(transforms), padding_mode, output_size)
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.stack.check_channels(in_channels)
         self.n_copies = check_positive_int(n_copies, "n_copies")
@@ -90,10 +107,15 @@ class Augmenter(nn.Module):
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Per-dimension parameter names, e.g. ``("rotation", "hue")``."""
+        """Per-dimension parameter names in column order, e.g. ``("crop_x", ..., "rotation", "hue")``."""
         return self.stack.param_names
 
-    def _distribution(self, x: torch.Tensor, y: torch.Tensor | None) -> UniformRanges:
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The transform families in column order."""
+        return self.stack.names
+
+    def _distribution(self, x: torch.Tensor, y: torch.Tensor | None) -> TransformDistribution:
         raise NotImplementedError
 
     def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
@@ -101,8 +123,12 @@ class Augmenter(nn.Module):
         if y is not None:
             check_labels(y, x.shape[0], self.num_classes)
 
-    def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> UniformRanges:
-        """The distribution p(τ; φ(x)) for images x (B, C, H, W) in [0, 1]; ``.low``/``.high`` are (B, D)."""
+    def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> TransformDistribution:
+        """The distribution p(τ; φ(x)) for images x (B, C, H, W) in [0, 1] (batch B, event D = ``len(names)``).
+
+        A ``UniformRanges`` (``.low``/``.high`` (B, D)) for interval families alone, a ``CropCategorical`` for
+        crops alone, and a ``Product`` of the parts (crop, intervals, flip, in that order) otherwise.
+        """
         self._check(x, y)
         return self._distribution(x, y)
 
@@ -125,66 +151,114 @@ class Augmenter(nn.Module):
         self._check(x, y)
         n = self.n_copies if n_copies is None else check_positive_int(n_copies, "n_copies")
         dist = self._distribution(x, y)
-        return sample_views(x, dist, self.stack, n, generator)
+        batch = x.shape[0]
+        value, log_prob, score = dist.draw((n,), generator)  # (n, B, D), (n, B), (n, B)
+        params = value.transpose(0, 1).reshape(batch * n, -1)
+        images = self.stack(x if n == 1 else x.repeat_interleave(n, dim=0), params)  # n = 1: no copy
+        return AugmentOutput(
+            images=images,
+            params=params,
+            log_prob=log_prob.transpose(0, 1).reshape(batch * n),
+            entropy=dist.entropy(),
+            n_copies=n,
+            reparameterized=dist.has_rsample,
+            distribution=dist,
+            score_log_prob=score.transpose(0, 1).reshape(batch * n),
+        )
+
+    @torch.no_grad()
+    def top_views(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The k most probable crops of every image of x (B, C, H, W), as views (B·k, C, h, w) in view order; the
+        other families at their identity. Needs an augmenter with LRP crops."""
+        self._check(x, y)
+        dist = self._distribution(x, y)
+        crop = dist if isinstance(dist, CropCategorical) else None
+        if isinstance(dist, Product):
+            crop = dist.part(CropCategorical)
+        if crop is None:
+            raise ValueError(f"top views need an augmenter with learned crops, got families {self.families}")
+        boxes, _ = crop.topk(k)
+        params = x.new_zeros(x.shape[0] * k, len(self.names))
+        params[:, self.stack.columns("crop")] = boxes.reshape(-1, 4).to(x.dtype)
+        return self.stack(x.repeat_interleave(k, dim=0), params)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Persistence: one format for every augmenter
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``weights.safetensors`` into ``directory`` (created), each atomically.
+
+        Under torch.distributed only rank 0 writes (every rank holds the same weights).
+        """
+        directory = Path(directory)
+        if not is_main_process():
+            return directory
+        save_tensors(directory / WEIGHTS_FILE, self.state_dict())
+        config = dataclasses.asdict(self.config)
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "class": type(self).__name__, "config": config}
+        write_json(directory / CONFIG_FILE, meta)
+        return directory
+
+    @classmethod
+    def from_config(cls, config: Any) -> Augmenter:
+        """A fresh augmenter built from its config."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> Augmenter:
+        """Rebuild any augmenter saved with ``save`` (or by release 0.1); reads JSON and safetensors only (no
+        pickled code runs)."""
+        directory = Path(directory)
+        meta = read_json(directory / CONFIG_FILE)
+        if not isinstance(meta, dict) or "config" not in meta or not isinstance(meta["config"], dict):
+            raise ValueError(f"{directory / CONFIG_FILE} is not an augmenter config (no 'config' mapping)")
+        fmt, version = meta.get("format"), meta.get("version")
+        if fmt in (_LEGACY_UNIFORM, _LEGACY_CROP):
+            if version != 1:
+                raise ValueError(f"unsupported {fmt} format version {version!r} (expected 1)")
+            aug, renames = _legacy_augmenter(fmt, meta["config"])
+        elif fmt == FORMAT:
+            if version != FORMAT_VERSION:
+                raise ValueError(f"unsupported augmenter format version {version!r} (expected {FORMAT_VERSION})")
+            kind = Augmenter.registry.get(meta.get("class"))  # type: ignore[arg-type]
+            if kind is None or kind.config_class is None:
+                known = sorted(k for k, v in Augmenter.registry.items() if v.config_class is not None)
+                raise ValueError(f"unknown augmenter class {meta.get('class')!r}; known: {known}")
+            config = dataclass_from_dict(kind.config_class, meta["config"], what=f"{kind.__name__} config")
+            aug, renames = kind.from_config(config), {}
+        else:
+            raise ValueError(
+                f"{directory / CONFIG_FILE} is not an augmenter config (format {fmt!r}; expected {FORMAT!r})"
+            )
+        load_weights(aug, directory / WEIGHTS_FILE, renames)
+        return aug.to(map_location)
 
 
-def sample_views(
-    x: torch.Tensor,
-    dist: UniformRanges,
-    stack: TransformStack,
-    n: int,
-    generator: torch.Generator | None = None,
-) -> AugmentOutput:
-    """Draw n parameter vectors per input from ``dist`` (batch B) and apply ``stack`` to x (B, C, H, W)."""
-    params, log_prob = draw(dist, batch=x.shape[0], n=n, generator=generator)
-    images = stack(x if n == 1 else x.repeat_interleave(n, dim=0), params)  # n = 1: no copy
-    return pack_views(images, params, log_prob, dist, n)
+def load_weights(module: nn.Module, path: Path, renames: dict[str, str] | None = None) -> None:
+    """Load a safetensors state into ``module``, with an error naming missing, unexpected or reshaped keys.
+
+    ``renames`` maps key prefixes of the file to the module's (for formats of earlier releases).
+    """
+    state = load_tensors(path)
+    for old, new in (renames or {}).items():
+        state = {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        missing = sorted(expected.keys() - found.keys())
+        unexpected = sorted(found.keys() - expected.keys())
+        reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+        raise ValueError(
+            f"{path} does not match its config: missing {missing}, unexpected {unexpected}, wrong shape {reshaped}"
+        )
+    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+        raise ValueError(f"{path} holds NaN or Inf weights")
+    module.load_state_dict(state)
 
 
-def draw(
-    dist: Any, *, batch: int, n: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """n samples per input from ``dist`` (batch B) in view order: params (B·n, D), log_prob (B·n,)."""
-    samples, log_prob = dist.sample_with_log_prob((n,), generator)  # (n, B, D), (n, B)
-    return samples.transpose(0, 1).reshape(batch * n, -1), log_prob.transpose(0, 1).reshape(batch * n)
-
-
-def pack_views(images: torch.Tensor, params: torch.Tensor, log_prob: torch.Tensor, dist: Any, n: int) -> AugmentOutput:
-    """The ``AugmentOutput`` of views already drawn (see ``draw``) and applied."""
-    return AugmentOutput(
-        images=images,
-        params=params,
-        log_prob=log_prob,
-        entropy=dist.entropy(),
-        n_copies=n,
-        reparameterized=dist.has_rsample,
-        distribution=dist,
-    )
-
-
-def check_augmenter_options(config: Any) -> None:
-    """Validate the options every learned augmenter's config shares (φ's mode, norm, sizes, the entropy band)."""
-    if config.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
-    if config.norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {config.norm!r}")
-    if config.padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {config.padding_mode!r}")
-    for key in ("width", "depth", "in_channels", "n_copies"):
-        check_positive_int(getattr(config, key), key)
-    if config.entropy_range is not None:
-        lo, hi = config.entropy_range
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-            raise ValueError(f"entropy_range must be finite (Hmin, Hmax) with Hmin ≤ Hmax, got {config.entropy_range}")
-
-
-#: The config keys that build φ's network, shared by every learned augmenter's config.
-PHI_NETWORK_KEYS = ("mode", "network", "in_channels", "num_classes", "width", "depth", "norm")
-
-
-def phi_network_options(config: Any) -> dict[str, Any]:
-    """The keyword arguments of φ's network (``InvarianceNet`` or ``CropLogitsNet``) taken from an augmenter config."""
-    return {key: getattr(config, key) for key in PHI_NETWORK_KEYS}
+def _check_number(value: Any, key: str, low: float = -math.inf, high: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (low <= value <= high):
+        raise ValueError(f"{key} must be a number in [{low}, {high}], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -192,21 +266,29 @@ class InstaAugConfig:
     """Everything that defines an ``InstaAug`` module; saved as JSON beside its weights.
 
     Attributes:
-        transforms: transform family names (see ``instaaug.transforms.FAMILIES``).
+        transforms: family names (see ``instaaug.transforms``): interval families, ``crop`` (LRP) and ``flip``.
         mode: ``instance`` (φ depends on x), ``global`` (input-independent) or ``class`` (per label).
-        network: φ's backbone in instance mode: ``small_cnn`` or ``preact_resnet18``.
-        width: φ's first-stage channel count.
-        depth: stages of ``small_cnn``.
+        network: φ's backbone: ``small_cnn`` or ``preact_resnet18``.
+        width: φ's first-stage channel count (1 … 1024).
+        depth: stages of ``small_cnn`` (1 … 8).
         norm: φ's normalisation: ``layer`` (per input; the same in training and eval), ``batch`` or ``none``.
         in_channels: image channels C.
         num_classes: number of classes (``class`` mode only).
         n_copies: views sampled per input on each call.
-        entropy_range: the [Hmin, Hmax] band the entropy controller keeps the mean entropy in; None for
-            ``TransformStack.default_entropy_range()``.
-        init_half_width: the initial interval [-w, w] per parameter dimension; None for the families' defaults.
+        entropy_range: the [Hmin, Hmax] band the entropy controller keeps the mean entropy in; None for the sum of
+            the parts' defaults (intervals: ``TransformStack.default_entropy_range()``; crops: the crop recipe's
+            (0.6, 1.0) plus the jitter's entropy; flip: (0.33, log 2)).
+        init_half_width: the initial interval [-w, w] per interval dimension; None for the families' defaults.
         min_width: narrowest interval (keeps the entropy finite).
         symmetric: intervals [-w, w] instead of free [low, high] (Augerino's parameterisation).
-        padding_mode: how geometric transforms fill pixels from outside the image.
+        padding_mode: how the resampling fills pixels from outside the image.
+        phi_size: the (H, W) φ sees its input at; None for the input's own size, or 48×48 with crops (the recipe).
+        output_size: the views' (H, W); None keeps the input size.
+        levels, global_crop, level_bias, box_scale, min_inside, centre_jitter, size_jitter: the LRP crop
+            candidates (see ``instaaug.networks.CropLevels``); the defaults are the crop recipe.
+        flip_init: the initial flip probability.
+        lam_init, lam_rate, lam_min: the λ controller of ``aug.controller()``; None for the defaults (crops: the
+            recipe's 0.25, 1.005, 0.1; otherwise ``EntropyController``'s).
     """
 
     transforms: tuple[str, ...] = ("rotation",)
@@ -223,140 +305,261 @@ class InstaAugConfig:
     min_width: float = DEFAULT_MIN_WIDTH
     symmetric: bool = False
     padding_mode: str = "zeros"
+    phi_size: tuple[int, int] | None = None
+    output_size: tuple[int, int] | None = None
+    levels: tuple[int, ...] = CropLevels.levels
+    global_crop: bool = CropLevels.global_crop
+    level_bias: tuple[float, ...] | None = CropLevels.level_bias
+    box_scale: float = CropLevels.box_scale
+    min_inside: float = CropLevels.min_inside
+    centre_jitter: float = CropLevels.centre_jitter
+    size_jitter: float = CropLevels.size_jitter
+    flip_init: float = 0.5
+    lam_init: float | None = None
+    lam_rate: float | None = None
+    lam_min: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.transforms, str):
             object.__setattr__(self, "transforms", (self.transforms,))
+        if not isinstance(self.transforms, tuple) or not all(isinstance(t, str) for t in self.transforms):
+            raise TypeError(f"transforms must be a sequence of family names, got {self.transforms!r}")
         if not self.transforms:
             raise ValueError("transforms must name at least one transform family")
-        check_augmenter_options(self)
-        if not (isinstance(self.min_width, float | int) and self.min_width > 0):
+        if isinstance(self.levels, int):
+            object.__setattr__(self, "levels", (self.levels,))
+        for key in ("phi_size", "output_size"):
+            object.__setattr__(self, key, size_pair(getattr(self, key), key))
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
+        for key, most in (("width", 1024), ("depth", 8), ("in_channels", 64), ("n_copies", 4096)):
+            if check_positive_int(getattr(self, key), key) > most:
+                raise ValueError(f"{key} must be at most {most}, got {getattr(self, key)}")
+        if self.num_classes is not None and check_positive_int(self.num_classes, "num_classes") > 1_000_000:
+            raise ValueError(f"num_classes must be at most 1000000, got {self.num_classes}")
+        if self.entropy_range is not None:
+            if not isinstance(self.entropy_range, tuple) or len(self.entropy_range) != 2:
+                raise ValueError(f"entropy_range must be (Hmin, Hmax), got {self.entropy_range!r}")
+            for h in self.entropy_range:
+                _check_number(h, "entropy_range")
+            lo, hi = self.entropy_range
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                raise ValueError(
+                    f"entropy_range must be finite (Hmin, Hmax) with Hmin ≤ Hmax, got {self.entropy_range}"
+                )
+        for key in ("symmetric", "global_crop"):
+            if not isinstance(getattr(self, key), bool):
+                raise TypeError(f"{key} must be true or false, got {getattr(self, key)!r}")
+        if isinstance(self.min_width, bool) or not (isinstance(self.min_width, float | int) and self.min_width > 0):
             raise ValueError(f"min_width must be > 0, got {self.min_width!r}")
+        _check_number(self.flip_init, "flip_init", 1e-6, 1 - 1e-6)
+        for key in ("box_scale", "min_inside", "centre_jitter", "size_jitter"):
+            _check_number(getattr(self, key), key)
+        if not isinstance(self.levels, tuple) or not all(isinstance(v, int) for v in self.levels):
+            raise TypeError(f"levels must be stage indices (ints), got {self.levels!r}")
+        for key, value in (("init_half_width", self.init_half_width), ("level_bias", self.level_bias)):
+            if value is not None:
+                if not isinstance(value, tuple):
+                    raise TypeError(f"{key} must be a list of numbers, got {value!r}")
+                for v in value:
+                    _check_number(v, key)
+        for key in ("lam_init", "lam_rate", "lam_min"):
+            if getattr(self, key) is not None:
+                _check_number(getattr(self, key), key, 0.0)
+
+    @property
+    def has_crop(self) -> bool:
+        return "crop" in self.transforms
+
+    def crop_levels(self) -> CropLevels:
+        return CropLevels(
+            levels=self.levels,
+            global_crop=self.global_crop,
+            level_bias=self.level_bias,
+            box_scale=self.box_scale,
+            min_inside=self.min_inside,
+            centre_jitter=self.centre_jitter,
+            size_jitter=self.size_jitter,
+        )
 
 
 class InstaAug(Augmenter):
-    """Instance-specific learned augmentation (Miao et al., ICML 2023), uniform parameterisation.
+    """Instance-specific learned augmentation (Miao et al., ICML 2023): any families, one φ pass.
 
-    φ maps each input to an interval [low, high] per transform dimension; views are drawn from
-    U(low, high) with the reparameterisation trick, so the task loss trains φ through the sampled parameters.
+    φ maps each input to one distribution over all its families: per-input intervals for the interval families
+    (rotation, colour, ...; reparameterised), the location-related parameterisation for ``crop`` (a categorical
+    over candidate boxes, learned by REINFORCE) and a Bernoulli for ``flip``; a composite is their ``Product``.
+    All views are cut in one resampling.
 
     Example:
-        >>> aug = InstaAug(transforms=("rotation", "hue"))
+        >>> aug = InstaAug(transforms=("crop", "rotation", "hue"))
         >>> out = aug(x)                       # out.images (B, C, H, W), out.entropy (B,)
-        >>> dist = aug.distribution(x)         # dist.low, dist.high (B, 2); dist.names == ("rotation", "hue")
+        >>> objective = aug.objective()        # InstaAugObjective with the recipe's λ controller
 
-    Keyword options are the fields of ``InstaAugConfig``; unknown ones raise a ValueError.
+    Keyword options are the fields of ``InstaAugConfig``; unknown ones raise a ValueError. ``InstaAug.preset``
+    gives named recipes.
     """
 
-    def __new__(cls, transforms: Sequence[str] = ("rotation",), **options: Any) -> Augmenter:
-        # ``"crop"`` selects the location-related parameterisation, a different module with its own options.
-        names = (transforms,) if isinstance(transforms, str) else tuple(transforms)
-        if cls is InstaAug and "crop" in names:
-            if names != ("crop",):
-                raise ValueError(f"'crop' cannot be combined with other transforms yet, got {names}")
-            from .crops import InstaAugCrop
-
-            return InstaAugCrop(**options)
-        return super().__new__(cls)
+    config_class = InstaAugConfig
 
     def __init__(self, transforms: Sequence[str] = ("rotation",), **options: Any) -> None:
         config = dataclass_from_dict(InstaAugConfig, {"transforms": transforms, **options}, what="InstaAug option")
+        phi_size = config.phi_size or (CROP_PHI_SIZE if config.has_crop else None)
         super().__init__(
             config.transforms,
             in_channels=config.in_channels,
             n_copies=config.n_copies,
             padding_mode=config.padding_mode,
+            output_size=config.output_size,
             min_width=config.min_width,
         )
-        init = config.init_half_width or tuple(self.stack.init_half_widths())
-        if len(init) != self.stack.dim:
-            raise ValueError(f"init_half_width needs {self.stack.dim} entries {self.names}, got {len(init)}")
-        self.head = UniformRangeHead(self.stack.bounds(), init, config.min_width, symmetric=config.symmetric)
-        self.net = InvarianceNet(self.head.out_dim, **phi_network_options(config))
+        interval = self.stack.interval_families
+        self.interval_names = tuple(p for f in interval for p in f.params)
+        self.head: UniformRangeHead | None = None
+        out_dim = 0
+        if interval:
+            init = config.init_half_width or tuple(self.stack.init_half_widths())
+            if len(init) != len(self.interval_names):
+                raise ValueError(
+                    f"init_half_width needs {len(self.interval_names)} entries {self.interval_names}, got {len(init)}"
+                )
+            self.head = UniformRangeHead(self.stack.bounds(), init, config.min_width, symmetric=config.symmetric)
+            out_dim = self.head.out_dim
+        self.has_flip = "flip" in config.transforms
+        self.flip_offset = math.log(config.flip_init / (1 - config.flip_init))
+        self.net = InvarianceNet(
+            out_dim + int(self.has_flip),
+            mode=config.mode,
+            network=config.network,
+            in_channels=config.in_channels,
+            num_classes=config.num_classes,
+            width=config.width,
+            depth=config.depth,
+            norm=config.norm,
+            crop=config.crop_levels() if config.has_crop else None,
+            phi_size=phi_size,
+        )
         self.config = config
         self.num_classes = config.num_classes
+        self._jitter_entropy = 0.0
+        if config.has_crop and self.net.crop_jitter is not None:
+            candidates = self.net.candidates()
+            dist = CropCategorical(torch.zeros(1, candidates.num_candidates), candidates.boxes, candidates.jitter)
+            self._jitter_entropy = float((self.net.initial_distribution() * dist.log_volume()).sum())
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> InstaAug:
+        """A named recipe (see ``PRESETS``), with any option overridden: e.g. ``InstaAug.preset("crop")``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
 
     @property
     def mode(self) -> str:
         return self.config.mode
 
     @property
+    def num_candidates(self) -> int:
+        """The number of LRP crop candidates N (0 without crops)."""
+        return self.net.num_candidates
+
+    @property
+    def jitter_entropy(self) -> float:
+        """E[log vol] of the crop jitter under the initial distribution (0 without jitter): the part of the crop
+        entropy the continuous jitter adds at the start (negative: volumes are fractions of the image). Fixed at
+        construction, so the default band does not move as φ learns."""
+        return self._jitter_entropy
+
+    @property
     def entropy_range(self) -> tuple[float, float]:
-        """[Hmin, Hmax] for the entropy controller (the configured band or the families' default)."""
-        return self.config.entropy_range or self.stack.default_entropy_range()
+        """[Hmin, Hmax] for the entropy controller: the configured band, or the sum of the parts' defaults."""
+        if self.config.entropy_range is not None:
+            return self.config.entropy_range
+        lo, hi = self.stack.default_entropy_range() if self.head is not None else (0.0, 0.0)
+        if self.config.has_crop:
+            lo, hi = lo + CROP_ENTROPY_RANGE[0] + self.jitter_entropy, hi + CROP_ENTROPY_RANGE[1] + self.jitter_entropy
+        if self.has_flip:
+            lo, hi = lo + FLIP_ENTROPY_RANGE[0], hi + FLIP_ENTROPY_RANGE[1]
+        return lo, hi
+
+    def controller(self, **overrides: Any) -> EntropyController:
+        """An ``EntropyController`` for this augmenter's band with its λ settings (``lam_init``, ``rate``, ...)."""
+        options: dict[str, Any] = dict(CROP_CONTROLLER) if self.config.has_crop else {}
+        for key, name in (("lam_init", "lam_init"), ("lam_rate", "rate"), ("lam_min", "lam_min")):
+            if getattr(self.config, key) is not None:
+                options[name] = getattr(self.config, key)
+        return EntropyController(*self.entropy_range, **{**options, **overrides})
+
+    def objective(self, **controller_overrides: Any) -> InstaAugObjective:
+        """``InstaAugObjective`` with ``controller()``: the loss of InstaAug for this augmenter."""
+        return InstaAugObjective(self.controller(**controller_overrides))
 
     def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         super()._check(x, y)
         if self.mode == "class" and y is None and self.training:
             raise ValueError("mode 'class' needs labels y during training (at test time y=None uses the mean)")
 
-    def _distribution(self, x: torch.Tensor, y: torch.Tensor | None) -> UniformRanges:
-        param = next(self.net.parameters())
-        raw = self.net(x.to(param.dtype), y)
-        low, high = self.head(raw)
-        return UniformRanges(low.to(x.dtype), high.to(x.dtype), self.names, self.min_width)
-
-    # ------------------------------------------------------------------------------------------------------------
-    # Persistence
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``weights.safetensors`` into ``directory`` (created), each atomically."""
-        return save_augmenter(self, directory, _FORMAT)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> Augmenter:
-        """Rebuild an augmenter saved with ``save`` (``InstaAug``, ``Augerino`` or an LRP crop ``InstaAugCrop``);
-        reads JSON and safetensors only (no pickled code runs)."""
-        from .crops import CROP_FORMAT, CropConfig, InstaAugCrop
-
-        directory = Path(directory)
-        meta = read_json(directory / CONFIG_FILE)
-        formats = {_FORMAT: (InstaAugConfig, InstaAug), CROP_FORMAT: (CropConfig, InstaAugCrop)}
-        if not isinstance(meta, dict) or meta.get("format") not in formats or "config" not in meta:
-            raise ValueError(
-                f"{directory / CONFIG_FILE} is not an InstaAug config (expected format {_FORMAT!r} or {CROP_FORMAT!r})"
-            )
-        if meta.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"unsupported InstaAug format version {meta.get('version')!r}")
-        config_cls, aug_cls = formats[meta["format"]]
-        config = dataclass_from_dict(config_cls, meta["config"], what=f"{aug_cls.__name__} config")
-        aug = aug_cls.from_config(config)
-        load_weights(aug, directory / WEIGHTS_FILE)
-        return aug.to(map_location)
-
-    @classmethod
-    def from_config(cls, config: InstaAugConfig) -> InstaAug:
-        """A fresh augmenter built from a config."""
-        options = dataclasses.asdict(config)
-        return InstaAug(options.pop("transforms"), **options)
+    def _distribution(self, x: torch.Tensor, y: torch.Tensor | None) -> TransformDistribution:
+        out = self.net(x, y)
+        parts: list[TransformDistribution] = []
+        if out.crop_logits is not None:
+            parts.append(CropCategorical(out.crop_logits.to(x.dtype), self.net.crop_boxes, self.net.crop_jitter))
+        if self.head is not None:
+            low, high = self.head(out.raw[:, : self.head.out_dim])
+            parts.append(UniformRanges(low.to(x.dtype), high.to(x.dtype), self.interval_names, self.min_width))
+        if self.has_flip:
+            parts.append(FlipBernoulli((out.raw[:, -1] + self.flip_offset).to(x.dtype)))
+        return parts[0] if len(parts) == 1 else Product(parts)
 
 
-def save_augmenter(aug: nn.Module, directory: str | os.PathLike, format_name: str) -> Path:
-    """Write ``aug.config`` as JSON and ``aug``'s state as safetensors into ``directory``, each atomically.
+#: Named recipes for ``InstaAug.preset``.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The crop experiment's tuned recipe (``instaaug run crop``): LRP over the 6×6 units of φ's stage 2 at 48×48,
+    # boxes 1.4× their receptive field, jittered within their cell, band (0.6, 1.0) on the categorical part, the
+    # slow λ controller with a floor. Train φ with Adam at 1e-3 decayed to 0 (cosine).
+    "crop": {"transforms": ("crop",)},
+    # Crop, flip and colour from one φ pass: the views of contrastive learning and of most training pipelines.
+    "crop-colour-flip": {"transforms": ("crop", "flip", "hue", "saturation", "value")},
+    # Rotation with the rotation experiment's band [log 0.95π, log 1.1π].
+    "rotation": {"transforms": ("rotation",), "entropy_range": (math.log(0.95 * math.pi), math.log(1.1 * math.pi))},
+}
 
-    Under torch.distributed only rank 0 writes (every rank holds the same weights).
-    """
-    directory = Path(directory)
-    if not is_main_process():
-        return directory
-    save_tensors(directory / WEIGHTS_FILE, aug.state_dict())
-    write_json(
-        directory / CONFIG_FILE,
-        {"format": format_name, "version": _FORMAT_VERSION, "config": dataclasses.asdict(aug.config)},
+
+def _legacy_augmenter(fmt: str, config: dict[str, Any]) -> tuple[Augmenter, dict[str, str]]:
+    """An augmenter saved by release 0.1 (format version 1), and the renames of its weights."""
+    if fmt == _LEGACY_UNIFORM:
+        return InstaAug(**config), {}
+    options = dict(config)
+    options = {"phi_size": options.pop("image_size", (32, 32)), **_LEGACY_CROP_DEFAULTS, **options}
+    aug = InstaAug(("crop",), **options)
+    if aug.config.entropy_range is None:  # release 0.1's default band: [0.5, 0.6]·log N, shifted by the jitter
+        log_n, shift = math.log(aug.num_candidates), aug.jitter_entropy
+        aug.config = dataclasses.replace(aug.config, entropy_range=(0.5 * log_n + shift, 0.6 * log_n + shift))
+    return aug, {"net.output": "net.crop_output"}
+
+
+#: Release 0.1's ``InstaAugCrop`` defaults where they differ from ``InstaAug``'s crop recipe.
+_LEGACY_CROP_DEFAULTS = {
+    "levels": (-2, -1),
+    "global_crop": True,
+    "box_scale": 1.0,
+    "centre_jitter": 0.0,
+    "size_jitter": 0.0,
+}
+
+
+def InstaAugCrop(**options: Any) -> InstaAug:
+    """Deprecated: use ``InstaAug(("crop",), phi_size=..., ...)`` (release 0.1's defaults are kept here; its
+    ``image_size`` is φ's ``phi_size``)."""
+    warnings.warn(
+        "InstaAugCrop is deprecated; use InstaAug(('crop',), phi_size=..., ...), which also composes crops with "
+        "other families",
+        DeprecationWarning,
+        stacklevel=2,
     )
-    return directory
-
-
-def load_weights(module: nn.Module, path: Path) -> None:
-    """Load a safetensors state into ``module``, with an error naming missing, unexpected or reshaped keys."""
-    state = load_tensors(path)
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if found != expected:
-        missing = sorted(expected.keys() - found.keys())
-        unexpected = sorted(found.keys() - expected.keys())
-        reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
-        raise ValueError(
-            f"{path} does not match its config: missing {missing}, unexpected {unexpected}, wrong shape {reshaped}"
-        )
-    module.load_state_dict(state)
+    options = {"phi_size": options.pop("image_size", (32, 32)), **_LEGACY_CROP_DEFAULTS, **options}
+    return InstaAug(("crop",), **options)

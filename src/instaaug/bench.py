@@ -37,9 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augmenter, InstaAug
-from .baselines import RandomAugment
+from .baselines import RandomAugment, RandomCrop
 from .controller import EntropyController
-from .crops import InstaAugCrop, RandomCrop
 from .io import write_json
 from .models import build_classifier
 from .objective import InstaAugObjective, TaskObjective
@@ -202,7 +201,18 @@ def crop_step_ratio(
     x, y = _batch(batch, 3, size, device)
 
     def lrp_step(width: int) -> tuple[Callable, int]:
-        aug = InstaAugCrop(image_size=size, in_channels=3, levels=(1, 2), level_bias=(0.0, 1.0, 3.0), width=width)
+        aug = InstaAug(
+            ("crop",),
+            phi_size=size,
+            in_channels=3,
+            levels=(1, 2),
+            global_crop=True,
+            level_bias=(0.0, 1.0, 3.0),
+            box_scale=1.0,
+            centre_jitter=0.0,
+            size_jitter=0.0,
+            width=width,
+        )
         aug = aug.to(device)
         objective = InstaAugObjective(EntropyController(*aug.entropy_range)).to(device)
         classifier = _classifier(3, device, PAPER_CLASSIFIER, classifier_width)
@@ -246,8 +256,17 @@ def crop_experiment_step(
     (φ of ``width`` and ``depth`` whose stage 2 proposes the candidates) or ``random`` (crops of side 0.85–1);
     with ``channels_last``, f's and φ's weights converted as ``TrainConfig(channels_last=True)`` does."""
     if kind == "lrp":
-        aug: Augmenter = InstaAugCrop(
-            image_size=size, in_channels=channels, levels=(2,), depth=depth, width=width, global_crop=False
+        aug: Augmenter = InstaAug(
+            ("crop",),
+            phi_size=size,
+            in_channels=channels,
+            levels=(2,),
+            depth=depth,
+            width=width,
+            global_crop=False,
+            box_scale=1.0,
+            centre_jitter=0.0,
+            size_jitter=0.0,
         )
         objective: nn.Module = InstaAugObjective(EntropyController(*aug.entropy_range))
     elif kind == "random":

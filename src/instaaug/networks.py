@@ -1,6 +1,7 @@
 """Invariance networks φ: from an input (or only its label, or nothing) to distribution parameters.
 
-``InvarianceNet`` produces unconstrained outputs (B, out_dim) in one of three modes:
+``InvarianceNet`` produces, in one pass, unconstrained outputs (B, out_dim) and, when it has crop levels, the
+logits (B, N) of the location-related parameterisation (LRP) of crops, in one of three modes:
 
 - ``instance``: a CNN of x (the InstaAug model);
 - ``global``: one learned vector shared by every input (the paper's "w/o input" ablation);
@@ -10,8 +11,9 @@
 
 ``UniformRangeHead`` maps those outputs to intervals [low, high] for the uniform parameterisation.
 
-``CropLogitsNet`` is the location-related parameterisation (LRP) of crops: candidate boxes are the receptive
-fields of the units of chosen backbone stages (``crop_candidates``), and each unit's output is its box's logit.
+LRP crops: candidate boxes are the receptive fields of the units of chosen backbone stages (``crop_candidates``),
+and a 1×1 convolution on each stage scores every unit's box; the same backbone pass feeds the pooled features of
+the other outputs, so crops and intervals come from one φ pass.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .distributions import DEFAULT_MIN_WIDTH, CropCategorical
+from .distributions import DEFAULT_MIN_WIDTH
 from .models import StageGeometry, build_backbone
 
 MODES = ("instance", "global", "class")
@@ -97,71 +101,6 @@ class UniformRangeHead(nn.Module):
         if self.symmetric:
             return -extent, extent
         return -extent[:, : self.dim], extent[:, self.dim :]
-
-
-class InvarianceNet(nn.Module):
-    """φ: (x, y) → raw distribution parameters (B, out_dim), in mode ``instance``, ``global`` or ``class``.
-
-    Args:
-        out_dim: the number of raw outputs per input.
-        mode: see the module docstring.
-        network: the backbone for ``instance`` mode, ``small_cnn`` (default, ≈23k parameters at width 16) or
-            ``preact_resnet18``.
-        in_channels: image channels C.
-        num_classes: the number of classes, required in ``class`` mode.
-        width: the backbone's first-stage channel count.
-        depth: the number of stages of ``small_cnn``.
-        norm: the backbone's normalisation, ``layer`` (default), ``batch`` or ``none``. ``layer`` normalises each
-            input on its own, so φ(x) does not depend on the rest of the batch and is the same in training and
-            in eval mode; BatchNorm's running statistics lag φ's weights, which shifts the ranges seen at test
-            time, in figures and in saved augmenters.
-
-    The output layer starts at zero, so every mode begins from the head's initial interval for every input.
-    """
-
-    def __init__(
-        self,
-        out_dim: int,
-        mode: str = "instance",
-        network: str = "small_cnn",
-        in_channels: int = 3,
-        num_classes: int | None = None,
-        width: int = 16,
-        depth: int = 3,
-        norm: str = "layer",
-    ) -> None:
-        super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.mode = mode
-        self.out_dim = out_dim
-        self.num_classes = num_classes
-        if mode == "instance":
-            self.backbone = phi_backbone(network, in_channels, width, depth, norm)
-            self.output = nn.Linear(self.backbone.out_channels, out_dim)
-            nn.init.zeros_(self.output.weight)
-            nn.init.zeros_(self.output.bias)
-        elif mode == "global":
-            self.output = nn.Parameter(torch.zeros(out_dim))
-        else:
-            check_num_classes(num_classes)
-            self.output = nn.Embedding(num_classes, out_dim)
-            nn.init.zeros_(self.output.weight)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, C, H, W), optional labels y (B,) → raw outputs (B, out_dim)."""
-        batch = x.shape[0]
-        if self.mode == "instance":
-            features = self.backbone(x)[-1].mean(dim=(2, 3))
-            return self.output(features)
-        if self.mode == "global":
-            return self.output.expand(batch, self.out_dim)
-        if y is None:
-            return self.output.weight.mean(0).expand(batch, self.out_dim)
-        return self.output(y)
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, out_dim={self.out_dim}"
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -301,38 +240,65 @@ def _check_disjoint(level_boxes: Sequence[torch.Tensor], centre_jitter: float, s
                     )
 
 
-class CropLogitsNet(nn.Module):
-    """φ of the location-related parameterisation: x → a ``CropCategorical`` over multi-scale crops.
+@dataclass(frozen=True)
+class CropLevels:
+    """φ's location-related parameterisation of crops (see ``crop_candidates``).
 
-    In ``instance`` mode, a 1×1 convolution on each chosen stage of the backbone scores every unit's box, and a
-    linear layer on the pooled last stage scores the global crop. The logit of candidate k of level l is
-
-        head_k(x) + bias_l - log N_l
-
-    with a learnable per-level bias (initialised from ``level_bias``) and N_l the level's number of candidates,
-    so that with zero heads (their initial state) every level has the same total probability when the biases
-    are equal. ``global`` mode learns one logit per candidate, ``class`` mode one per candidate and class.
-
-    Args:
-        image_size: the input (H, W); candidates are built for it (instance mode also accepts other sizes).
+    Attributes:
         levels: backbone stage indices (0-based, negative from the end) whose units propose crops.
         global_crop: add the whole image as a candidate (its own level, last).
-        level_bias: initial per-level biases (one per level including the global one); None for zeros.
+        level_bias: initial per-level logit biases (levels, then the global crop); None for zeros (every level
+            gets the same initial probability).
         box_scale, min_inside, centre_jitter, size_jitter: see ``crop_candidates``.
-        mode, network, in_channels, num_classes, width, depth, norm: as for ``InvarianceNet``.
+    """
+
+    levels: tuple[int, ...] = (2,)
+    global_crop: bool = False
+    level_bias: tuple[float, ...] | None = None
+    box_scale: float = 1.4
+    min_inside: float = 0.5
+    centre_jitter: float = 1.0
+    size_jitter: float = 0.1
+
+
+class PhiOutput(NamedTuple):
+    """What one φ pass produces: raw outputs (B, out_dim) for the interval and flip heads, and the LRP crop
+    logits (B, N) (None without crops)."""
+
+    raw: torch.Tensor
+    crop_logits: torch.Tensor | None
+
+
+class InvarianceNet(nn.Module):
+    """φ: (x, y) → ``PhiOutput``: raw outputs (B, out_dim) and, with ``crop``, LRP crop logits (B, N).
+
+    Args:
+        out_dim: the number of raw outputs per input (0: crops only).
+        mode: see the module docstring.
+        network: the backbone for ``instance`` mode, ``small_cnn`` (default, ≈23k parameters at width 16) or
+            ``preact_resnet18``.
+        in_channels: image channels C.
+        num_classes: the number of classes, required in ``class`` mode.
+        width: the backbone's first-stage channel count.
+        depth: the number of stages of ``small_cnn``.
+        norm: the backbone's normalisation, ``layer`` (default), ``batch`` or ``none``. ``layer`` normalises each
+            input on its own, so φ(x) does not depend on the rest of the batch and is the same in training and
+            in eval mode; BatchNorm's running statistics lag φ's weights, which shifts the ranges seen at test
+            time, in figures and in saved augmenters.
+        crop: LRP crop levels (None: no crops).
+        phi_size: the (H, W) φ sees its input at (resized, antialiased, when it differs); None for the input's
+            own size. Crops need it: their candidates are built once for this size, as fractions of the image,
+            so they stay exact in the original frame of any input.
+
+    Every output layer starts at zero, so every mode begins from the heads' initial distribution for every input.
+    The logit of crop candidate k of level l is head_k(x) + bias_l - log N_l: a 1×1 convolution on the level's
+    feature map (a linear layer on the pooled last stage for the global crop), a learnable per-level bias and N_l
+    the level's number of candidates, so equal biases give every level the same initial mass.
     """
 
     def __init__(
         self,
-        image_size: tuple[int, int],
-        levels: Sequence[int] = (-2, -1),
-        *,
-        global_crop: bool = True,
-        level_bias: Sequence[float] | None = None,
-        box_scale: float = 1.0,
-        min_inside: float = 0.5,
-        centre_jitter: float = 0.0,
-        size_jitter: float = 0.0,
+        out_dim: int,
         mode: str = "instance",
         network: str = "small_cnn",
         in_channels: int = 3,
@@ -340,106 +306,159 @@ class CropLogitsNet(nn.Module):
         width: int = 16,
         depth: int = 3,
         norm: str = "layer",
+        *,
+        crop: CropLevels | None = None,
+        phi_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        backbone = phi_backbone(network, in_channels, width, depth, norm)
-        stages = len(backbone.stages)
-        if not levels or any(not -stages <= s < stages for s in levels):
-            raise ValueError(f"levels must be stage indices in [{-stages}, {stages}), got {tuple(levels)}")
-        self.levels = tuple(sorted({s % stages for s in levels}))
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.in_channels = in_channels
+        if mode == "class":
+            check_num_classes(num_classes)
         self.mode = mode
-        self.candidate_options = {
-            "global_crop": global_crop,
-            "box_scale": box_scale,
-            "min_inside": min_inside,
-            "centre_jitter": centre_jitter,
-            "size_jitter": size_jitter,
-        }
-        self._geometry = [backbone.stage_geometry()[s] for s in self.levels]
-        self._cache: dict[tuple[int, int], CropCandidates] = {}
-        self._cache[self.image_size] = self._build_candidates(backbone, self.image_size)
-        candidates = self._cache[self.image_size]
+        self.out_dim = out_dim
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.phi_size = None if phi_size is None else (int(phi_size[0]), int(phi_size[1]))
+        self.crop = crop
+        backbone = phi_backbone(network, in_channels, width, depth, norm) if mode == "instance" or crop else None
+        if mode == "instance":
+            self.backbone = backbone
+        if out_dim > 0:
+            if mode == "instance":
+                self.output = nn.Linear(backbone.out_channels, out_dim)
+                nn.init.zeros_(self.output.weight)
+                nn.init.zeros_(self.output.bias)
+            elif mode == "global":
+                self.output = nn.Parameter(torch.zeros(out_dim))
+            else:
+                self.output = nn.Embedding(num_classes, out_dim)
+                nn.init.zeros_(self.output.weight)
+        self.global_head = None
+        if crop is not None:
+            self._build_crop(backbone, crop)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # LRP crops
+
+    def _build_crop(self, backbone: nn.Module, crop: CropLevels) -> None:
+        if self.phi_size is None:
+            raise ValueError("crops need phi_size, the (H, W) φ sees its input at")
+        stages = len(backbone.stages)
+        if not crop.levels or any(not -stages <= s < stages for s in crop.levels):
+            raise ValueError(f"crop levels must be stage indices in [{-stages}, {stages}), got {tuple(crop.levels)}")
+        self.levels = tuple(sorted({s % stages for s in crop.levels}))
+        geometry = [backbone.stage_geometry()[s] for s in self.levels]
+        was_training = backbone.training
+        with torch.no_grad():
+            features = backbone.eval()(torch.zeros(1, self.in_channels, *self.phi_size))
+        backbone.train(was_training)
+        shapes = [tuple(features[s].shape[-2:]) for s in self.levels]
+        candidates = crop_candidates(
+            geometry,
+            shapes,
+            self.phi_size,
+            global_crop=crop.global_crop,
+            box_scale=crop.box_scale,
+            min_inside=crop.min_inside,
+            centre_jitter=crop.centre_jitter,
+            size_jitter=crop.size_jitter,
+        )
+        self._candidates = candidates
         num_levels = len(candidates.level_counts)
-        bias = torch.zeros(num_levels) if level_bias is None else torch.tensor(level_bias, dtype=torch.float32)
+        # Constants as (non-persistent) buffers: they follow .to(device) and cost no host transfer per call.
+        self.register_buffer("crop_boxes", candidates.boxes.clone(), persistent=False)
+        self.register_buffer(
+            "crop_jitter", None if candidates.jitter is None else candidates.jitter.clone(), persistent=False
+        )
+        onehot = (candidates.level[:, None] == torch.arange(num_levels)).float()
+        self.register_buffer("crop_level_onehot", onehot, persistent=False)
+        self.register_buffer("crop_log_counts", torch.tensor(candidates.level_counts).float().log(), persistent=False)
+        # Index buffers instead of boolean masks: masked indexing has a data-dependent shape (a host sync on GPU
+        # and a dynamic shape under torch.compile).
+        for i, keep in enumerate(candidates.keep[: len(self.levels)]):
+            self.register_buffer(f"crop_keep_{i}", keep.nonzero()[:, 0], persistent=False)
+        bias = torch.zeros(num_levels) if crop.level_bias is None else torch.tensor(crop.level_bias, dtype=torch.float)
         if bias.shape != (num_levels,):
             raise ValueError(f"level_bias needs {num_levels} entries (levels plus the global crop), got {bias.shape}")
         self.level_bias = nn.Parameter(bias)
-        if mode == "instance":
-            self.backbone = backbone
+        if self.mode == "instance":
             self.heads = nn.ModuleList(nn.Conv2d(backbone.channels[s], 1, 1, bias=False) for s in self.levels)
-            self.global_head = nn.Linear(backbone.out_channels, 1, bias=False) if global_crop else None
-            for layer in [*self.heads, *([self.global_head] if global_crop else [])]:
+            self.global_head = nn.Linear(backbone.out_channels, 1, bias=False) if crop.global_crop else None
+            for layer in [*self.heads, *([self.global_head] if crop.global_crop else [])]:
                 nn.init.zeros_(layer.weight)
-        elif mode == "global":
-            self.output = nn.Parameter(torch.zeros(candidates.num_candidates))
+        elif self.mode == "global":
+            self.crop_output = nn.Parameter(torch.zeros(candidates.num_candidates))
         else:
-            check_num_classes(num_classes)
-            self.output = nn.Embedding(num_classes, candidates.num_candidates)
-            nn.init.zeros_(self.output.weight)
+            self.crop_output = nn.Embedding(self.num_classes, candidates.num_candidates)
+            nn.init.zeros_(self.crop_output.weight)
 
-    def _build_candidates(self, backbone: nn.Module, size: tuple[int, int]) -> CropCandidates:
-        was_training = backbone.training
-        with torch.no_grad():
-            features = backbone.eval()(torch.zeros(1, self.in_channels, *size))
-        backbone.train(was_training)
-        shapes = [tuple(features[s].shape[-2:]) for s in self.levels]
-        return crop_candidates(self._geometry, shapes, size, **self.candidate_options)
+    def candidates(self) -> CropCandidates:
+        """The candidate crops (on the CPU); φ's crops are built for ``phi_size``."""
+        if self.crop is None:
+            raise ValueError("this φ has no crops")
+        return self._candidates
 
-    def candidates(self, size: tuple[int, int] | None = None) -> CropCandidates:
-        """The candidate crops for inputs of ``size`` (H, W) (default: the configured image size)."""
-        size = self.image_size if size is None else (int(size[0]), int(size[1]))
-        if size not in self._cache:
-            if self.mode != "instance":
-                raise ValueError(
-                    f"a {self.mode}-mode crop network is built for images of size {self.image_size}, got {size}"
-                )
-            self._cache[size] = self._build_candidates(self.backbone, size)
-        return self._cache[size]
+    @property
+    def num_candidates(self) -> int:
+        """The number of crop candidates N (0 without crops)."""
+        return 0 if self.crop is None else self._candidates.num_candidates
+
+    def level_offsets(self) -> torch.Tensor:
+        """(N,) bias_l - log N_l for every candidate."""
+        offsets = self.level_bias - self.crop_log_counts
+        # A one-hot product rather than offsets[level]: indexing's backward is a scatter-add, which torch 2.13's
+        # inductor fails to generate for CPU with several threads (vectorised atomic add).
+        return self.crop_level_onehot @ offsets
 
     def initial_distribution(self) -> torch.Tensor:
         """(N,) the candidate probabilities with zero heads: level masses softmax(level_bias), uniform within."""
-        candidates = self.candidates()
-        return torch.softmax(self._level_offsets(candidates, torch.device("cpu"), torch.float32).detach(), 0)
+        return torch.softmax(self.level_offsets().detach(), 0)
 
-    def _level_offsets(self, candidates: CropCandidates, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """(N,) bias_l - log N_l for every candidate."""
-        counts = torch.tensor(candidates.level_counts, device=device, dtype=dtype)
-        offsets = self.level_bias.to(dtype) - torch.log(counts)
-        # A one-hot product rather than offsets[level]: indexing's backward is a scatter-add, which torch 2.13's
-        # inductor fails to generate for CPU with several threads (vectorised atomic add).
-        levels = torch.arange(offsets.shape[0], device=device)
-        return (candidates.level.to(device)[:, None] == levels).to(dtype) @ offsets
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> CropCategorical:
-        """x (B, C, H, W) (and labels y (B,) in class mode) → a ``CropCategorical`` with logits (B, N)."""
-        candidates = self.candidates(tuple(x.shape[-2:]))
-        batch, device = x.shape[0], x.device
-        dtype = self.level_bias.dtype
+    def _crop_logits(self, features: list[torch.Tensor] | None, y: torch.Tensor | None, batch: int) -> torch.Tensor:
         if self.mode == "instance":
-            # Without the global crop, stages deeper than the last level are never needed.
-            depth = None if self.global_head is not None else self.levels[-1] + 1
-            features = self.backbone(x.to(dtype), depth)
             scores = [
-                head(features[s]).flatten(1)[:, keep.to(device)]
-                for head, s, keep in zip(self.heads, self.levels, candidates.keep[: len(self.levels)], strict=True)
+                head(features[s]).flatten(1).index_select(1, getattr(self, f"crop_keep_{i}"))
+                for i, (head, s) in enumerate(zip(self.heads, self.levels, strict=True))
             ]
             if self.global_head is not None:
                 scores.append(self.global_head(features[-1].mean(dim=(2, 3))))
             raw = torch.cat(scores, dim=1)
         elif self.mode == "global":
-            raw = self.output.expand(batch, -1)
+            raw = self.crop_output.expand(batch, -1)
         elif y is None:
-            raw = self.output.weight.mean(0).expand(batch, -1)
+            raw = self.crop_output.weight.mean(0).expand(batch, -1)
+        else:
+            raw = self.crop_output(y)
+        return raw + self.level_offsets()
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> PhiOutput:
+        """x (B, C, H, W), optional labels y (B,) → ``PhiOutput`` (raw (B, out_dim), crop logits (B, N))."""
+        batch = x.shape[0]
+        features = None
+        if self.mode == "instance":
+            dtype = next(self.backbone.parameters()).dtype
+            x = x.to(dtype)
+            if self.phi_size is not None and tuple(x.shape[-2:]) != self.phi_size:
+                x = F.interpolate(x, size=self.phi_size, mode="bilinear", align_corners=False, antialias=True)
+            # Crops alone (no global crop) never need stages deeper than the last level.
+            crops_only = self.out_dim == 0 and self.crop is not None and self.global_head is None
+            features = self.backbone(x, self.levels[-1] + 1 if crops_only else None)
+        if self.out_dim == 0:
+            raw = x.new_zeros(batch, 0)
+        elif self.mode == "instance":
+            raw = self.output(features[-1].mean(dim=(2, 3)))
+        elif self.mode == "global":
+            raw = self.output.expand(batch, self.out_dim)
+        elif y is None:
+            raw = self.output.weight.mean(0).expand(batch, self.out_dim)
         else:
             raw = self.output(y)
-        logits = raw + self._level_offsets(candidates, device, dtype)
-        jitter = None if candidates.jitter is None else candidates.jitter.to(device)
-        return CropCategorical(logits.to(x.dtype), candidates.boxes.to(device), jitter)
+        crop_logits = None if self.crop is None else self._crop_logits(features, y, batch)
+        return PhiOutput(raw, crop_logits)
 
     def extra_repr(self) -> str:
-        counts = self._cache[self.image_size].level_counts
-        return f"mode={self.mode!r}, levels={self.levels}, candidates per level={counts}"
+        crops = "" if self.crop is None else f", crop levels={self.levels}, candidates={self.num_candidates}"
+        return f"mode={self.mode!r}, out_dim={self.out_dim}{crops}"

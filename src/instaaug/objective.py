@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .augment import AugmentOutput
 from .controller import EntropyController
 from .distributed import all_reduce_mean
+from .views import AugmentOutput
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,9 @@ class InstaAugObjective(nn.Module):
         return self.controller.lam if self.controller is not None else self.fixed_lam
 
     def reinforce_surrogate(self, per_view_loss: torch.Tensor, out: AugmentOutput) -> torch.Tensor:
-        """mean((sg(L) - b) · log p): its gradient is an unbiased estimate of ∇φ E[L] for sampled parameters."""
+        """mean((sg(L) - b) · log p) over the parts sampled without reparameterisation (``out.score_log_prob``):
+        its gradient is an unbiased estimate of their share of ∇φ E[L]; the reparameterised parts get theirs
+        through the views themselves."""
         losses = per_view_loss.detach().view(-1, out.n_copies)
         if out.n_copies >= 2:
             baseline = leave_one_out_baseline(losses)
@@ -103,7 +105,8 @@ class InstaAugObjective(nn.Module):
                     self.running_loss = m * self.running_loss + (1 - m) * all_reduce_mean(losses.mean())
                     self.baseline_steps = self.baseline_steps + 1
         advantage = losses - baseline
-        return (advantage * out.log_prob.view(-1, out.n_copies)).mean()
+        log_prob = out.log_prob if out.score_log_prob is None else out.score_log_prob
+        return (advantage * log_prob.view(-1, out.n_copies)).mean()
 
     def forward(self, per_view_loss: torch.Tensor, out: AugmentOutput) -> ObjectiveTerms:
         """per_view_loss (B·n,) unreduced task losses of the views in ``out`` → ``ObjectiveTerms``."""

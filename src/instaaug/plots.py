@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from .distributed import is_main_process
+from .distributions import CropCategorical, Product
+from .transforms import FAMILIES, adjust_hsv
 
 
 def to_image(x: torch.Tensor):
@@ -115,8 +117,6 @@ def plot_colour_ranges(
         n_views: hue-shifted renderings per row.
         title: the figure's title.
     """
-    from .transforms import FAMILIES, adjust_hsv
-
     images, low, high = images.detach().cpu().float(), low.detach().cpu().float(), high.detach().cpu().float()
     n, dims = images.shape[0], len(names)
     if low.shape != (n, dims) or high.shape != (n, dims):
@@ -191,7 +191,7 @@ def plot_crop_examples(
     """Learned crop distributions (the paper's Figure 6): per image, a crop-centre density map and sampled crops.
 
     Args:
-        aug: a crop augmenter with ``distribution(x)`` returning a ``CropCategorical`` (``InstaAugCrop``).
+        aug: an ``InstaAug`` with learned crops (alone or with other families).
         images: (N, C, H, W) in [0, 1].
         object_boxes: optional (N, 4) object boxes (x0, y0, x1, y1) in pixels, drawn dashed.
         samples: sampled crops drawn per image.
@@ -205,6 +205,8 @@ def plot_crop_examples(
     aug.eval()
     dist = aug.distribution(images)
     aug.train(was_training)
+    if isinstance(dist, Product):
+        dist = dist.part(CropCategorical)
     n, (h, w) = images.shape[0], images.shape[-2:]
     generator = torch.Generator().manual_seed(seed)
     drawn = dist.sample((samples,), generator)  # (samples, N, 4)

@@ -15,11 +15,19 @@ family          parameters                 valid range    meaning
 ``value``       ``value``                  [-1, 1]        HSV value (brightness) multiplied by 1 + δ, clipped
 ``contrast``    ``contrast``               [-1, 1]        distance from the image's mean grey level multiplied
                                                           by 1 + δ, clipped to [0, 1]
+``crop``        ``crop_x/_y/_w/_h``        [0, 1]         the box (centre x, centre y, width, height) the view
+                                                          shows, in fractions of the image; identity at
+                                                          (0.5, 0.5, 1, 1); drawn from ``CropCategorical`` (LRP)
+                                                          or ``UniformCrops``, not from intervals
+``flip``        ``flip``                   {0, 1}         1 mirrors the view left-right; drawn from
+                                                          ``FlipBernoulli``
 ==============  =========================  =============  =====================================================
 
-Geometric families (rotation, translation, scale) are composed into one affine matrix per sample and applied with
-a single resampling (kornia's ``warp_affine``); colour families share one RGB→HSV→RGB round trip. Colour is applied
-before geometry so that the padding of the resampling stays the padding value (black by default).
+``FAMILIES`` holds the interval families (the first seven, parameterised by ``UniformRanges``); ``crop`` and
+``flip`` are in ``DISCRETE_FAMILIES``. Crop, flip and the geometric families are composed into one affine map per
+sample and applied with a single resampling (``view_grid_matrix``: the view's output grid → the input image); colour
+families share one RGB→HSV→RGB round trip. Colour is applied before geometry so that the padding of the resampling
+stays the padding value (black by default).
 """
 
 from __future__ import annotations
@@ -61,6 +69,12 @@ class Family:
     needs_rgb: bool = False
 
 
+#: The families whose parameters are not drawn from intervals: their own distributions (see the table above).
+DISCRETE_FAMILIES: dict[str, Family] = {
+    "crop": Family("crop", ("crop_x", "crop_y", "crop_w", "crop_h"), (0.0, 1.0), "geometric", "fraction", 0.0, (0, 0)),
+    "flip": Family("flip", ("flip",), (0.0, 1.0), "geometric", "indicator", 0.0, (0, 0)),
+}
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -83,12 +97,17 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+#: Geometric interval families, composed with crop and flip into one resampling.
+GEOMETRIC = ("rotation", "translation", "scale")
+
+
 def get_family(name: str) -> Family:
     """Return the family called ``name``, or raise a ValueError listing the known ones."""
     try:
-        return FAMILIES[name]
+        return FAMILIES.get(name) or DISCRETE_FAMILIES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown transform {name!r}; known transforms: {sorted(FAMILIES)}") from None
+        known = sorted([*FAMILIES, *DISCRETE_FAMILIES])
+        raise ValueError(f"unknown transform {name!r}; known transforms: {known}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -151,17 +170,75 @@ def crop_resize(
     """
     if boxes.shape != (images.shape[0], 4):
         raise ValueError(f"boxes must be (N, 4) = ({images.shape[0]}, 4), got {tuple(boxes.shape)}")
+    grid_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
+    ref = boxes.new_empty((), dtype=grid_dtype)
+    theta = view_grid_matrix(tuple(images.shape[-2:]), images.shape[0], reference=ref, box=boxes)
+    return resample(images, theta, size, padding_mode)
+
+
+def view_grid_matrix(
+    in_size: tuple[int, int],
+    n: int,
+    *,
+    reference: torch.Tensor,
+    box: torch.Tensor | None = None,
+    flip: torch.Tensor | None = None,
+    angle: torch.Tensor | None = None,
+    translation: torch.Tensor | None = None,
+    log_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-view affine maps (N, 2, 3) from the view's normalised output coordinates to the input's, for
+    ``F.affine_grid`` / ``F.grid_sample`` with ``align_corners=False``: crop, then the geometric transforms about
+    the crop's centre, then the flip, all in one map.
+
+    The view shows the box (cx, cy, w, h) (fractions of the input; default the whole image); inside it the content
+    is rotated by ``angle`` (radians, counter-clockwise as displayed), zoomed by exp(``log_scale``) and shifted by
+    ``translation`` (fractions of the box's width and height), all about the box's centre in pixel units (so
+    rotations stay rigid on non-square images); ``flip`` = 1 mirrors the result left-right.
+
+    Args:
+        in_size: the input (H, W).
+        n: the number of views N.
+        reference: a tensor whose device and dtype the maps take.
+        box: (N, 4) or None; flip: (N,) in {0, 1} or None; angle, log_scale: (N,) or None; translation: (N, 2).
+    """
+    height, width = in_size
+    device, dtype = reference.device, reference.dtype
+    one = torch.ones(n, device=device, dtype=dtype)
+    zero = torch.zeros(n, device=device, dtype=dtype)
+    cx, cy, bw, bh = box.to(dtype).unbind(-1) if box is not None else (one / 2, one / 2, one, one)
+    # Output coordinates (u, v) ∈ [-1, 1]² → pixels from the box centre: q = (u·bw·W/2, v·bh·H/2).
+    dx, dy = bw * (width / 2), bh * (height / 2)
+    f = one if flip is None else 1 - 2 * flip.to(dtype)
+    cos, sin = (one, zero) if angle is None else (torch.cos(angle), torch.sin(angle))
+    inv_zoom = one if log_scale is None else torch.exp(-log_scale)
+    # Inverse map of dest = R·S·src + t: src = S⁻¹·R⁻¹·(dest - t), R⁻¹ = [[cos, -sin], [sin, cos]] for a
+    # counter-clockwise (as displayed, y down) forward rotation; the flip acts on dest first.
+    r00, r01, r10, r11 = inv_zoom * cos, -inv_zoom * sin, inv_zoom * sin, inv_zoom * cos
+    a00, a01 = 2 / width * r00 * f * dx, 2 / width * r01 * dy
+    a10, a11 = 2 / height * r10 * f * dx, 2 / height * r11 * dy
+    b0, b1 = 2 * cx - 1, 2 * cy - 1
+    if translation is not None:
+        tx, ty = translation[:, 0] * bw * width, translation[:, 1] * bh * height
+        b0 = b0 - 2 / width * (r00 * tx + r01 * ty)
+        b1 = b1 - 2 / height * (r10 * tx + r11 * ty)
+    return torch.stack((torch.stack((a00, a01, b0), -1), torch.stack((a10, a11, b1), -1)), -2)
+
+
+def resample(
+    images: torch.Tensor,
+    theta: torch.Tensor,
+    size: tuple[int, int] | None = None,
+    padding_mode: str = "zeros",
+    mode: str = "bilinear",
+) -> torch.Tensor:
+    """Resample images (N, C, H, W) on the grids of affine maps theta (N, 2, 3) (see ``view_grid_matrix``) into
+    (N, C, h, w), ``size`` = (h, w) (default: the input's)."""
     out_h, out_w = size if size is not None else images.shape[-2:]
     # affine_grid has no reduced-precision CPU kernel for an output side of 1 (bfloat16): build the grid in float32.
     grid_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
-    cx, cy, w, h = boxes.to(grid_dtype).unbind(-1)
-    zero = torch.zeros_like(cx)
-    # grid_sample's normalised coordinates with align_corners=False also put -1 and 1 at the image's outer
-    # pixel edges, so a box maps to output coordinates by a scale and a shift.
-    theta = torch.stack((torch.stack((w, zero, 2 * cx - 1), -1), torch.stack((zero, h, 2 * cy - 1), -1)), -2)
-    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], out_h, out_w], align_corners=False)
-    grid = grid.to(images.dtype)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    grid = F.affine_grid(theta.to(grid_dtype), [images.shape[0], images.shape[1], out_h, out_w], align_corners=False)
+    return F.grid_sample(images, grid.to(images.dtype), mode=mode, padding_mode=padding_mode, align_corners=False)
 
 
 def adjust_hsv(
@@ -204,15 +281,19 @@ class TransformStack:
     """Several families applied in one pass to per-sample parameters (N, D).
 
     The columns of the parameter tensor follow ``param_names``: the families in the order given, each
-    contributing its own parameter dimensions.
+    contributing its own parameter dimensions. Colour families act first (one fused pass); crop, the geometric
+    families and flip then act together in one resampling (see ``view_grid_matrix``).
 
     Args:
-        names: family names, e.g. ``("rotation", "hue")``; no duplicates; none for the identity.
+        names: family names, e.g. ``("crop", "rotation", "hue")``; no duplicates; none for the identity.
         padding_mode: how geometric transforms fill pixels from outside the image: ``"zeros"``, ``"border"``
             or ``"reflection"``.
+        output_size: the views' (H, W); None keeps the input's size.
     """
 
-    def __init__(self, names: Sequence[str], padding_mode: str = "zeros") -> None:
+    def __init__(
+        self, names: Sequence[str], padding_mode: str = "zeros", output_size: tuple[int, int] | None = None
+    ) -> None:
         if isinstance(names, str):
             names = (names,)
         names = tuple(names)
@@ -223,6 +304,7 @@ class TransformStack:
         self.families = tuple(get_family(n) for n in names)
         self.names = names
         self.padding_mode = padding_mode
+        self.output_size = output_size
         self.param_names = tuple(p for f in self.families for p in f.params)
         self.dim = len(self.param_names)
         self._columns: dict[str, slice] = {}
@@ -235,20 +317,26 @@ class TransformStack:
     def needs_rgb(self) -> bool:
         return any(f.needs_rgb for f in self.families)
 
+    @property
+    def interval_families(self) -> tuple[Family, ...]:
+        """The families parameterised by intervals (``FAMILIES``), in order."""
+        return tuple(f for f in self.families if f.name in FAMILIES)
+
     def bounds(self) -> tuple[list[float], list[float]]:
-        """Per-dimension valid (low, high) bounds, each a list of length D."""
-        low = [f.bounds[0] for f in self.families for _ in f.params]
-        high = [f.bounds[1] for f in self.families for _ in f.params]
+        """Per-dimension valid (low, high) bounds of the interval families, each a list of their D dimensions."""
+        low = [f.bounds[0] for f in self.interval_families for _ in f.params]
+        high = [f.bounds[1] for f in self.interval_families for _ in f.params]
         return low, high
 
     def init_half_widths(self) -> list[float]:
-        """Per-dimension half-width of the interval a learned augmenter starts from."""
-        return [f.init_half_width for f in self.families for _ in f.params]
+        """Per-dimension half-width of the interval a learned augmenter starts from (interval families)."""
+        return [f.init_half_width for f in self.interval_families for _ in f.params]
 
     def default_entropy_range(self) -> tuple[float, float]:
-        """The default [Hmin, Hmax]: Σ over dimensions of log(narrow width), log(wide width) (see FAMILIES)."""
-        lo = sum(math.log(f.entropy_widths[0]) * len(f.params) for f in self.families)
-        hi = sum(math.log(f.entropy_widths[1]) * len(f.params) for f in self.families)
+        """The default [Hmin, Hmax] of the interval families: Σ over dimensions of log(narrow width),
+        log(wide width) (see FAMILIES)."""
+        lo = sum(math.log(f.entropy_widths[0]) * len(f.params) for f in self.interval_families)
+        hi = sum(math.log(f.entropy_widths[1]) * len(f.params) for f in self.interval_families)
         return lo, hi
 
     def columns(self, name: str) -> slice:
@@ -260,8 +348,28 @@ class TransformStack:
             rgb = [f.name for f in self.families if f.needs_rgb]
             raise ValueError(f"transforms {rgb} need 3-channel RGB images, got {channels} channel(s)")
 
-    def __call__(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Apply the stack: images (N, C, H, W), params (N, D) → transformed images (N, C, H, W)."""
+    @property
+    def resamples(self) -> bool:
+        """Whether the stack moves pixels (crop, flip or a geometric family), i.e. needs a resampling."""
+        return any(n in self._columns for n in ("crop", "flip", *GEOMETRIC)) or self.output_size is not None
+
+    def grid_matrix(self, params: torch.Tensor, in_size: tuple[int, int]) -> torch.Tensor:
+        """The affine maps (N, 2, 3) from each view's normalised coordinates to the input's (``view_grid_matrix``)
+        for params (N, D) and inputs of size (H, W)."""
+        p = {name: params[:, cols] for name, cols in self._columns.items()}
+        return view_grid_matrix(
+            in_size,
+            params.shape[0],
+            reference=params if params.is_floating_point() else params.float(),
+            box=p.get("crop"),
+            flip=p["flip"][:, 0] if "flip" in p else None,
+            angle=p["rotation"][:, 0] if "rotation" in p else None,
+            translation=p.get("translation"),
+            log_scale=p["scale"][:, 0] if "scale" in p else None,
+        )
+
+    def colour(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Apply the colour families only: images (N, C, H, W), params (N, D)."""
         p = {name: params[:, cols] for name, cols in self._columns.items()}
         if any(n in p for n in ("hue", "saturation", "value")):
             images = adjust_hsv(
@@ -272,15 +380,15 @@ class TransformStack:
             )
         if "contrast" in p:
             images = adjust_contrast(images, p["contrast"][:, 0])
-        if any(n in p for n in ("rotation", "translation", "scale")):
-            matrix = affine_matrix(
-                tuple(images.shape[-2:]),
-                angle=p["rotation"][:, 0] if "rotation" in p else None,
-                translation=p.get("translation"),
-                log_scale=p["scale"][:, 0] if "scale" in p else None,
-            )
+        return images
+
+    def __call__(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Apply the stack: images (N, C, H, W), params (N, D) → views (N, C, h, w) (h, w: ``output_size``)."""
+        images = self.colour(images, params)
+        if self.resamples:
+            theta = self.grid_matrix(params.to(images.dtype), tuple(images.shape[-2:]))
             # Bilinear weights sum to 1 only up to rounding: an all-white patch can come out at 1 + 1e-7.
-            images = warp(images, matrix, self.padding_mode).clamp(0, 1)
+            images = resample(images, theta, self.output_size, self.padding_mode).clamp(0, 1)
         return images
 
     def __repr__(self) -> str:

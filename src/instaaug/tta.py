@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import InstaAug
 from .validation import check_positive_int
 
 MERGE_MODES = ("logits", "probs", "log_probs")
-#: ``sample``: views drawn from the augmenter; ``top``: its k most probable crops (crop augmenters with
-#: ``top_views``, e.g. ``InstaAugCrop``).
+#: ``sample``: views drawn from the augmenter; ``top``: its k most probable crops (an ``InstaAug`` with crops).
 VIEW_MODES = ("sample", "top")
 
 
@@ -43,7 +43,7 @@ class TTAWrapper(nn.Module):
         merge: ``logits`` (mean of logits, default), ``probs`` or ``log_probs``; see ``merge_predictions``.
         chunk_size: the most views per model call; None for all at once.
         views: ``sample`` (default) draws ``n_samples`` views from the augmenter; ``top`` takes its
-            ``n_samples`` most probable crops (deterministic; needs an augmenter with ``top_views``).
+            ``n_samples`` most probable crops (deterministic; needs an ``InstaAug`` with ``crop``).
     """
 
     def __init__(
@@ -60,8 +60,8 @@ class TTAWrapper(nn.Module):
             raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
         if views not in VIEW_MODES:
             raise ValueError(f"views must be one of {VIEW_MODES}, got {views!r}")
-        if views == "top" and not hasattr(aug, "top_views"):
-            raise ValueError(f"views='top' needs an augmenter with top_views (e.g. InstaAugCrop), got {type(aug)}")
+        if views == "top" and not (isinstance(aug, InstaAug) and aug.config.has_crop):
+            raise ValueError(f"views='top' needs an InstaAug with learned crops, got {type(aug).__name__}")
         self.views = views
         self.model = model
         self.aug = aug

@@ -114,3 +114,17 @@ def dataclass_from_dict(cls: type[T], values: Mapping[str, Any], *, what: str | 
     if unknown:
         raise ValueError(f"unknown {what} key(s) {unknown}; valid keys: {sorted(fields)}")
     return cls(**{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()})
+
+
+def size_pair(value: Any, key: str, most: int = 8192) -> tuple[int, int] | None:
+    """An image size as (H, W) from an int (square), a pair or None; a ValueError naming ``key`` otherwise."""
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if (
+        not isinstance(pair, tuple | list)
+        or len(pair) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most for v in pair)
+    ):
+        raise ValueError(f"{key} must be a positive int or (H, W), each at most {most}, got {value!r}")
+    return (int(pair[0]), int(pair[1]))

@@ -25,6 +25,7 @@ import torch
 
 from ..data.colors import CLASS_NAMES, HUE_DEFINED, NUM_CLASSES, SHAPE_DEFINED, ColourData, make_colour_dataset
 from ..models import build_classifier
+from ..plots import plot_colour_ranges
 from ..train import accuracy, predict
 from .common import (
     METHODS,
@@ -255,8 +256,6 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     figure = None
     shown = next((m for m in ("instaaug", "augerino", "random") if m in fitted), None)
     if shown is not None:
-        from ..plots import plot_colour_ranges
-
         idx = figure_examples(test.labels, config.figure_per_class)
         low, high = learned_ranges(fitted[shown].aug, test.images[idx])
         reference = None

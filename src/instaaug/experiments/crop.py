@@ -31,9 +31,8 @@ import torch
 from torch import nn
 
 from ..augment import Augmenter, InstaAug
-from ..baselines import Augerino, NoAugment
+from ..baselines import Augerino, NoAugment, RandomCrop
 from ..controller import EntropyController
-from ..crops import CropAugmenter, InstaAugCrop, RandomCrop
 from ..data.digits import box_coverage, cluttered_digits
 from ..distributed import is_main_process
 from ..models import build_classifier
@@ -175,8 +174,9 @@ def build_crop_method(method: str, config: Config, num_classes: int) -> tuple[Au
     modes = {"instaaug": "instance", "instaaug-global": "global", "instaaug-class": "class"}
     if method not in modes:
         raise ValueError(f"unknown method {method!r}; known methods: {list(METHODS)}")
-    aug = InstaAugCrop(
-        image_size=(48, 48),
+    aug = InstaAug(
+        ("crop",),
+        phi_size=(48, 48),
         in_channels=1,
         levels=config.levels,
         box_scale=config.box_scale,
@@ -201,8 +201,8 @@ def view_boxes(aug: Augmenter, params: torch.Tensor) -> torch.Tensor:
     Crop augmenters' params are those boxes; translation t and log-zoom s show the box centred at 0.5 - t·e^(-s)
     with side e^(-s); no augmentation shows the whole image.
     """
-    if isinstance(aug, CropAugmenter):
-        return params
+    if "crop" in aug.families:
+        return params[:, aug.stack.columns("crop")]
     if isinstance(aug, NoAugment):
         return params.new_tensor([0.5, 0.5, 1.0, 1.0]).expand(params.shape[0], 4)
     shift, log_zoom = params[:, :2], params[:, 2:3]
@@ -287,7 +287,7 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
     metrics["train_seconds"] = time.perf_counter() - began
     if history and "entropy" in history[-1]:
         metrics["final_entropy"] = history[-1]["entropy"]
-    if isinstance(aug, InstaAug | InstaAugCrop):
+    if isinstance(aug, InstaAug):
         aug.save(run_dir)
     return metrics
 

@@ -5,7 +5,7 @@ The paper's Section 5.3 at the scale of the built-in cluttered digits (see ``ins
 1. classifier A (``small_cnn``, the "pre-trained" model) and classifier B (``transfer_network``, by default a
    PreAct-ResNet-10) are trained in the ordinary way with random crops (side uniform in
    [``pretrain_min_scale``, 1], like ImageNet's RandomResizedCrop), then frozen;
-2. φ, an ``InstaAugCrop`` (location-related parameterisation), is trained against the frozen classifier A alone:
+2. φ, an ``InstaAug`` with crops (location-related parameterisation), is trained against the frozen classifier A alone:
    only φ learns, A stays in eval mode (its BatchNorm statistics unchanged). φ never sees classifier B;
 3. on the test set, each classifier is evaluated with ``none`` (the full image), random-crop TTA with the
    classifiers' own training crop distribution (``random-n<n>``), and TTA with φ's crops: ``instaaug-n<n>`` (n
@@ -34,12 +34,14 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ..crops import InstaAugCrop, RandomCrop
+from ..augment import InstaAug
+from ..baselines import RandomCrop
 from ..data.digits import TEST_SIZE, TRAIN_SIZE, ClutteredDigits, box_coverage, cluttered_digits
 from ..models import BACKBONES, build_classifier
 from ..objective import TaskObjective
 from ..plots import plot_crop_examples
 from ..train import TrainConfig, train
+from ..transforms import crop_resize
 from ..tta import merge_predictions
 from . import crop
 from .common import summarise_seeds, torch_threads, write_metrics
@@ -237,7 +239,7 @@ def train_classifier(
     return model.requires_grad_(False).eval()
 
 
-def build_policy(config: Config) -> tuple[InstaAugCrop, nn.Module]:
+def build_policy(config: Config) -> tuple[InstaAug, nn.Module]:
     """φ (the LRP crop distribution per input) and its objective, built as the crop experiment's ``instaaug``."""
     options = (
         "levels",
@@ -252,7 +254,7 @@ def build_policy(config: Config) -> tuple[InstaAugCrop, nn.Module]:
     )
     crop_config = crop.Config(methods=("instaaug",), **{key: getattr(config, key) for key in options})
     aug, objective = build_crop_method("instaaug", crop_config, NUM_CLASSES)
-    return cast(InstaAugCrop, aug), objective
+    return cast(InstaAug, aug), objective
 
 
 def train_policy(
@@ -261,7 +263,7 @@ def train_policy(
     config: Config,
     seed: int,
     out_dir: str | os.PathLike | None = None,
-) -> tuple[InstaAugCrop, list[dict[str, Any]]]:
+) -> tuple[InstaAug, list[dict[str, Any]]]:
     """Train φ against a frozen classifier on images x (N, 1, 48, 48), labels y (N,); returns φ and its history.
 
     The classifier must be frozen (every parameter with ``requires_grad=False``): its weights and BatchNorm
@@ -294,7 +296,7 @@ class ViewSource:
     entries: dict[str, int]
 
 
-def view_sources(config: Config, aug: InstaAugCrop) -> dict[str, ViewSource]:
+def view_sources(config: Config, aug: InstaAug) -> dict[str, ViewSource]:
     """The kinds of views behind the entries of ``entry_names(config)``: none, random, instaaug, instaaug-top."""
     random_crop = RandomCrop(config.pretrain_min_scale, in_channels=1)
 
@@ -312,7 +314,7 @@ def view_sources(config: Config, aug: InstaAugCrop) -> dict[str, ViewSource]:
         def views(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
             boxes, _ = aug.distribution(x).topk(k)  # (B, k, 4), most probable first
             boxes = boxes.reshape(-1, 4)
-            return aug.crop(x.repeat_interleave(k, dim=0), boxes), boxes
+            return crop_resize(x.repeat_interleave(k, dim=0), boxes), boxes
 
         return views
 
@@ -376,7 +378,7 @@ def evaluate_views(
 
 def evaluate_seed(
     models: tuple[nn.Module, nn.Module],
-    aug: InstaAugCrop,
+    aug: InstaAug,
     test_set: ClutteredDigits,
     val_set: ClutteredDigits,
     config: Config,
@@ -416,7 +418,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     names = entry_names(config)
     per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     started = time.perf_counter()
-    kept_aug: InstaAugCrop | None = None
+    kept_aug: InstaAug | None = None
     timings: list[dict[str, float]] = []
     for seed in range(config.seed, config.seed + config.seeds):
         seed_dir = out / f"seed{seed}"

@@ -1,13 +1,5 @@
-"""Distributions over transformation parameters, in the vocabulary of ``torch.distributions``.
-
-``UniformRanges`` is the uniform parameterisation of InstaAug: for every sample b and parameter dimension d an
-interval [low[b, d], high[b, d]], sampled independently per dimension with the reparameterisation trick.
-``CropCategorical`` is the location-related parameterisation of crops: a categorical distribution over
-candidate boxes. ``UniformCrops`` is the random-crop baseline's distribution.
-
-Every distribution offers ``sample_with_log_prob(sample_shape, generator)``, ``entropy()`` and ``has_rsample``
-(whether the samples carry gradients to the distribution's parameters; otherwise the score function does).
-"""
+"""Distributions over crop boxes: ``CropCategorical`` (InstaAug's location-related parameterisation, LRP) and
+``UniformCrops`` (the random-crop baseline)."""
 
 from __future__ import annotations
 
@@ -16,105 +8,14 @@ from collections.abc import Sequence
 
 import torch
 
-#: Narrowest interval width the learned heads produce. It keeps the entropy Σ log(width) finite, and it is a
-#: floor in ``entropy()`` too, so intervals built by hand narrower than this are treated as this wide.
-DEFAULT_MIN_WIDTH = 1e-3
-
-
-class UniformRanges:
-    """Independent uniform distributions U(low, high) per sample and parameter dimension.
-
-    Args:
-        low: (B, D) lower ends.
-        high: (B, D) upper ends, ``high >= low``.
-        names: one name per dimension D (e.g. ``("rotation",)``).
-        min_width: the width floor used by ``entropy`` (see ``DEFAULT_MIN_WIDTH``).
-
-    ``batch_shape`` is (B,) and ``event_shape`` is (D,): ``log_prob`` and ``entropy`` sum over D.
-    """
-
-    has_rsample = True
-
-    def __init__(
-        self,
-        low: torch.Tensor,
-        high: torch.Tensor,
-        names: Sequence[str],
-        min_width: float = DEFAULT_MIN_WIDTH,
-    ) -> None:
-        if low.shape != high.shape or low.dim() != 2:
-            raise ValueError(f"low and high must both be (B, D), got {tuple(low.shape)} and {tuple(high.shape)}")
-        if len(names) != low.shape[1]:
-            raise ValueError(f"{len(names)} names given for {low.shape[1]} dimensions")
-        if min_width <= 0:
-            raise ValueError(f"min_width must be > 0, got {min_width}")
-        self.low = low
-        self.high = high
-        self.names = tuple(names)
-        self.min_width = min_width
-
-    @property
-    def batch_shape(self) -> torch.Size:
-        return self.low.shape[:1]
-
-    @property
-    def event_shape(self) -> torch.Size:
-        return self.low.shape[1:]
-
-    @property
-    def width(self) -> torch.Tensor:
-        """(B, D) interval widths ``high - low``."""
-        return self.high - self.low
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """(B, D) interval centres."""
-        return (self.low + self.high) / 2
-
-    def rsample(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reparameterised samples (*sample_shape, B, D): ``low + u * (high - low)`` with u ~ U(0, 1)."""
-        shape = (*sample_shape, *self.low.shape)
-        u = torch.rand(shape, generator=generator, device=self.low.device, dtype=self.low.dtype)
-        return self.low + u * (self.high - self.low)
-
-    def sample(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
-        """Samples (*sample_shape, B, D) without gradient."""
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """Log-density of ``value`` (*S, B, D) → (*S, B); ``-inf`` outside the box."""
-        inside = ((value >= self.low) & (value <= self.high)).all(-1)
-        log_density = -torch.log(self.width.clamp_min(self.min_width)).sum(-1)
-        return torch.where(inside, log_density.expand(inside.shape), torch.full_like(log_density, -torch.inf))
-
-    def entropy(self) -> torch.Tensor:
-        """Exact differential entropy (B,) = Σ_d log(high - low), with widths floored at ``min_width``."""
-        return torch.log(self.width.clamp_min(self.min_width)).sum(-1)
-
-    def sample_with_log_prob(
-        self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised samples (*S, B, D) and their log-density (*S, B) with the samples held fixed."""
-        samples = self.rsample(sample_shape, generator)
-        return samples, self.log_prob(samples.detach())
-
-    def __getitem__(self, index: torch.Tensor | slice | int) -> UniformRanges:
-        """The distributions of a subset of the batch (an index into B)."""
-        low, high = self.low[index], self.high[index]
-        if low.dim() == 1:
-            low, high = low[None], high[None]
-        return UniformRanges(low, high, self.names, self.min_width)
-
-    def __repr__(self) -> str:
-        return f"UniformRanges(batch={tuple(self.batch_shape)}, names={self.names})"
-
+from .base import Draw, TransformDistribution
+from .uniform import DEFAULT_MIN_WIDTH
 
 #: Parameter names of a crop box, all fractions of the image: centre (x right, y down), width and height.
 CROP_PARAMS = ("crop_x", "crop_y", "crop_w", "crop_h")
 
 
-class CropCategorical:
+class CropCategorical(TransformDistribution):
     """A categorical distribution over N candidate crop boxes per input, with optional jitter inside each.
 
     The location-related parameterisation of InstaAug: every candidate k is a box (cx, cy, w, h) in fractions
@@ -152,10 +53,6 @@ class CropCategorical:
         return self.logits.shape[:1]
 
     @property
-    def event_shape(self) -> torch.Size:
-        return torch.Size((4,))
-
-    @property
     def num_candidates(self) -> int:
         return self.logits.shape[1]
 
@@ -190,21 +87,25 @@ class CropCategorical:
         size = boxes[..., 2:] * (1 + half[..., 2:] * u[..., 2:])
         return torch.cat((centre, size), dim=-1)
 
+    def draw(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> Draw:
+        """Boxes (*sample_shape, B, 4) and their log-probabilities (*sample_shape, B), differentiable in the logits
+        (all of it a score-function term: candidates are discrete)."""
+        index = self.sample_index(sample_shape, generator)
+        log_prob = self.logits.expand(*index.shape, -1).gather(-1, index[..., None])[..., 0]
+        log_prob = log_prob - self.log_volume()[index]
+        return Draw(self.boxes_of(index, generator), log_prob, log_prob)
+
     def sample_with_log_prob(
         self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boxes (*sample_shape, B, 4) and their log-probabilities (*sample_shape, B), differentiable in logits."""
-        index = self.sample_index(sample_shape, generator)
-        log_prob = self.logits.expand(*index.shape, -1).gather(-1, index[..., None])[..., 0]
-        return self.boxes_of(index, generator), log_prob - self.log_volume()[index]
+        """Boxes (*sample_shape, B, 4) and their log-probabilities (*sample_shape, B) (see ``draw``)."""
+        value, log_prob, _ = self.draw(sample_shape, generator)
+        return value, log_prob
 
     def sample(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Boxes (*sample_shape, B, 4) without gradient."""
         with torch.no_grad():
             return self.boxes_of(self.sample_index(sample_shape, generator), generator)
-
-    def rsample(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
-        raise NotImplementedError("crop candidates are discrete: use sample() and the score function (log_prob)")
 
     def log_prob(self, value: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:
         """Log-probability (density in the jittered coordinates) of boxes ``value`` (*S, B, 4) → (*S, B).
@@ -248,7 +149,7 @@ class CropCategorical:
         return f"CropCategorical(batch={tuple(self.batch_shape)}, candidates={self.num_candidates})"
 
 
-class UniformCrops:
+class UniformCrops(TransformDistribution):
     """Random crops: side s ~ U[min_scale, max_scale] (a fraction of width and height), position uniform inside.
 
     The distribution of the random-crop baseline, batch B. Boxes are (cx, cy, s, s) with cx = s/2 + u₁(1 - s),
@@ -276,17 +177,30 @@ class UniformCrops:
         centre = side / 2 + u[..., 1:] * (1 - side)
         return torch.cat((centre, side, side), dim=-1)
 
-    sample = rsample
-
     def _log_density(self) -> float:
         return -math.log(max(self.max_scale - self.min_scale, DEFAULT_MIN_WIDTH))
+
+    def log_prob(self, value: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:
+        """Log-density (*S, B) of boxes ``value`` (*S, B, 4) in the coordinates (s, u₁, u₂); ``-inf`` for boxes
+        this distribution cannot draw (not square in fractions, side out of range, or not inside the image)."""
+        centre, w, h = value[..., :2], value[..., 2], value[..., 3]
+        side_ok = ((w - h).abs() <= atol) & (w >= self.min_scale - atol) & (w <= self.max_scale + atol)
+        low = w[..., None] / 2
+        inside = ((centre >= low - atol) & (centre <= 1 - low + atol)).all(-1)
+        density = torch.full_like(w, self._log_density())
+        return torch.where(side_ok & inside, density, torch.full_like(w, -torch.inf))
 
     def sample_with_log_prob(
         self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        boxes = self.rsample(sample_shape, generator)
-        return boxes, boxes.new_full(boxes.shape[:-1], self._log_density())
+        """Boxes (*sample_shape, B, 4) and their log-density (*sample_shape, B)."""
+        value, log_prob, _ = self.draw(sample_shape, generator)
+        return value, log_prob
 
     def entropy(self) -> torch.Tensor:
         """(B,) log(max_scale - min_scale), floored like ``UniformRanges``."""
         return self._ref.new_full((self.batch,), -self._log_density())
+
+    def __getitem__(self, index: torch.Tensor | slice | int) -> UniformCrops:
+        batch = torch.empty(self.batch)[index].reshape(-1).shape[0]
+        return UniformCrops(self.min_scale, self.max_scale, batch, self._ref)
