@@ -30,12 +30,32 @@ def _crop() -> InstaAug:
     return aug
 
 
+def _crop_default_levels() -> InstaAug:
+    # Multi-level instance-mode crops with a global crop: once refused by the compiler ("SymIntArrayRef expected
+    # to contain only concrete integers", from boolean-mask indexing of the candidates).
+    return perturb_crop(legacy_crop(image_size=16, width=4, n_copies=2))
+
+
+def _composite() -> InstaAug:
+    aug = InstaAug(
+        ("crop", "rotation", "hue", "flip"), phi_size=16, levels=(0, 1), box_scale=1.0, global_crop=True, width=4
+    )
+    return perturb_output(perturb_crop(aug))
+
+
+def perturb_crop(aug: InstaAug) -> InstaAug:
+    with torch.no_grad():  # φ's heads start at zero (a uniform distribution); give the logits some shape
+        for p in aug.net.heads.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    return aug
+
+
 def _run(aug, x: torch.Tensor, seed: int = 3) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Outputs (images, params, log_prob, entropy) of one call and the gradients of a loss through all of them."""
     aug.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
     out = aug(x)
-    loss = out.images.square().mean() + (out.log_prob * out.images.mean((1, 2, 3)).detach()).mean()
+    loss = out.images.square().mean() + (out.score_log_prob * out.images.mean((1, 2, 3)).detach()).mean()
     (loss - out.entropy.mean()).backward()
     grads = [p.grad.clone() for p in aug.parameters() if p.grad is not None]
     return [out.images, out.params, out.log_prob, out.entropy], grads
@@ -52,7 +72,9 @@ def _compare(aug, backend: str, atol: float) -> None:
         torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
 
 
-@pytest.mark.parametrize("make", [_uniform, _crop], ids=["uniform", "crop"])
+@pytest.mark.parametrize(
+    "make", [_uniform, _crop, _crop_default_levels, _composite], ids=["uniform", "crop", "crop-levels", "composite"]
+)
 def test_augmenter_traces_as_one_graph_and_matches_eager(make):
     # aot_eager captures forward and backward graphs exactly as inductor would, without generating C++.
     _compare(make(), "aot_eager", atol=0.0)

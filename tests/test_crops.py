@@ -514,8 +514,6 @@ def test_crop_augmenter_is_an_instaaug_and_composes():
     assert type(both) is InstaAug and both.names == ("crop_x", "crop_y", "crop_w", "crop_h", "rotation")
     with pytest.raises(ValueError, match="unknown InstaAug option"):
         InstaAug(("crop",), phi_size=32, rotation=1.0)
-    with pytest.raises(ValueError, match="unknown InstaAug option"):
-        legacy_crop(transforms=("crop",))
 
 
 @pytest.mark.parametrize(

@@ -7,26 +7,34 @@ from pathlib import Path
 
 import torch
 
+import instaaug
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_training_loop_example_runs(tmp_path, monkeypatch):
+def test_readme_quick_start_runs_on_real_photographs_and_reaches_its_entropy_band(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "the README must show a Python example"
     monkeypatch.chdir(tmp_path)
-    gen = torch.Generator().manual_seed(0)
-    loader = [(torch.rand(4, 3, 32, 32, generator=gen), torch.randint(0, 10, (4,), generator=gen)) for _ in range(2)]
-    namespace = {"loader": loader}
-    exec(compile(blocks[0], str(README), "exec"), namespace)
-    aug = namespace["aug"]
+    torch.manual_seed(0)
+    # Record the entropy of every step of the last epoch.
+    entropies: list[float] = []
+    source = blocks[0].replace(
+        "        opt.step()",
+        "        opt.step()\n        entropies.append(float(terms.entropy)) if epoch == 9 else None",
+    )
+    exec(compile(source, str(README), "exec"), {"entropies": entropies})
     assert (tmp_path / "my_aug" / "weights.safetensors").is_file()
-    assert aug.distribution(loader[0][0]).names == ("rotation", "hue")
-    assert namespace["terms"].loss.requires_grad
+    aug = instaaug.InstaAug.load(tmp_path / "my_aug")
+    low, high = aug.entropy_range
+    assert len(entropies) == 16
+    mean = sum(entropies) / len(entropies)
+    assert low <= mean <= high, (mean, (low, high))
 
 
 def test_readme_crop_example_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    crop_blocks = [b for b in blocks if '"crop"' in b]
+    crop_blocks = [b for b in blocks if 'views="top"' in b]
     assert crop_blocks, "the README must show the learned-crop example"
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
