@@ -79,5 +79,12 @@ class TransformDistribution(ABC):
         log_prob = self.log_prob(value)
         return Draw(value, log_prob, log_prob)
 
+    def sample_with_log_prob(
+        self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples (*S, B, D) (pathwise gradients where reparameterised) and their log-probability (*S, B)."""
+        value, log_prob, _ = self.draw(sample_shape, generator)
+        return value, log_prob
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch={tuple(self.batch_shape)}, names={self.names})"

@@ -95,13 +95,6 @@ class CropCategorical(TransformDistribution):
         log_prob = log_prob - self.log_volume()[index]
         return Draw(self.boxes_of(index, generator), log_prob, log_prob)
 
-    def sample_with_log_prob(
-        self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boxes (*sample_shape, B, 4) and their log-probabilities (*sample_shape, B) (see ``draw``)."""
-        value, log_prob, _ = self.draw(sample_shape, generator)
-        return value, log_prob
-
     def sample(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Boxes (*sample_shape, B, 4) without gradient."""
         with torch.no_grad():
@@ -190,17 +183,15 @@ class UniformCrops(TransformDistribution):
         density = torch.full_like(w, self._log_density())
         return torch.where(side_ok & inside, density, torch.full_like(w, -torch.inf))
 
-    def sample_with_log_prob(
-        self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boxes (*sample_shape, B, 4) and their log-density (*sample_shape, B)."""
-        value, log_prob, _ = self.draw(sample_shape, generator)
-        return value, log_prob
-
     def entropy(self) -> torch.Tensor:
         """(B,) log(max_scale - min_scale), floored like ``UniformRanges``."""
         return self._ref.new_full((self.batch,), -self._log_density())
 
     def __getitem__(self, index: torch.Tensor | slice | int) -> UniformCrops:
-        batch = torch.empty(self.batch)[index].reshape(-1).shape[0]
+        if isinstance(index, int):
+            batch = 1
+        elif isinstance(index, slice):
+            batch = len(range(*index.indices(self.batch)))
+        else:
+            batch = int(index.sum()) if index.dtype == torch.bool else index.numel()
         return UniformCrops(self.min_scale, self.max_scale, batch, self._ref)

@@ -75,13 +75,6 @@ class UniformRanges(TransformDistribution):
         """Exact differential entropy (B,) = Σ_d log(high - low), with widths floored at ``min_width``."""
         return torch.log(self.width.clamp_min(self.min_width)).sum(-1)
 
-    def sample_with_log_prob(
-        self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised samples (*S, B, D) and their log-density (*S, B) with the samples held fixed."""
-        value, log_prob, _ = self.draw(sample_shape, generator)
-        return value, log_prob
-
     def __getitem__(self, index: torch.Tensor | slice | int) -> UniformRanges:
         """The distributions of a subset of the batch (an index into B)."""
         low, high = self.low[index], self.high[index]
