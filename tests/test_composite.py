@@ -388,3 +388,38 @@ def test_no_import_cycle_and_no_import_inside_functions():
     for module in graph:
         if module not in state:
             visit(module, [module])
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: InstaAug(("crop", "crop")), ValueError, "must not repeat"),
+        (lambda: InstaAug(("crop", "blur")), ValueError, "unknown transform 'blur'"),
+        (lambda: InstaAug(("rotation",), width=10**9), ValueError, "width must be at most"),
+        (lambda: InstaAug(("crop",), phi_size=(48, 48, 3)), ValueError, "phi_size"),
+        (lambda: InstaAug(("flip",), flip_init=1.5), ValueError, "flip_init"),
+        (lambda: InstaAug(("crop",), global_crop="yes"), TypeError, "global_crop"),
+        (lambda: InstaAug(("crop",), levels=(7,)), ValueError, "crop levels"),
+        (lambda: RandomAugment(("flip",), {"flip": 1.5}), ValueError, "flip probability"),
+        (lambda: RandomAugment(("rotation",), {"crop": 0.5}), ValueError, "not in"),
+        (lambda: FlipBernoulli(torch.zeros(2, 1)), ValueError, "logits must be"),
+        (lambda: Product([FlipBernoulli(torch.zeros(2)), FlipBernoulli(torch.zeros(3))]), ValueError, "batch shape"),
+    ],
+)
+def test_bad_options_are_refused_with_a_clear_error(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_loading_refuses_nan_weights_and_unknown_classes(tmp_path):
+    aug = tiny(("rotation",))
+    with torch.no_grad():
+        aug.net.output.bias.fill_(float("nan"))
+    aug.save(tmp_path / "nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        Augmenter.load(tmp_path / "nan")
+    tiny(("rotation",)).save(tmp_path / "other")
+    config = tmp_path / "other" / "config.json"
+    config.write_text(config.read_text().replace('"class": "InstaAug"', '"class": "os.system"'))
+    with pytest.raises(ValueError, match="unknown augmenter class"):
+        Augmenter.load(tmp_path / "other")

@@ -63,6 +63,8 @@ FLIP_ENTROPY_RANGE = (0.33, math.log(2))
 def canonical_order(transforms: Sequence[str]) -> tuple[str, ...]:
     """Families in parameter-column order: crop first, the interval families as given, flip last."""
     names = (transforms,) if isinstance(transforms, str) else tuple(transforms)
+    if len(set(names)) != len(names):
+        raise ValueError(f"transforms must not repeat, got {names}")
     middle = tuple(n for n in names if n not in DISCRETE_FAMILIES)
     return (("crop",) if "crop" in names else ()) + middle + (("flip",) if "flip" in names else ())
 
