@@ -7,6 +7,7 @@ import torch
 from hypothesis import settings
 
 from instaaug import InstaAug
+from instaaug.augment import legacy_crop  # noqa: F401 (re-exported for the tests)
 
 # Property tests draw the same examples on every run, so CI cannot fail by chance; run with
 # --hypothesis-profile=explore (or change the seed) to search further.
@@ -48,19 +49,3 @@ def perturb_output(aug: InstaAug, std: float = 0.5, seed: int = 1) -> InstaAug:
         for p in params:
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return aug
-
-
-#: Release 0.1's ``InstaAugCrop`` defaults, which many crop tests were written against.
-LEGACY_CROP_DEFAULTS = {
-    "levels": (-2, -1),
-    "global_crop": True,
-    "box_scale": 1.0,
-    "centre_jitter": 0.0,
-    "size_jitter": 0.0,
-}
-
-
-def legacy_crop(**options):
-    """An LRP crop ``InstaAug`` with release 0.1's defaults; ``image_size`` is φ's size (``phi_size``)."""
-    options = {"phi_size": options.pop("image_size", 32), **LEGACY_CROP_DEFAULTS, **options}
-    return InstaAug(("crop",), **options)

@@ -378,15 +378,8 @@ class InstaAugConfig:
         return "crop" in self.transforms
 
     def crop_levels(self) -> CropLevels:
-        return CropLevels(
-            levels=self.levels,
-            global_crop=self.global_crop,
-            level_bias=self.level_bias,
-            box_scale=self.box_scale,
-            min_inside=self.min_inside,
-            centre_jitter=self.centre_jitter,
-            size_jitter=self.size_jitter,
-        )
+        """The LRP options, a subset of this config's fields under the same names."""
+        return CropLevels(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CropLevels)})
 
 
 class InstaAug(Augmenter):
@@ -533,27 +526,31 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _legacy_augmenter(fmt: str, config: dict[str, Any]) -> tuple[Augmenter, dict[str, str]]:
-    """An augmenter saved by release 0.1 (format version 1), and the renames of its weights."""
-    if fmt == _LEGACY_UNIFORM:
-        return InstaAug(**config), {}
-    options = dict(config)
-    options = {"phi_size": options.pop("image_size", (32, 32)), **_LEGACY_CROP_DEFAULTS, **options}
-    aug = InstaAug(("crop",), **options)
-    if aug.config.entropy_range is None:  # release 0.1's default band: [0.5, 0.6]·log N, shifted by the jitter
-        log_n, shift = math.log(aug.num_candidates), aug.jitter_entropy
-        aug.config = dataclasses.replace(aug.config, entropy_range=(0.5 * log_n + shift, 0.6 * log_n + shift))
-    return aug, {"net.output": "net.crop_output"}
-
-
 #: Release 0.1's ``InstaAugCrop`` defaults where they differ from ``InstaAug``'s crop recipe.
-_LEGACY_CROP_DEFAULTS = {
+LEGACY_CROP_DEFAULTS = {
     "levels": (-2, -1),
     "global_crop": True,
     "box_scale": 1.0,
     "centre_jitter": 0.0,
     "size_jitter": 0.0,
 }
+
+
+def legacy_crop(**options: Any) -> InstaAug:
+    """An LRP crop ``InstaAug`` with release 0.1's ``InstaAugCrop`` defaults; its ``image_size`` is ``phi_size``."""
+    options = {"phi_size": options.pop("image_size", (32, 32)), **LEGACY_CROP_DEFAULTS, **options}
+    return InstaAug(("crop",), **options)
+
+
+def _legacy_augmenter(fmt: str, config: dict[str, Any]) -> tuple[Augmenter, dict[str, str]]:
+    """An augmenter saved by release 0.1 (format version 1), and the renames of its weights."""
+    if fmt == _LEGACY_UNIFORM:
+        return InstaAug(**config), {}
+    aug = legacy_crop(**config)
+    if aug.config.entropy_range is None:  # release 0.1's default band: [0.5, 0.6]·log N, shifted by the jitter
+        log_n, shift = math.log(aug.num_candidates), aug.jitter_entropy
+        aug.config = dataclasses.replace(aug.config, entropy_range=(0.5 * log_n + shift, 0.6 * log_n + shift))
+    return aug, {"net.output": "net.crop_output"}
 
 
 def InstaAugCrop(**options: Any) -> InstaAug:
@@ -565,5 +562,4 @@ def InstaAugCrop(**options: Any) -> InstaAug:
         DeprecationWarning,
         stacklevel=2,
     )
-    options = {"phi_size": options.pop("image_size", (32, 32)), **_LEGACY_CROP_DEFAULTS, **options}
-    return InstaAug(("crop",), **options)
+    return legacy_crop(**options)
