@@ -50,3 +50,22 @@ def test_readme_safe_loading_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(safe_blocks[0], str(README), "exec"), {})
     assert capsys.readouterr().out.strip() == "['bias', 'weight']"
+
+
+def test_readme_dense_targets_example_runs(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    dense_blocks = [b for b in blocks if "DenseTTAWrapper" in b]
+    assert dense_blocks, "the README must show the dense-targets example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(dense_blocks[0], str(README), "exec"), namespace)
+    out = namespace["out"]
+    assert out.targets.masks.shape == (8, 1, 64, 64)
+    assert set(out.targets.masks.unique().tolist()) <= {0, 1, 2, 3, 4, 255}
+    assert out.targets.boxes.shape == (8, 1, 4) and out.targets.box_valid.shape == (8, 1)
+    assert out.targets.keypoints.shape == (8, 2, 2) and out.targets.keypoint_visible.shape == (8, 2)
+    assert namespace["per_view"].shape == (8,)
+    assert namespace["logits"].shape == (8, 5, 64, 64) and namespace["coverage"].shape == (8, 1, 64, 64)
+    probs = namespace["probs"]
+    assert probs.shape == (4, 5, 64, 64)
+    assert torch.allclose(probs.sum(1), torch.ones(4, 64, 64), atol=1e-5)

@@ -12,8 +12,9 @@ from .distributions import (
     UniformRanges,
 )
 from .objective import AugerinoObjective, InstaAugObjective, ObjectiveTerms, TaskObjective
+from .targets import Targets, ViewTargets
 from .transforms import FAMILIES, TransformStack
-from .tta import TTAWrapper
+from .tta import DenseTTAWrapper, TTAWrapper
 from .views import AugmentOutput
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __all__ = [
     "AugmentOutput",
     "Augmenter",
     "CropCategorical",
+    "DenseTTAWrapper",
     "EntropyController",
     "FlipBernoulli",
     "InstaAug",
@@ -38,10 +40,12 @@ __all__ = [
     "RandomAugment",
     "RandomCrop",
     "TTAWrapper",
+    "Targets",
     "TaskObjective",
     "TransformDistribution",
     "TransformStack",
     "UniformCrops",
     "UniformRanges",
+    "ViewTargets",
     "__version__",
 ]

@@ -16,7 +16,7 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +38,7 @@ from .io import load_tensors, read_json, save_tensors, write_json
 from .models import NORMS
 from .networks import MODES, CropLevels, InvarianceNet, UniformRangeHead
 from .objective import InstaAugObjective
+from .targets import Targets
 from .transforms import DISCRETE_FAMILIES, PADDING_MODES, TransformStack
 from .validation import check_images, check_labels, check_positive_int, dataclass_from_dict, size_pair
 from .views import AugmentOutput
@@ -141,6 +142,7 @@ class Augmenter(nn.Module):
         *,
         n_copies: int | None = None,
         generator: torch.Generator | None = None,
+        targets: Targets | Mapping[str, Any] | None = None,
     ) -> AugmentOutput:
         """Sample ``n_copies`` views of every image of x (B, C, H, W); see ``AugmentOutput`` for the shapes.
 
@@ -149,14 +151,26 @@ class Augmenter(nn.Module):
             y: labels (B,), used by class-conditional augmenters.
             n_copies: overrides the augmenter's own ``n_copies`` for this call.
             generator: a ``torch.Generator`` for reproducible sampling.
+            targets: masks, heat maps, boxes or keypoints of x (a ``Targets`` or a mapping of its fields), moved
+                by the same sampled transforms: ``out.targets`` (see ``instaaug.targets``).
         """
         self._check(x, y)
+        in_size = (x.shape[-2], x.shape[-1])
+        if targets is not None:
+            targets = Targets.of(targets)
+            targets.check(x.shape[0], in_size)
         n = self.n_copies if n_copies is None else check_positive_int(n_copies, "n_copies")
         dist = self._distribution(x, y)
         batch = x.shape[0]
         value, log_prob, score = dist.draw((n,), generator)  # (n, B, D), (n, B), (n, B)
         params = value.transpose(0, 1).reshape(batch * n, -1)
-        images = self.stack(x if n == 1 else x.repeat_interleave(n, dim=0), params)  # n = 1: no copy
+        theta = self.stack.grid_matrix(params.to(x.dtype), in_size) if self.stack.resamples else None
+        images = self.stack(x if n == 1 else x.repeat_interleave(n, dim=0), params, theta)  # n = 1: no copy
+        view_targets = None
+        if targets is not None:
+            flipped = params[:, self.stack.columns("flip")][:, 0] if "flip" in self.families else None
+            out_size = (images.shape[-2], images.shape[-1])
+            view_targets = targets.repeat(n).warp(theta, in_size, out_size, self.stack.padding_mode, flipped)
         return AugmentOutput(
             images=images,
             params=params,
@@ -166,6 +180,9 @@ class Augmenter(nn.Module):
             reparameterized=dist.has_rsample,
             distribution=dist,
             score_log_prob=score.transpose(0, 1).reshape(batch * n),
+            theta=theta,
+            input_size=in_size,
+            targets=view_targets,
         )
 
     @torch.no_grad()

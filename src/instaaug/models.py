@@ -208,6 +208,50 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x)[-1].mean(dim=(2, 3)))
 
 
+def _conv_block(c_in: int, c_out: int, norm: str) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"),
+        make_norm(norm, c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=norm == "none"),
+        make_norm(norm, c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """A small U-Net for dense prediction: (B, C, H, W) → per-pixel logits (B, K, H, W), any H, W ≥ 4.
+
+    ``depth`` halvings of the resolution (width, 2·width, ... channels), then as many upsamplings, each joined with
+    the encoder's features of its resolution.
+    """
+
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 2, width: int = 16, depth: int = 2, norm: str = "batch"
+    ) -> None:
+        super().__init__()
+        self.input_norm = InputNorm(in_channels)
+        widths = [width * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList(
+            [_conv_block(c_in, c_out, norm) for c_in, c_out in zip([in_channels, *widths[:-1]], widths, strict=True)]
+        )
+        self.up = nn.ModuleList(
+            [_conv_block(widths[i + 1] + widths[i], widths[i], norm) for i in reversed(range(depth))]
+        )
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        h = self.input_norm(x)
+        for i, block in enumerate(self.down):
+            h = block(h if i == 0 else F.max_pool2d(h, 2, ceil_mode=True))
+            skips.append(h)
+        for block, skip in zip(self.up, reversed(skips[:-1]), strict=True):
+            h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            h = block(torch.cat((h, skip), 1))
+        return self.head(h)
+
+
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": ConvBackbone,
     "preact_resnet18": PreActResNetBackbone,

@@ -239,3 +239,64 @@ def plot_crop_examples(
     axes[1, 0].set_ylabel(f"{samples} sampled crops")
     fig.suptitle("learned crops: centre density (top), sampled crops in red, object box dashed", fontsize=9)
     return save_figure(fig, path)
+
+
+# --- dense targets (segmentation) ----------------------------------------------------------------------------------
+
+
+def plot_segmentation_views(
+    aug: torch.nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    path: str | os.PathLike,
+    samples: int = 3,
+    seed: int = 0,
+    ignore_index: int = 255,
+) -> Path:
+    """Sampled views of images with their masks carried along: per row an input with its mask, then ``samples``
+    views drawn from ``aug`` with the mask as each view shows it (labels > 0 in colour, padding hatched grey).
+
+    Args:
+        aug: any augmenter.
+        images: (N, C, H, W) in [0, 1].
+        masks: (N, 1, H, W) integer labels (0: background).
+    """
+    from .targets import Targets
+
+    was_training = aug.training
+    aug.eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        out = aug(
+            images, n_copies=samples, generator=generator, targets=Targets(masks=masks, ignore_index=ignore_index)
+        )
+    aug.train(was_training)
+    n = images.shape[0]
+    view_masks = out.targets.masks.view(n, samples, *masks.shape[1:])
+    views = out.images.view(n, samples, *out.images.shape[1:])
+    fig, axes = plt.subplots(n, samples + 1, figsize=(1.9 * (samples + 1), 1.9 * n), squeeze=False)
+    labels = int(masks.max()) + 1 if masks.numel() else 1
+
+    def show(ax: plt.Axes, image: torch.Tensor, mask: torch.Tensor) -> None:
+        ax.imshow(to_image(image), cmap="gray", vmin=0, vmax=1)
+        m = mask[0].cpu().long()
+        label = torch.where((m > 0) & (m != ignore_index), m, 0).float().numpy()
+        ax.imshow(label, cmap="tab20", vmin=0, vmax=max(labels, 2), alpha=(label > 0) * 0.55, interpolation="nearest")
+        ax.imshow(
+            (m == ignore_index).float().numpy(),
+            cmap="Greys",
+            vmin=0,
+            vmax=2.5,
+            alpha=(m == ignore_index).float().numpy() * 0.8,
+        )
+        ax.axis("off")
+
+    for i in range(n):
+        show(axes[i, 0], images[i], masks[i])
+        for k in range(samples):
+            show(axes[i, k + 1], views[i, k], view_masks[i, k])
+    axes[0, 0].set_title("input + mask", fontsize=8)
+    for k in range(samples):
+        axes[0, k + 1].set_title(f"view {k + 1}", fontsize=8)
+    fig.suptitle("learned views with their masks (digit labels in colour, padding grey)", fontsize=9)
+    return save_figure(fig, path)

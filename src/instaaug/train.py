@@ -51,6 +51,8 @@ from tqdm.auto import tqdm
 from . import distributed
 from .augment import Augmenter
 from .io import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .segmentation import segmentation_loss
+from .targets import IGNORE_INDEX, Targets, ViewTargets
 from .validation import check_images, check_labels, check_positive_int, trusted_inputs
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -450,7 +452,8 @@ def train(
             against a fixed classifier; it then stays in eval mode (BatchNorm statistics unchanged).
         aug: the augmenter producing the views (``InstaAug``, ``RandomAugment``, ``NoAugment``, ...).
         objective: ``InstaAugObjective``, ``AugerinoObjective`` or ``TaskObjective``.
-        data: training tensors (x (N, C, H, W) in [0, 1], y (N,) integer labels) or a re-iterable of batches.
+        data: training tensors (x (N, C, H, W) in [0, 1], y (N,) integer labels, or y (N, 1, H, W) integer masks
+            for segmentation) or a re-iterable of batches.
             Tensors are sharded over the processes when distributed; an iterable must be sharded by its owner (e.g.
             a DataLoader with a ``DistributedSampler``, whose ``set_epoch`` is called every epoch) and give every
             rank the same number of equal-sized batches. A mid-epoch resume replays an iterable's first batches
@@ -462,7 +465,11 @@ def train(
             checkpoint raises a ValueError and is left as it is.
         evaluate_fn: called after each epoch with its index; its metrics join that epoch's line (use training
             or validation data there, never the test set, if they steer anything).
-        task_loss: per-view loss ``(logits (N, K), y (N,)) → (N,)``; cross-entropy by default.
+        task_loss: per-view loss ``(logits (N, K), y (N,)) → (N,)``; cross-entropy by default. With masks
+            (segmentation) the model's outputs are dense (N, K, H, W), the masks go through the same sampled
+            transforms as the images (``aug(x, targets=...)``), ``task_loss`` gets ``(logits, out.targets)`` (the
+            masks themselves in pre-training epochs) and defaults to ``segmentation_loss``; the reported accuracy
+            is then the pixel accuracy.
 
     Raises:
         FloatingPointError: a NaN/Inf in the loss or in φ's output (see the module's docstring).
@@ -474,14 +481,17 @@ def train(
     resume = bool(overrides.pop("resume", resume))
     if overrides:
         config = dataclasses.replace(config, **overrides)
-    task_loss = task_loss or (lambda logits, y: F.cross_entropy(logits, y, reduction="none"))
+    default_loss = task_loss is None
     device = distributed.local_device(config.device)
     rank, world = distributed.rank(), distributed.world_size()
     main = rank == 0
     if isinstance(data, tuple):
         x, y = data
         check_images(x, name="training images")
-        check_labels(y, x.shape[0])
+        if isinstance(y, torch.Tensor) and y.dim() == 4:
+            Targets(masks=y).check(x.shape[0], (x.shape[-2], x.shape[-1]))
+        else:
+            check_labels(y, x.shape[0])
         batches: Iterable = TensorBatches(x, y, config.batch_size, rank=rank, world_size=world)
         # Validated once here, so the steps skip the per-batch value checks (host synchronisations).
         checks = trusted_inputs
@@ -660,6 +670,9 @@ def train(
             step = first_step
             for xb, yb in bar:
                 xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                dense = yb.dim() == 4  # segmentation masks, moved with the images
+                if default_loss:
+                    task_loss = segmentation_loss if dense else _cross_entropy
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
                     if pretraining:
                         logits = f_call(xb)
@@ -669,9 +682,9 @@ def train(
                         finite = torch.isfinite(loss.detach())
                     else:
                         with checks():
-                            out = aug_call(xb, yb)
+                            out = aug_call(xb, targets=Targets(masks=yb)) if dense else aug_call(xb, yb)
                         logits = f_call(out.images)
-                        targets = out.repeat(yb)
+                        targets = out.targets if dense else out.repeat(yb)
                         terms = objective(task_loss(logits, targets), out)
                         loss = terms.loss
                         metrics = terms.metrics()
@@ -693,10 +706,11 @@ def train(
                 global_step += 1
                 # Stays on the device: a Python int is a kernel argument here, not a transfer.
                 bad = torch.where(~finite & (bad < 0), global_step, bad)
+                hits, count = _hits(logits.detach(), targets)
                 for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0) + value.float() * targets.shape[0]
-                correct += (logits.detach().argmax(-1) == targets).sum()
-                views += targets.shape[0]
+                    sums[key] = sums.get(key, 0) + value.float() * count
+                correct += hits
+                views += count
                 if global_step % config.log_every == 0:
                     _raise_if_nonfinite(bad, epoch, epoch_start, f"at the log interval of step {global_step}")
                     if writer is not None or not bar.disable:
@@ -759,6 +773,24 @@ def train(
         if writer is not None:
             writer.close()
     return history
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def _hits(logits: torch.Tensor, targets: torch.Tensor | ViewTargets) -> tuple[torch.Tensor, int]:
+    """(the number of correct predictions (0-d, on the device), the number of views): for labels (N,), the views
+    whose argmax is right; for masks, each view's fraction of labelled pixels predicted right."""
+    if isinstance(targets, torch.Tensor) and targets.dim() == 1:
+        return (logits.argmax(-1) == targets).sum(), targets.shape[0]
+    masks, ignore = (
+        (targets.masks, targets.ignore_index) if isinstance(targets, ViewTargets) else (targets, IGNORE_INDEX)
+    )
+    assert masks is not None
+    keep = masks != ignore
+    right = ((logits.argmax(1, keepdim=True) == masks) & keep).sum(dim=(1, 2, 3))
+    return (right / keep.sum(dim=(1, 2, 3)).clamp_min(1)).sum(), masks.shape[0]
 
 
 def _json_line(record: dict[str, Any]) -> str:

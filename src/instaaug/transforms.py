@@ -382,11 +382,14 @@ class TransformStack:
             images = adjust_contrast(images, p["contrast"][:, 0])
         return images
 
-    def __call__(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Apply the stack: images (N, C, H, W), params (N, D) → views (N, C, h, w) (h, w: ``output_size``)."""
+    def __call__(self, images: torch.Tensor, params: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the stack: images (N, C, H, W), params (N, D) → views (N, C, h, w) (h, w: ``output_size``).
+
+        ``theta``: the views' maps (N, 2, 3) when already computed (``grid_matrix``), else computed here."""
         images = self.colour(images, params)
         if self.resamples:
-            theta = self.grid_matrix(params.to(images.dtype), tuple(images.shape[-2:]))
+            if theta is None:
+                theta = self.grid_matrix(params.to(images.dtype), tuple(images.shape[-2:]))
             # Bilinear weights sum to 1 only up to rounding: an all-white patch can come out at 1 + 1e-7.
             images = resample(images, theta, self.output_size, self.padding_mode).clamp(0, 1)
         return images

@@ -9,24 +9,74 @@ from torch import nn
 from .augment import InstaAug
 from .validation import check_positive_int
 
-MERGE_MODES = ("logits", "probs", "log_probs")
+#: How per-view outputs are merged (see ``merge_predictions``).
+MERGE_MODES = ("logits", "mean", "probs", "log_probs", "gmean", "max", "min", "tsharpen")
 #: ``sample``: views drawn from the augmenter; ``top``: its k most probable crops (an ``InstaAug`` with crops).
 VIEW_MODES = ("sample", "top")
 
 
-def merge_predictions(logits: torch.Tensor, merge: str = "logits") -> torch.Tensor:
-    """Merge per-view logits (B, n, K) into (B, K).
+def merge_predictions(
+    outputs: torch.Tensor,
+    merge: str = "logits",
+    weights: torch.Tensor | None = None,
+    temperature: float = 0.5,
+) -> torch.Tensor:
+    """Merge per-view outputs (B, n, K, ...) into (B, K, ...); K (dimension 2) holds the classes.
 
-    ``logits``: the mean of the logits (InstaAug's default); ``probs``: the mean of the softmax probabilities;
-    ``log_probs``: the mean of the log-softmax (a normalised geometric mean of the probabilities, up to a constant).
+    Modes, each a mean over the views weighted by ``weights`` (or a max/min over the views with weight > 0):
+
+    * ``logits`` (InstaAug's default) and ``mean``: the mean of the outputs (``mean`` for outputs that are not
+      logits, e.g. heat maps);
+    * ``probs``: the mean of the softmax probabilities over K;
+    * ``log_probs``: the mean of the log-softmax (the log of a geometric mean of the probabilities, up to a
+      constant);
+    * ``gmean``: the geometric mean of the probabilities, renormalised over K (probabilities);
+    * ``max``, ``min``: the largest / smallest output over the views;
+    * ``tsharpen``: the mean of the probabilities raised to ``temperature`` (< 1 flattens confident views'
+      dominance, as in ttach's temperature sharpening).
+
+    Args:
+        outputs: (B, n, K, ...) the model's outputs per view (logits for the softmax-based modes).
+        weights: (B, n, 1, ...) non-negative weights broadcastable to ``outputs`` (e.g. how much of each pixel each
+            view saw); None for equal weights. Where every view has weight 0 the result is 0 (uniform
+            probabilities for ``gmean``).
+        temperature: the exponent of ``tsharpen``, > 0.
     """
-    if merge == "logits":
-        return logits.mean(dim=1)
-    if merge == "probs":
-        return F.softmax(logits, dim=-1).mean(dim=1)
-    if merge == "log_probs":
-        return F.log_softmax(logits, dim=-1).mean(dim=1)
-    raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
+    if merge not in MERGE_MODES:
+        raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature > 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if outputs.dim() < 3:
+        raise ValueError(f"outputs must be (B, n, K, ...), got shape {tuple(outputs.shape)}")
+    if merge in ("max", "min"):
+        if weights is None:
+            return outputs.amax(1) if merge == "max" else outputs.amin(1)
+        fill = -torch.inf if merge == "max" else torch.inf
+        masked = outputs.masked_fill(weights.expand_as(outputs) <= 0, fill)
+        merged = masked.amax(1) if merge == "max" else masked.amin(1)
+        return torch.where(torch.isfinite(merged), merged, torch.zeros_like(merged))
+    if merge in ("logits", "mean"):
+        values = outputs
+    elif merge == "probs":
+        values = F.softmax(outputs, dim=2)
+    elif merge == "tsharpen":
+        values = F.softmax(outputs, dim=2) ** temperature
+    else:  # log_probs, gmean
+        values = F.log_softmax(outputs, dim=2)
+    if weights is None:
+        merged = values.mean(1)
+    else:
+        total = weights.sum(1)
+        merged = (values * weights).sum(1) / total.clamp_min(torch.finfo(total.dtype).tiny)
+        merged = torch.where(total > 0, merged, torch.zeros_like(merged))
+    return F.softmax(merged, dim=1) if merge == "gmean" else merged
+
+
+def _in_chunks(model: nn.Module, images: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
+    """model(images), in chunks of at most ``chunk_size`` images (None: all at once)."""
+    if chunk_size is None or images.shape[0] <= chunk_size:
+        return model(images)
+    return torch.cat([model(chunk) for chunk in images.split(chunk_size)])
 
 
 class TTAWrapper(nn.Module):
@@ -40,8 +90,9 @@ class TTAWrapper(nn.Module):
         model: maps images (N, C, H, W) to logits (N, K).
         aug: an augmenter (``InstaAug``, ``RandomAugment``, ...) called as ``aug(x, n_copies=n)``.
         n_samples: views per input.
-        merge: ``logits`` (mean of logits, default), ``probs`` or ``log_probs``; see ``merge_predictions``.
+        merge: ``logits`` (mean of logits, default) or another of ``MERGE_MODES``; see ``merge_predictions``.
         chunk_size: the most views per model call; None for all at once.
+        temperature: the exponent of the ``tsharpen`` merge.
         views: ``sample`` (default) draws ``n_samples`` views from the augmenter; ``top`` takes its
             ``n_samples`` most probable crops (deterministic; needs an ``InstaAug`` with ``crop``).
     """
@@ -54,10 +105,10 @@ class TTAWrapper(nn.Module):
         merge: str = "logits",
         chunk_size: int | None = None,
         views: str = "sample",
+        temperature: float = 0.5,
     ) -> None:
         super().__init__()
-        if merge not in MERGE_MODES:
-            raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
+        merge_predictions(torch.zeros(1, 1, 1), merge, temperature=temperature)  # refuses bad options now
         if views not in VIEW_MODES:
             raise ValueError(f"views must be one of {VIEW_MODES}, got {views!r}")
         if views == "top" and not (isinstance(aug, InstaAug) and aug.config.has_crop):
@@ -67,13 +118,12 @@ class TTAWrapper(nn.Module):
         self.aug = aug
         self.n_samples = check_positive_int(n_samples, "n_samples")
         self.merge = merge
+        self.temperature = temperature
         self.chunk_size = None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
 
     def view_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The model's logits (N, K) for views (N, C, H, W), in chunks of ``chunk_size``."""
-        if self.chunk_size is None or images.shape[0] <= self.chunk_size:
-            return self.model(images)
-        return torch.cat([self.model(chunk) for chunk in images.split(self.chunk_size)])
+        return _in_chunks(self.model, images, self.chunk_size)
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None
@@ -85,4 +135,76 @@ class TTAWrapper(nn.Module):
             else:
                 images = self.aug(x, y, n_copies=self.n_samples, generator=generator).images
         logits = self.view_logits(images)
-        return merge_predictions(logits.view(x.shape[0], self.n_samples, -1), self.merge)
+        return merge_predictions(logits.view(x.shape[0], self.n_samples, -1), self.merge, temperature=self.temperature)
+
+
+class DenseTTAWrapper(nn.Module):
+    """Test-time augmentation for dense prediction (segmentation, heat maps): the model's output on each of
+    ``n_samples`` views is mapped back to the input's frame (``AugmentOutput.to_input``) and the views are merged
+    pixel by pixel, each weighted by how much of the pixel it saw.
+
+    Args:
+        model: maps images (N, C, h, w) to dense outputs (N, K, h', w'); outputs at another size than the views
+            (e.g. a stride-4 head) are resized bilinearly to the views' size first.
+        aug: an augmenter called as ``aug(x, n_copies=n)``; its geometric views are inverted exactly.
+        n_samples: sampled views per input.
+        merge: one of ``MERGE_MODES`` (see ``merge_predictions``); ``logits`` by default.
+        chunk_size: the most views per model call; None for all at once.
+        temperature: the exponent of the ``tsharpen`` merge.
+        include_identity: also use the input itself as a view (weight 1 everywhere), so that every pixel has a
+            prediction even where no sampled view (e.g. a learned crop) saw it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        aug: nn.Module,
+        n_samples: int = 10,
+        merge: str = "logits",
+        chunk_size: int | None = None,
+        temperature: float = 0.5,
+        include_identity: bool = True,
+    ) -> None:
+        super().__init__()
+        merge_predictions(torch.zeros(1, 1, 1), merge, temperature=temperature)  # refuses bad options now
+        if not isinstance(include_identity, bool):
+            raise TypeError(f"include_identity must be True or False, got {include_identity!r}")
+        self.model = model
+        self.aug = aug
+        self.n_samples = check_positive_int(n_samples, "n_samples")
+        self.merge = merge
+        self.temperature = temperature
+        self.chunk_size = None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
+        self.include_identity = include_identity
+
+    def _dense(self, images: torch.Tensor) -> torch.Tensor:
+        out = _in_chunks(self.model, images, self.chunk_size)
+        if out.dim() != 4 or out.shape[0] != images.shape[0]:
+            raise ValueError(f"the model must return dense outputs (N, K, h, w), got shape {tuple(out.shape)}")
+        if out.shape[-2:] != images.shape[-2:]:
+            out = F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+    def view_outputs(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The views' outputs in the input's frame (B, v, K, H, W) and their coverage (B, v, 1, H, W), v =
+        ``n_samples`` (+ 1 for the input itself, first, when ``include_identity``)."""
+        batch, size = x.shape[0], x.shape[-2:]
+        with torch.no_grad():
+            out = self.aug(x, y, n_copies=self.n_samples, generator=generator)
+        values, coverage = out.to_input(self._dense(out.images))
+        values = values.view(batch, self.n_samples, *values.shape[1:])
+        coverage = coverage.view(batch, self.n_samples, *coverage.shape[1:])
+        if self.include_identity:
+            own = self._dense(x)[:, None]
+            values = torch.cat((own, values), 1)
+            coverage = torch.cat((coverage.new_ones(batch, 1, 1, *size), coverage), 1)
+        return values, coverage
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """x (B, C, H, W) in [0, 1] → merged dense predictions (B, K, H, W)."""
+        values, coverage = self.view_outputs(x, y, generator)
+        return merge_predictions(values, self.merge, coverage, self.temperature)

@@ -62,12 +62,15 @@ class ClutteredDigits:
         labels: (N,) int64 digit classes 0..9.
         boxes: (N, 4) float32 tight boxes of the digits in canvas pixels, (x0, y0, x1, y1) with x1, y1 exclusive.
         source: (N,) int64 index of each image's digit in ``sklearn.datasets.load_digits()``.
+        masks: (N, 1, C, C) uint8 segmentation labels: 1 + the digit's class on the digit's ink (its own pasted
+            pixels > 0.1, also where a fragment overlaps them), 0 elsewhere (background and clutter); 11 classes.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     boxes: torch.Tensor
     source: torch.Tensor
+    masks: torch.Tensor
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -321,7 +324,7 @@ def cluttered_digits(
         max_overlap: a fragment may have at most this fraction of its area inside the digit's box.
     Returns:
         a ``ClutteredDigits`` with images (N, 1, C, C) float32 in [0, 1], labels (N,) int64, boxes (N, 4)
-        float32 in pixels and source (N,) int64.
+        float32 in pixels, source (N,) int64 and masks (N, 1, C, C) uint8.
     """
     index = split_indices(split)
     canvas, digit_sizes, n_fragments, fragment_sizes, max_overlap = _validate(
@@ -334,6 +337,9 @@ def cluttered_digits(
         labels=torch.from_numpy(labels[index].copy()),
         boxes=torch.from_numpy(r.boxes[index].astype(np.float32)),
         source=torch.from_numpy(index.astype(np.int64)),
+        masks=torch.from_numpy(np.where(r.digit_layer[index] > INK_THRESHOLD, 1 + labels[index, None, None], 0)).to(
+            torch.uint8
+        )[:, None],
     )
 
 

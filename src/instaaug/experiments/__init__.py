@@ -13,6 +13,7 @@ EXPERIMENTS = {
     "crop": "instaaug.experiments.crop",
     "tta": "instaaug.experiments.tta",
     "amortised": "instaaug.experiments.amortised",
+    "segment": "instaaug.experiments.segment",
 }
 
 

@@ -260,7 +260,9 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | No
 
 
 def _subset(dataset: Any, start: int, stop: int) -> Any:
-    return dataclasses.replace(dataset, **{k: getattr(dataset, k)[start:stop] for k in ("images", "labels", "boxes")})
+    return dataclasses.replace(
+        dataset, **{k: getattr(dataset, k)[start:stop] for k in ("images", "labels", "boxes", "source", "masks")}
+    )
 
 
 def _datasets(config: Config) -> tuple[Any, Any]:
