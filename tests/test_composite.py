@@ -30,7 +30,7 @@ from instaaug import (
     UniformCrops,
     UniformRanges,
 )
-from instaaug.transforms import TransformStack, crop_resize
+from instaaug.transforms import FAMILIES, TransformStack, crop_resize
 
 FIXTURES = Path(__file__).parent / "fixtures" / "augmenters_v1"
 SRC = Path(__file__).parents[1] / "src" / "instaaug"
@@ -423,3 +423,22 @@ def test_loading_refuses_nan_weights_and_unknown_classes(tmp_path):
     config.write_text(config.read_text().replace('"class": "InstaAug"', '"class": "os.system"'))
     with pytest.raises(ValueError, match="unknown augmenter class"):
         Augmenter.load(tmp_path / "other")
+
+
+def test_entropy_widths_set_each_familys_share_of_the_band(tmp_path):
+    aug = InstaAug(("rotation", "value"), entropy_widths=(("rotation", 0.5, 1.0),))
+    value = FAMILIES["value"].entropy_widths
+    assert aug.entropy_range == pytest.approx((math.log(0.5) + math.log(value[0]), math.log(1.0) + math.log(value[1])))
+    aug.save(tmp_path)
+    assert InstaAug.load(tmp_path).entropy_range == pytest.approx(aug.entropy_range)
+    assert InstaAug(("rotation",), entropy_widths={"rotation": (0.2, 0.4)}).entropy_range == pytest.approx(
+        (math.log(0.2), math.log(0.4))
+    )
+    for bad, match in (
+        ((("hue", 0.1, 0.2),), "not an interval family"),
+        ((("rotation", 0.4, 0.2),), "entropy_widths"),
+        ((("rotation", 0.0, 0.2),), "entropy_widths"),
+        (("rotation",), "triples"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            InstaAug(("rotation",), entropy_widths=bad)

@@ -327,3 +327,39 @@ def test_hue_and_saturation_need_rgb(name):
 def test_single_name_string_is_one_family():
     stack = TransformStack("translation")
     assert stack.names == ("translation",) and stack.dim == 2
+
+
+def test_closed_form_hsv_matches_kornias_round_trip():
+    """Hue, saturation and value in closed form give the HSV round trip's result, on grey, black, saturated and
+    tied pixels too, and keep gradients finite."""
+    from kornia.color import hsv_to_rgb, rgb_to_hsv
+
+    from instaaug.transforms import adjust_hsv
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 12, 12, generator=g)
+    x[:8] = x[:8, :1].expand(-1, 3, -1, -1)  # grey
+    x[8:16, 0], x[8:16, 1] = 1.0, 0.0  # saturated
+    x[16:20] = 0.0  # black
+    x[20:24, 0] = x[20:24, 1]  # ties for the largest channel
+    x[24:28] = 1.0  # white
+
+    def round_trip(images, hue=None, saturation=None, value=None):
+        h, s, v = rgb_to_hsv(images).unbind(1)
+        if hue is not None:
+            h = torch.remainder(h + 2 * math.pi * hue[:, None, None], 2 * math.pi)
+        if saturation is not None:
+            s = (s * (1 + saturation)[:, None, None]).clamp(0, 1)
+        if value is not None:
+            v = (v * (1 + value)[:, None, None]).clamp(0, 1)
+        return hsv_to_rgb(torch.stack((h, s, v), 1))
+
+    n = x.shape[0]
+    hue = torch.rand(n, generator=g) - 0.5
+    sat, val = torch.rand(n, generator=g) * 2 - 1, torch.rand(n, generator=g) * 2 - 1
+    for kwargs in ({"hue": hue}, {"saturation": sat}, {"value": val}, {"hue": hue, "saturation": sat, "value": val}):
+        assert (adjust_hsv(x, **kwargs) - round_trip(x, **kwargs)).abs().max() < 1e-5, list(kwargs)
+    params = {k: v.clone().requires_grad_() for k, v in {"hue": hue, "saturation": sat, "value": val}.items()}
+    images = x.clone().requires_grad_()
+    adjust_hsv(images, **params).square().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (images, *params.values()))

@@ -297,6 +297,10 @@ class InstaAugConfig:
         entropy_range: the [Hmin, Hmax] band the entropy controller keeps the mean entropy in; None for the sum of
             the parts' defaults (intervals: ``TransformStack.default_entropy_range()``; crops: the crop recipe's
             (0.6, 1.0) plus the jitter's entropy; flip: (0.33, log 2)).
+        entropy_widths: per interval family, (name, narrow, wide): the interval widths (in the family's units)
+            whose log-widths set that family's share of the default band, in place of the family's own
+            ``entropy_widths`` (e.g. ``(("rotation", 0.5, 1.0),)`` for rotations between 0.5 and 1 rad wide).
+            Ignored when ``entropy_range`` is given.
         init_half_width: the initial interval [-w, w] per interval dimension; None for the families' defaults.
         min_width: narrowest interval (keeps the entropy finite).
         symmetric: intervals [-w, w] instead of free [low, high] (Augerino's parameterisation).
@@ -320,6 +324,7 @@ class InstaAugConfig:
     num_classes: int | None = None
     n_copies: int = 1
     entropy_range: tuple[float, float] | None = None
+    entropy_widths: tuple[tuple[str, float, float], ...] = ()
     init_half_width: tuple[float, ...] | None = None
     min_width: float = DEFAULT_MIN_WIDTH
     symmetric: bool = False
@@ -370,6 +375,18 @@ class InstaAugConfig:
                 raise ValueError(
                     f"entropy_range must be finite (Hmin, Hmax) with Hmin ≤ Hmax, got {self.entropy_range}"
                 )
+        if isinstance(self.entropy_widths, dict):
+            object.__setattr__(self, "entropy_widths", tuple((k, *v) for k, v in self.entropy_widths.items()))
+        widths = tuple(tuple(w) if isinstance(w, list | tuple) else w for w in self.entropy_widths)
+        object.__setattr__(self, "entropy_widths", widths)
+        for item in widths:
+            if not isinstance(item, tuple) or len(item) != 3 or not isinstance(item[0], str):
+                raise ValueError(f"entropy_widths must hold (family, narrow, wide) triples, got {item!r}")
+            name, narrow, wide = item
+            if name not in self.transforms or name in DISCRETE_FAMILIES:
+                raise ValueError(f"entropy_widths names {name!r}, not an interval family of {self.transforms}")
+            _check_number(narrow, "entropy_widths", 1e-9)
+            _check_number(wide, "entropy_widths", narrow)
         for key in ("symmetric", "global_crop"):
             if not isinstance(getattr(self, key), bool):
                 raise TypeError(f"{key} must be true or false, got {getattr(self, key)!r}")
@@ -491,7 +508,8 @@ class InstaAug(Augmenter):
         """[Hmin, Hmax] for the entropy controller: the configured band, or the sum of the parts' defaults."""
         if self.config.entropy_range is not None:
             return self.config.entropy_range
-        lo, hi = self.stack.default_entropy_range() if self.head is not None else (0.0, 0.0)
+        widths = {name: (narrow, wide) for name, narrow, wide in self.config.entropy_widths}
+        lo, hi = self.stack.default_entropy_range(widths) if self.head is not None else (0.0, 0.0)
         if self.config.has_crop:
             lo, hi = lo + CROP_ENTROPY_RANGE[0] + self.jitter_entropy, hi + CROP_ENTROPY_RANGE[1] + self.jitter_entropy
         if self.has_flip:

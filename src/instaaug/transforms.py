@@ -26,8 +26,8 @@ family          parameters                 valid range    meaning
 ``FAMILIES`` holds the interval families (the first seven, parameterised by ``UniformRanges``); ``crop`` and
 ``flip`` are in ``DISCRETE_FAMILIES``. Crop, flip and the geometric families are composed into one affine map per
 sample and applied with a single resampling (``view_grid_matrix``: the view's output grid → the input image); colour
-families share one RGB→HSV→RGB round trip. Colour is applied before geometry so that the padding of the resampling
-stays the padding value (black by default).
+families are applied in closed form in RGB (the results of an HSV round trip, without one). Colour is applied
+before geometry so that the padding of the resampling stays the padding value (black by default).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from kornia.color import hsv_to_rgb, rgb_to_grayscale, rgb_to_hsv
+from kornia.color import rgb_to_grayscale
 from kornia.geometry.transform import get_affine_matrix2d, warp_affine
 
 PADDING_MODES = ("zeros", "border", "reflection")
@@ -249,21 +249,45 @@ def adjust_hsv(
 ) -> torch.Tensor:
     """Shift hue (turns) and scale saturation and value by (1 + δ), per sample; parameters (N,) or None.
 
-    Three-channel images go through one RGB→HSV→RGB round trip. Single-channel images accept only ``value``
-    (for them HSV value is the pixel itself).
+    The result is that of an RGB→HSV→RGB round trip (kornia's, to 1e-6 in float32), computed in closed form in RGB
+    without building the HSV image: each change keeps the other two HSV coordinates, so they apply one after the
+    other. With v = max(r, g, b) and chroma c = v - min(r, g, b):
+
+    * hue: the hue in sixths of a turn from the largest channel's sector, shifted, and each channel rebuilt as
+      v - c·clamp(min(k, 4 - k), 0, 1) with k = (n + h) mod 6, n = 5, 3, 1 for red, green, blue;
+    * saturation s = c / v → min(s·(1 + δ), 1): every channel moves away from v by the factor min(1 + δ, v / c);
+    * value v → min(v·(1 + δ), 1): every channel scales by the new v over the old.
+
+    Single-channel images accept only ``value`` (for them HSV value is the pixel itself).
     """
     if images.shape[1] != 3:
         if hue is not None or saturation is not None:
             raise ValueError(f"hue and saturation need 3-channel RGB images, got {images.shape[1]} channel(s)")
         return images if value is None else (images * (1 + value)[:, None, None, None]).clamp(0, 1)
-    h, s, v = rgb_to_hsv(images).unbind(1)
+    tiny = torch.finfo(images.dtype).tiny
+    v = images.amax(1, keepdim=True)
+    chroma = v - images.amin(1, keepdim=True)
     if hue is not None:
-        h = torch.remainder(h + (2 * math.pi) * hue[:, None, None], 2 * math.pi)
+        r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+        safe = chroma.clamp_min(tiny)
+        # Hue in [0, 6) from the sector of the largest channel, red first on ties (as kornia's argmax).
+        h = torch.where(
+            v == r, torch.remainder((g - b) / safe, 6), torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)
+        )
+        h = h + 6 * hue[:, None, None, None]
+        k = torch.remainder(_HUE_OFFSETS.to(images.device, images.dtype) + h, 6)  # (N, 3, H, W)
+        images = v - chroma * torch.minimum(k, 4 - k).clamp(0, 1)
     if saturation is not None:
-        s = (s * (1 + saturation)[:, None, None]).clamp(0, 1)
+        ratio = torch.minimum((1 + saturation)[:, None, None, None], v / chroma.clamp_min(tiny))
+        images = v - (v - images) * ratio
     if value is not None:
-        v = (v * (1 + value)[:, None, None]).clamp(0, 1)
-    return hsv_to_rgb(torch.stack((h, s, v), dim=1))
+        scaled = (v * (1 + value)[:, None, None, None]).clamp(max=1)
+        images = images * torch.where(v > 0, scaled / v.clamp_min(tiny), torch.zeros_like(v))
+    return images.clamp(0, 1)  # rounding: the smallest channel at full saturation can come out at -6e-8
+
+
+#: Per-channel offsets n of the HSV → RGB closed form (red, green, blue).
+_HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
 
 
 def adjust_contrast(images: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
@@ -332,11 +356,13 @@ class TransformStack:
         """Per-dimension half-width of the interval a learned augmenter starts from (interval families)."""
         return [f.init_half_width for f in self.interval_families for _ in f.params]
 
-    def default_entropy_range(self) -> tuple[float, float]:
+    def default_entropy_range(self, widths: dict[str, tuple[float, float]] | None = None) -> tuple[float, float]:
         """The default [Hmin, Hmax] of the interval families: Σ over dimensions of log(narrow width),
-        log(wide width) (see FAMILIES)."""
-        lo = sum(math.log(f.entropy_widths[0]) * len(f.params) for f in self.interval_families)
-        hi = sum(math.log(f.entropy_widths[1]) * len(f.params) for f in self.interval_families)
+        log(wide width) (see FAMILIES); ``widths`` replaces some families' (narrow, wide) widths."""
+        widths = widths or {}
+        pairs = [(widths.get(f.name, f.entropy_widths), len(f.params)) for f in self.interval_families]
+        lo = sum(math.log(w[0]) * dims for w, dims in pairs)
+        hi = sum(math.log(w[1]) * dims for w, dims in pairs)
         return lo, hi
 
     def columns(self, name: str) -> slice:
