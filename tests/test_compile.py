@@ -116,3 +116,34 @@ def test_crop_augmenter_compiles_with_inductor():
 def test_uniform_augmenter_compiles_with_inductor():
     with torch._inductor.config.patch(fallback_random=True):
         _compare(_uniform(), "inductor", atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_augmenters_and_a_training_step_make_no_host_synchronisation_on_cuda():
+    """Every augmenter's forward, the objective, the controller and the backward pass run without a device
+    synchronisation (the value checks skip accelerator tensors by default)."""
+    import torch.nn.functional as F
+
+    from instaaug.models import build_classifier
+
+    device = torch.device("cuda")
+    x = torch.rand(8, 3, 32, 32, device=device)
+    y = torch.randint(0, 4, (8,), device=device)
+    model = build_classifier("small_cnn", 3, 4).to(device)
+    augs = [
+        InstaAug(("crop", "rotation", "hue", "flip"), phi_size=(32, 32), levels=(1,), n_copies=2).to(device),
+        InstaAug(("rotation", "saturation", "value")).to(device),
+        RandomAugment(("crop", "rotation", "flip")).to(device),
+    ]
+    objectives = [augs[0].objective().to(device), augs[1].objective().to(device), None]
+    for aug, objective in zip(augs, objectives, strict=True):
+        out = aug(x)  # warm-up outside the check (lazy CUDA initialisation)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = aug(x)
+            per_view = F.cross_entropy(model(out.images), out.repeat(y), reduction="none")
+            loss = objective(per_view, out).loss if objective is not None else per_view.mean()
+            loss.backward()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)

@@ -114,7 +114,7 @@ def test_modules_are_registered(setup):
 def test_bad_arguments(setup):
     model, aug, _ = setup
     with pytest.raises(ValueError, match="merge"):
-        TTAWrapper(model, aug, merge="mean")
+        TTAWrapper(model, aug, merge="median")
     with pytest.raises(ValueError, match="n_samples"):
         TTAWrapper(model, aug, n_samples=0)
     with pytest.raises(ValueError, match="chunk_size"):

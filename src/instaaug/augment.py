@@ -95,7 +95,7 @@ class Augmenter(nn.Module):
         padding_mode: str = "zeros",
         output_size: tuple[int, int] | None = None,
         min_width: float = DEFAULT_MIN_WIDTH,
-        check_inputs: bool = True,
+        check_inputs: bool | None = None,
     ) -> None:
         super().__init__()
         self.stack = TransformStack(canonical_order(transforms), padding_mode, output_size)
@@ -103,7 +103,9 @@ class Augmenter(nn.Module):
         self.stack.check_channels(in_channels)
         self.n_copies = check_positive_int(n_copies, "n_copies")
         self.min_width = min_width
-        #: Check image values (finite, in [0, 1]) on every call; a host synchronisation on GPU.
+        #: Check image values (finite, in [0, 1]) on every call: True always, False never, None (default) for
+        #: tensors in host memory only: on an accelerator each check would be a device synchronisation, so values
+        #: there are checked where data enter (``train``, the loaders) instead.
         self.check_inputs = check_inputs
         #: Labels must lie in [0, num_classes) when known.
         self.num_classes: int | None = None
@@ -122,7 +124,9 @@ class Augmenter(nn.Module):
         raise NotImplementedError
 
     def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
-        check_images(x, channels=self.in_channels, check_values=self.check_inputs)
+        on_host = not isinstance(x, torch.Tensor) or x.device.type == "cpu"
+        values = self.check_inputs if self.check_inputs is not None else on_host
+        check_images(x, channels=self.in_channels, check_values=values)
         if y is not None:
             check_labels(y, x.shape[0], self.num_classes)
 

@@ -14,6 +14,7 @@ import torch
 
 from .distributed import is_main_process
 from .distributions import CropCategorical, Product
+from .targets import Targets
 from .transforms import FAMILIES, adjust_hsv
 
 
@@ -261,8 +262,6 @@ def plot_segmentation_views(
         images: (N, C, H, W) in [0, 1].
         masks: (N, 1, H, W) integer labels (0: background).
     """
-    from .targets import Targets
-
     was_training = aug.training
     aug.eval()
     generator = torch.Generator().manual_seed(seed)

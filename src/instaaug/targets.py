@@ -284,11 +284,10 @@ def points_to_view(
     (h, w), (oh, ow) = in_size, out_size
     dtype = torch.promote_types(points.dtype, torch.float32)
     inverse = invert_affine(theta.to(dtype))
-    scale_in = torch.tensor([2 / w, 2 / h], device=points.device, dtype=dtype)
-    normalised = points.to(dtype) * scale_in - 1  # input's [-1, 1] coordinates
-    view = normalised @ inverse[:, :, :2].transpose(1, 2) + inverse[:, None, :, 2]
-    scale_out = torch.tensor([ow / 2, oh / 2], device=points.device, dtype=dtype)
-    return ((view + 1) * scale_out).to(points.dtype)
+    x, y = points.to(dtype).unbind(-1)
+    normalised = torch.stack((x * (2 / w) - 1, y * (2 / h) - 1), -1)  # the input's [-1, 1] coordinates
+    u, v = (normalised @ inverse[:, :, :2].transpose(1, 2) + inverse[:, None, :, 2]).unbind(-1)
+    return torch.stack(((u + 1) * (ow / 2), (v + 1) * (oh / 2)), -1).to(points.dtype)
 
 
 def warp_boxes(

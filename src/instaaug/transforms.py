@@ -275,7 +275,9 @@ def adjust_hsv(
             v == r, torch.remainder((g - b) / safe, 6), torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)
         )
         h = h + 6 * hue[:, None, None, None]
-        k = torch.remainder(_HUE_OFFSETS.to(images.device, images.dtype) + h, 6)  # (N, 3, H, W)
+        # Per-channel offsets n = 5, 3, 1 (red, green, blue), made on the device (no host-to-device copy).
+        offsets = torch.arange(5, 0, -2, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        k = torch.remainder(offsets + h, 6)  # (N, 3, H, W)
         images = v - chroma * torch.minimum(k, 4 - k).clamp(0, 1)
     if saturation is not None:
         ratio = torch.minimum((1 + saturation)[:, None, None, None], v / chroma.clamp_min(tiny))
@@ -284,10 +286,6 @@ def adjust_hsv(
         scaled = (v * (1 + value)[:, None, None, None]).clamp(max=1)
         images = images * torch.where(v > 0, scaled / v.clamp_min(tiny), torch.zeros_like(v))
     return images.clamp(0, 1)  # rounding: the smallest channel at full saturation can come out at -6e-8
-
-
-#: Per-channel offsets n of the HSV → RGB closed form (red, green, blue).
-_HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
 
 
 def adjust_contrast(images: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
