@@ -17,7 +17,12 @@ RATIOS = (
     "train_step_ratio_uniform_slim",
     "train_step_ratio_crop",
     "train_step_ratio_crop_slim",
-    "augment_throughput_vs_kornia",
+    "augment_throughput_vs_kornia_64x32",
+    "augment_throughput_vs_kornia_64x32_backward",
+    "augment_throughput_vs_kornia_128x64",
+    "augment_throughput_vs_kornia_128x64_backward",
+    "colour_throughput_vs_kornia",
+    "colour_closed_form_vs_round_trip",
     "tta_batched_speedup",
     "peak_memory_ratio",
     "train_step_ratio_uniform_small_classifier",
@@ -64,8 +69,10 @@ def test_peak_bytes_sees_tensor_memory():
 
 
 def test_augment_throughput_pipelines_agree_on_shapes():
-    results = augment_throughput(batch=2, size=16, repeats=1)
-    assert results["augment_throughput_vs_kornia"] > 0 and results["augment_batch"] == 2
+    for backward in (False, True):
+        results = augment_throughput(batch=2, size=16, repeats=1, backward=backward)
+        key = "2x16_backward" if backward else "2x16"
+        assert results[f"augment_throughput_vs_kornia_{key}"] > 0
 
 
 def test_crop_experiment_step_trains_and_refuses_unknown_kinds():

@@ -13,8 +13,11 @@ classifier (the same on both sides) beside the library's small default φ.
   ``train_step_ratio_uniform``;
 - the same figures with the small CNN of our own experiments as the classifier (as small as φ itself: close to the
   worst case) under ``..._small_classifier`` keys;
-- ``augment_throughput_vs_kornia``: our batched per-sample crop + rotation + colour jitter ÷ the equivalent
-  ``kornia.augmentation`` pipeline, in images per second (> 1: ours is faster);
+- ``augment_throughput_vs_kornia_<B>x<size>`` (and ``..._backward``, forward + backward to the images): our
+  batched per-sample crop + rotation + colour jitter ÷ the equivalent ``kornia.augmentation`` pipeline, in images
+  per second (> 1: ours is faster), at batch 64 / 32 px and batch 128 / 64 px;
+- ``colour_throughput_vs_kornia`` and ``colour_closed_form_vs_round_trip``: the colour families alone, ours ÷
+  kornia's ``ColorJitter`` and ÷ an HSV round trip with the same parameters;
 - ``tta_batched_speedup``: n = 10 test-time views as a loop of n forwards ÷ one batched forward (time ratio);
 - ``channels_last_step_ratio_lrp`` and ``_random``: a training step of the crop experiment with channels-last
   convolution weights ÷ the default layout (``TrainConfig.channels_last``);
@@ -345,35 +348,101 @@ def kornia_pipeline(size: int) -> nn.Module:
 
 
 def our_pipeline() -> Callable[[torch.Tensor], torch.Tensor]:
-    """Our per-sample random crop (side ∈ [0.5, 1] of the image, so area ∈ [0.25, 1]) followed by rotation and
-    colour jitter with the ranges of ``KORNIA_RANGES``: images (B, C, H, W) → views (B, C, H, W)."""
-    crop = RandomCrop(0.5, 1.0)
-    jitter = RandomAugment(UNIFORM_TRANSFORMS, KORNIA_RANGES)
+    """Our per-sample random crop (side ∈ [0.5, 1] of the image, so area ∈ [0.25, 1]), rotation and colour jitter
+    with the ranges of ``KORNIA_RANGES``, in one augmenter (one resampling, closed-form colour): images
+    (B, C, H, W) → views (B, C, H, W)."""
+    aug = RandomAugment(("crop", *UNIFORM_TRANSFORMS), {"crop": (0.5, 1.0), **KORNIA_RANGES})
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        with trusted_inputs(), torch.no_grad():
-            return jitter(crop(x).images).images
+        with trusted_inputs():
+            return aug(x).images
 
     return apply
 
 
-def augment_throughput(batch: int = 64, size: int = 32, repeats: int = 20, device: str = "cpu") -> dict[str, Any]:
+def _timed_pair(
+    ours: Callable[[torch.Tensor], torch.Tensor],
+    theirs: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    repeats: int,
+    backward: bool,
+) -> dict[str, float]:
+    """Median seconds of ``ours(x)`` and ``theirs(x)``, forward only (no autograd) or forward + backward to x."""
+
+    def call(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], Any]:
+        if not backward:
+            return lambda: _no_grad(fn, x)
+        leaf = x.detach().requires_grad_()
+        return lambda: fn(leaf).sum().backward()
+
+    return compare_calls({"ours": call(ours), "kornia": call(theirs)}, repeats=repeats)
+
+
+def _no_grad(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return fn(x)
+
+
+def augment_throughput(
+    batch: int = 64,
+    size: int = 32,
+    repeats: int = 20,
+    device: str = "cpu",
+    backward: bool = False,
+    key: str | None = None,
+) -> dict[str, Any]:
     """Images per second of ``our_pipeline`` and of ``kornia_pipeline`` on the same batch (B, 3, size, size)
-    → ``augment_throughput_vs_kornia`` = ours ÷ kornia's."""
+    → ``augment_throughput_vs_kornia_<key>`` = ours ÷ kornia's, ``key`` by default ``<B>x<size>`` (with
+    ``_backward`` for forward + backward)."""
     x, _ = _batch(batch, 3, size, device)
     ours, theirs = our_pipeline(), kornia_pipeline(size).to(device)
-
-    def kornia_call() -> torch.Tensor:
-        with torch.no_grad():
-            return theirs(x)
-
-    seconds = compare_calls({"ours": lambda: ours(x), "kornia": kornia_call}, repeats=repeats)
+    seconds = _timed_pair(ours, theirs, x, repeats, backward)
+    key = (key or f"{batch}x{size}") + ("_backward" if backward else "")
     return {
-        "augment_throughput_vs_kornia": seconds["kornia"] / seconds["ours"],
-        "augment_images_per_second_ours": batch / seconds["ours"],
-        "augment_images_per_second_kornia": batch / seconds["kornia"],
-        "augment_batch": batch,
-        "augment_image_size": size,
+        f"augment_throughput_vs_kornia_{key}": seconds["kornia"] / seconds["ours"],
+        f"augment_images_per_second_ours_{key}": batch / seconds["ours"],
+        f"augment_images_per_second_kornia_{key}": batch / seconds["kornia"],
+    }
+
+
+def colour_throughput(batch: int = 128, size: int = 64, repeats: int = 20, device: str = "cpu") -> dict[str, Any]:
+    """The colour families alone (hue, saturation, value, contrast at ``KORNIA_RANGES``): ours ÷ kornia's
+    ``ColorJitter`` (``colour_throughput_vs_kornia``) and ours ÷ the same per-sample parameters applied by an
+    HSV round trip through ``kornia.color`` (``colour_closed_form_vs_round_trip``; both > 1: ours is faster)."""
+    import kornia.augmentation as K
+    from kornia.color import hsv_to_rgb, rgb_to_hsv
+
+    from .transforms import adjust_contrast
+
+    x, _ = _batch(batch, 3, size, device)
+    names = ("hue", "saturation", "value", "contrast")
+    aug = RandomAugment(names, {k: KORNIA_RANGES[k] for k in names})
+    jitter = K.ColorJitter(
+        brightness=KORNIA_RANGES["value"],
+        contrast=KORNIA_RANGES["contrast"],
+        saturation=KORNIA_RANGES["saturation"],
+        hue=KORNIA_RANGES["hue"],
+        p=1.0,
+    ).to(device)
+    params = aug.distribution(x).sample()
+
+    def round_trip() -> torch.Tensor:
+        h, s, v = rgb_to_hsv(x).unbind(1)
+        h = torch.remainder(h + 2 * torch.pi * params[:, 0, None, None], 2 * torch.pi)
+        s = (s * (1 + params[:, 1, None, None])).clamp(0, 1)
+        v = (v * (1 + params[:, 2, None, None])).clamp(0, 1)
+        return adjust_contrast(hsv_to_rgb(torch.stack((h, s, v), 1)), params[:, 3])
+
+    with torch.no_grad():
+        seconds = compare_calls(
+            {"ours": lambda: aug.stack(x, params), "kornia": lambda: jitter(x), "round_trip": round_trip},
+            repeats=repeats,
+        )
+    return {
+        "colour_throughput_vs_kornia": seconds["kornia"] / seconds["ours"],
+        "colour_closed_form_vs_round_trip": seconds["round_trip"] / seconds["ours"],
+        "colour_batch": batch,
+        "colour_image_size": size,
     }
 
 
@@ -568,7 +637,17 @@ def run_benchmarks(out: str | Path = "bench.json", quick: bool = False, device: 
             lambda: crop_step_ratio_small_classifier(batch=4 if quick else 64, repeats=small_rounds, device=device),
         ),
         ("channels-last", lambda: channels_last_ratio(batch=4 if quick else 64, repeats=small_rounds, device=device)),
-        ("vs kornia", lambda: augment_throughput(batch=4 if quick else 64, repeats=small_rounds, device=device)),
+        *(
+            (
+                f"vs kornia {b}x{px}{' backward' if back else ''}",
+                lambda b=b, px=px, back=back: augment_throughput(
+                    4 if quick else b, px, small_rounds, device, backward=back, key=f"{b}x{px}"
+                ),
+            )
+            for b, px in ((64, 32), (128, 64))
+            for back in (False, True)
+        ),
+        ("colour", lambda: colour_throughput(batch=4 if quick else 128, size=64, repeats=small_rounds, device=device)),
         ("tta", lambda: tta_speedup(batch=2 if quick else 32, n=10, repeats=small_rounds, device=device)),
         ("memory", lambda: peak_memory(batch=2 if quick else 32, size=16 if quick else 32, **resnet)),
         ("memory, small classifier", lambda: peak_memory(batch=4 if quick else 64, device=device, classifier=small)),

@@ -64,7 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {results['train_step_ratio_crop_small_classifier']:.2f}×"
         )
         print(
-            f"augmentation throughput vs kornia {results['augment_throughput_vs_kornia']:.2f}×; TTA batched speed-up"
+            "augmentation throughput vs kornia (forward, forward + backward):"
+            f" {results['augment_throughput_vs_kornia_64x32']:.2f}×,"
+            f" {results['augment_throughput_vs_kornia_64x32_backward']:.2f}× (batch 64, 32 px);"
+            f" {results['augment_throughput_vs_kornia_128x64']:.2f}×,"
+            f" {results['augment_throughput_vs_kornia_128x64_backward']:.2f}× (batch 128, 64 px); colour alone"
+            f" {results['colour_throughput_vs_kornia']:.2f}× ColorJitter\n"
+            f"TTA batched speed-up"
             f" {results['tta_batched_speedup']:.2f}× (n={results['tta_views']}); peak memory"
             f" {results['peak_memory_ratio']:.2f}× random augmentation; channels-last weights"
             f" {results['channels_last_step_ratio_lrp']:.2f}× the step time (crop experiment)"
