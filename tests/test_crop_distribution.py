@@ -454,8 +454,9 @@ def test_jitter_half_ranges():
     jitter = candidates.jitter
     assert jitter.shape == (candidates.num_candidates, 3)
     level = candidates.level
-    # centre_jitter × half a cell (the jump) per axis, x then y; the global crop's cell is the whole image.
-    expected = torch.tensor([[0.5 * 2 / 32, 0.5 * 2 / 24, 0.1], [0.5 * 4 / 32, 0.5 * 4 / 24, 0.1], [0.25, 0.25, 0.1]])
+    # centre_jitter × half a cell (the jump) per axis, x then y; the global crop's cell is the coarsest level's.
+    coarse = [0.5 * 4 / 32, 0.5 * 4 / 24, 0.1]
+    expected = torch.tensor([[0.5 * 2 / 32, 0.5 * 2 / 24, 0.1], coarse, coarse])
     torch.testing.assert_close(jitter, expected[level])
     assert crop_candidates(geometries[1:], [(6, 8), (3, 4)], (24, 32), size_jitter=0.1).jitter[:, :2].eq(0).all()
 

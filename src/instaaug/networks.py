@@ -171,7 +171,7 @@ def crop_candidates(
         box_scale: box side ÷ receptive field.
         min_inside: the smallest fraction of a box's area inside the image for it to be a candidate.
         centre_jitter: jitter each centre uniformly within this fraction of its cell (0 … 1; the global crop's
-            cell is the whole image).
+            cell is the coarsest level's).
         size_jitter: jitter each box's size by a factor in [1 - size_jitter, 1 + size_jitter].
     """
     if len(geometries) != len(grid_shapes):
@@ -191,7 +191,13 @@ def crop_candidates(
         (g.start, g.jump, g.receptive_field, tuple(shape)) for g, shape in zip(geometries, grid_shapes, strict=True)
     ]
     if global_crop:
-        specs.append(((height / 2 - 0.5, width / 2 - 0.5), (height, width), (height, width), (1, 1)))
+        # The whole image's "cell" is the coarsest level's: its jitter is a shift of at most half that cell, like
+        # any other candidate's (a cell of the whole image would shift it by up to half the image).
+        coarsest = (
+            max((g.jump[0] for g in geometries), default=height),
+            max((g.jump[1] for g in geometries), default=width),
+        )
+        specs.append(((height / 2 - 0.5, width / 2 - 0.5), coarsest, (height, width), (1, 1)))
     for index, (start, jump, rf, (rows, cols)) in enumerate(specs):
         ys = start[0] + jump[0] * torch.arange(rows, dtype=torch.float64)
         xs = start[1] + jump[1] * torch.arange(cols, dtype=torch.float64)
