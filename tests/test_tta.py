@@ -121,3 +121,24 @@ def test_bad_arguments(setup):
         TTAWrapper(model, aug, chunk_size=0)
     with pytest.raises(TypeError, match="n_samples"):
         TTAWrapper(model, aug, n_samples=2.5)
+
+
+def test_chunking_changes_nothing_but_the_calls(setup):
+    model, aug, x = setup
+    calls: list[int] = []
+    counting = torch.nn.Sequential(model)
+    counting.register_forward_pre_hook(lambda _, args: calls.append(args[0].shape[0]))
+    outputs = {}
+    for chunk in ("auto", None, 3):
+        calls.clear()
+        wrapper = TTAWrapper(counting, aug, n_samples=5, chunk_size=chunk)
+        outputs[chunk] = wrapper(x, generator=torch.Generator().manual_seed(0))
+        expected = {"auto": [max(x.shape[0], 5)] * (5 * x.shape[0] // max(x.shape[0], 5)), None: [5 * x.shape[0]]}
+        if chunk in expected:
+            assert calls == expected[chunk], chunk
+        else:
+            assert max(calls) == 3 and sum(calls) == 5 * x.shape[0]
+    assert torch.allclose(outputs["auto"], outputs[None], atol=1e-5)
+    assert torch.allclose(outputs[3], outputs[None], atol=1e-5)
+    with pytest.raises(TypeError, match="chunk_size"):
+        TTAWrapper(model, aug, chunk_size="big")

@@ -18,7 +18,9 @@ classifier (the same on both sides) beside the library's small default φ.
   per second (> 1: ours is faster), at batch 64 / 32 px and batch 128 / 64 px;
 - ``colour_throughput_vs_kornia`` and ``colour_closed_form_vs_round_trip``: the colour families alone, ours ÷
   kornia's ``ColorJitter`` and ÷ an HSV round trip with the same parameters;
-- ``tta_batched_speedup``: n = 10 test-time views as a loop of n forwards ÷ one batched forward (time ratio);
+- ``tta_auto_speedup`` and ``tta_batched_speedup`` (and ``..._resnet18``): n = 10 test-time views as a loop of n
+  forwards ÷ ``TTAWrapper`` with its default chunking (max(B, n) views per forward) and with all views in one
+  forward (time ratios; > 1: the wrapper is faster), with the small CNN and with a PreAct ResNet-18;
 - ``channels_last_step_ratio_lrp`` and ``_random``: a training step of the crop experiment with channels-last
   convolution weights ÷ the default layout (``TrainConfig.channels_last``);
 - ``scaling`` (and ``scaling_small_classifier``): step times of both at several batch and image sizes.
@@ -446,27 +448,44 @@ def colour_throughput(batch: int = 128, size: int = 64, repeats: int = 20, devic
     }
 
 
-def tta_speedup(batch: int = 32, size: int = 32, n: int = 10, repeats: int = 20, device: str = "cpu") -> dict[str, Any]:
-    """Test-time augmentation with n views: a loop of n (augment, forward) calls ÷ ``TTAWrapper``'s one batched
-    call, with the same classifier and InstaAug (uniform rotation + colour) → ``tta_batched_speedup``."""
+def tta_speedup(
+    batch: int = 32,
+    size: int = 32,
+    n: int = 10,
+    repeats: int = 20,
+    device: str = "cpu",
+    classifier: str = SMALL_CLASSIFIER,
+    classifier_width: int | None = None,
+) -> dict[str, Any]:
+    """Test-time augmentation with n views: a loop of n (augment, forward) calls ÷ ``TTAWrapper`` with its default
+    chunking (``tta_auto_speedup``) and with all B·n views in one forward (``tta_batched_speedup``), the same
+    classifier and InstaAug (uniform rotation + colour); > 1: the wrapper is faster. Keys of the PreAct ResNet-18
+    end in ``_resnet18``."""
     x, _ = _batch(batch, 3, size, device)
-    model = _classifier(3, device).eval()
+    model = _classifier(3, device, classifier, classifier_width).eval()
     aug = InstaAug(UNIFORM_TRANSFORMS).to(device).eval()
-    wrapper = TTAWrapper(model, aug, n_samples=n)
+    wrappers = {
+        "auto": TTAWrapper(model, aug, n_samples=n),
+        "batched": TTAWrapper(model, aug, n_samples=n, chunk_size=None),
+    }
 
-    def batched() -> torch.Tensor:
-        with trusted_inputs(), torch.no_grad():
-            return wrapper(x)
+    def call(wrapper: TTAWrapper) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            with trusted_inputs(), torch.no_grad():
+                return wrapper(x)
+
+        return run
 
     def loop() -> torch.Tensor:
         with trusted_inputs(), torch.no_grad():
             return torch.stack([model(aug(x).images) for _ in range(n)], 1).mean(1)
 
-    seconds = compare_calls({"batched": batched, "loop": loop}, repeats=repeats)
+    seconds = compare_calls({**{k: call(w) for k, w in wrappers.items()}, "loop": loop}, repeats=repeats)
+    suffix = "" if classifier == SMALL_CLASSIFIER else "_resnet18"
     return {
-        "tta_batched_speedup": seconds["loop"] / seconds["batched"],
-        "seconds_tta_batched": seconds["batched"],
-        "seconds_tta_loop": seconds["loop"],
+        f"tta_auto_speedup{suffix}": seconds["loop"] / seconds["auto"],
+        f"tta_batched_speedup{suffix}": seconds["loop"] / seconds["batched"],
+        f"seconds_tta_loop{suffix}": seconds["loop"],
         "tta_views": n,
         "tta_batch": batch,
     }
@@ -649,6 +668,17 @@ def run_benchmarks(out: str | Path = "bench.json", quick: bool = False, device: 
         ),
         ("colour", lambda: colour_throughput(batch=4 if quick else 128, size=64, repeats=small_rounds, device=device)),
         ("tta", lambda: tta_speedup(batch=2 if quick else 32, n=10, repeats=small_rounds, device=device)),
+        (
+            "tta, ResNet-18",
+            lambda: tta_speedup(
+                batch=2 if quick else 32,
+                n=10,
+                repeats=rounds,
+                device=device,
+                classifier=PAPER_CLASSIFIER,
+                classifier_width=resnet["classifier_width"],
+            ),
+        ),
         ("memory", lambda: peak_memory(batch=2 if quick else 32, size=16 if quick else 32, **resnet)),
         ("memory, small classifier", lambda: peak_memory(batch=4 if quick else 64, device=device, classifier=small)),
         (

@@ -70,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {results['augment_throughput_vs_kornia_128x64']:.2f}×,"
             f" {results['augment_throughput_vs_kornia_128x64_backward']:.2f}× (batch 128, 64 px); colour alone"
             f" {results['colour_throughput_vs_kornia']:.2f}× ColorJitter\n"
-            f"TTA batched speed-up"
-            f" {results['tta_batched_speedup']:.2f}× (n={results['tta_views']}); peak memory"
+            f"TTA wrapper vs a loop over n={results['tta_views']} views: small CNN {results['tta_auto_speedup']:.2f}×"
+            f" (all views in one forward {results['tta_batched_speedup']:.2f}×), ResNet-18"
+            f" {results['tta_auto_speedup_resnet18']:.2f}× ({results['tta_batched_speedup_resnet18']:.2f}×);"
+            " peak memory"
             f" {results['peak_memory_ratio']:.2f}× random augmentation; channels-last weights"
             f" {results['channels_last_step_ratio_lrp']:.2f}× the step time (crop experiment)"
         )
