@@ -282,7 +282,11 @@ def test_augmenters_saved_by_release_0_1_still_load():
     dist = crop.distribution(x)
     torch.testing.assert_close(dist.logits, expected["crop_logits"])
     torch.testing.assert_close(dist.boxes, expected["crop_boxes"])
-    torch.testing.assert_close(dist.jitter, expected["crop_jitter"])
+    # The whole-image candidate (last) is now jittered within the coarsest level's cell, not the whole image.
+    torch.testing.assert_close(dist.jitter[:-1], expected["crop_jitter"][:-1])
+    coarsest = dist.jitter[:-1, :2].amax(0)
+    torch.testing.assert_close(dist.jitter[-1, :2], coarsest)
+    assert (expected["crop_jitter"][-1, :2] > coarsest).all()
     n = dist.num_candidates
     shift = crop.jitter_entropy  # release 0.1's default band, [0.5, 0.6]·log N + the jitter's entropy at the start
     assert shift == InstaAug(**dataclasses.asdict(crop.config)).jitter_entropy

@@ -48,6 +48,7 @@ from .io import write_json
 from .models import build_classifier
 from .objective import InstaAugObjective, TaskObjective
 from .train import to_channels_last
+from .transforms import adjust_contrast
 from .tta import TTAWrapper
 from .validation import trusted_inputs
 
@@ -413,8 +414,6 @@ def colour_throughput(batch: int = 128, size: int = 64, repeats: int = 20, devic
     HSV round trip through ``kornia.color`` (``colour_closed_form_vs_round_trip``; both > 1: ours is faster)."""
     import kornia.augmentation as K
     from kornia.color import hsv_to_rgb, rgb_to_hsv
-
-    from .transforms import adjust_contrast
 
     x, _ = _batch(batch, 3, size, device)
     names = ("hue", "saturation", "value", "contrast")
