@@ -83,7 +83,8 @@ def test_crop_experiment_step_trains_and_refuses_unknown_kinds():
     for kind in ("lrp", "random"):
         torch.manual_seed(0)
         step = crop_experiment_step(kind, channels_last=True)
-        params = inspect.getclosurevars(step).nonlocals["optimiser"].param_groups[0]["params"]
+        optimisers = inspect.getclosurevars(step).nonlocals["optimisers"]
+        params = [p for opt in optimisers.values() for group in opt.param_groups for p in group["params"]]
         before = [p.detach().clone() for p in params]
         step(x, y)
         assert any(not torch.equal(b, p) for b, p in zip(before, params, strict=True))  # the step trains

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augmenter, InstaAug
@@ -47,6 +46,7 @@ from .controller import EntropyController
 from .io import write_json
 from .models import build_classifier
 from .objective import InstaAugObjective, TaskObjective
+from .step import make_optimisers, train_step
 from .train import to_channels_last
 from .transforms import adjust_contrast
 from .tta import TTAWrapper
@@ -71,20 +71,13 @@ UNIFORM_INSTAAUG: dict[str, dict[str, Any]] = {
 
 
 def make_train_step(model: nn.Module, aug: Augmenter, objective: nn.Module, lr: float = 1e-3) -> Callable:
-    """One joint training step (augment, one classifier forward and backward, optimiser steps) as a closure
-    ``step(x (B, C, H, W), y (B,))``, as ``instaaug.train`` runs it (inputs validated once, so no per-step value
-    checks)."""
-    params = [p for module in (model, aug) for p in module.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(params, lr=lr)
+    """``instaaug.step.train_step`` (the step ``train()`` runs: augment, one classifier forward and backward, the
+    objective, the optimisers of ``make_optimisers``) as a closure ``step(x (B, C, H, W), y (B,))``, with inputs
+    validated once (no per-step value checks), as ``train()`` does for tensors."""
+    optimisers = make_optimisers(model, aug, lr=lr, aug_lr=lr)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with trusted_inputs():
-            out = aug(x, y)
-        per_view = F.cross_entropy(model(out.images), out.repeat(y), reduction="none")
-        loss = objective(per_view, out).loss
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        train_step(model, aug, objective, optimisers, x, y, checks=trusted_inputs)
 
     return step
 

@@ -1,0 +1,135 @@
+"""One training step, shared by ``train()`` and ``instaaug bench`` (so the benchmark times the step users run).
+
+A step augments a batch (φ → distribution → views; masks move with the views for dense tasks), runs the classifier
+once forward and once backward, evaluates the objective (which also updates the entropy controller), and steps the
+optimisers. It reads nothing back to the host: its outputs stay on the device until the caller logs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .segmentation import segmentation_loss
+from .targets import IGNORE_INDEX, Targets, ViewTargets
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What a step leaves for logging (all detached, on the device).
+
+    Attributes:
+        metrics: the objective's parts (``task_loss``, ``entropy``, ``lam``, ``surrogate``; ``task_loss`` alone in
+            pre-training), each a 0-d tensor.
+        correct: 0-d tensor, the number of views classified right (for masks: the sum over views of each view's
+            fraction of labelled pixels predicted right).
+        views: the number of views N.
+        finite: 0-d bool tensor, whether the loss and φ's entropies were finite.
+    """
+
+    metrics: dict[str, torch.Tensor]
+    correct: torch.Tensor
+    views: int
+    finite: torch.Tensor
+
+
+def cross_entropy_per_view(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Unreduced cross-entropy (N,) of logits (N, K) against labels (N,)."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def make_optimisers(
+    model: nn.Module, aug: nn.Module, lr: float = 3e-3, aug_lr: float = 3e-3, weight_decay: float = 0.0
+) -> dict[str, torch.optim.Optimizer]:
+    """The optimisers of a run: ``f`` (AdamW over the classifier's trainable parameters) and ``phi`` (Adam over
+    φ's), each only if there is something to train."""
+    optimisers: dict[str, torch.optim.Optimizer] = {}
+    f_params = [p for p in model.parameters() if p.requires_grad]
+    phi_params = [p for p in aug.parameters() if p.requires_grad]
+    if f_params:
+        optimisers["f"] = torch.optim.AdamW(f_params, lr=lr, weight_decay=weight_decay)
+    if phi_params:
+        optimisers["phi"] = torch.optim.Adam(phi_params, lr=aug_lr)
+    return optimisers
+
+
+def _hits(logits: torch.Tensor, targets: torch.Tensor | ViewTargets) -> tuple[torch.Tensor, int]:
+    """(correct predictions, 0-d on the device; views): argmax hits for labels (N,), or per view the fraction of
+    labelled pixels predicted right for masks."""
+    if isinstance(targets, torch.Tensor) and targets.dim() == 1:
+        return (logits.argmax(-1) == targets).sum(), targets.shape[0]
+    if isinstance(targets, ViewTargets):
+        masks, ignore = targets.masks, targets.ignore_index
+    else:
+        masks, ignore = targets, IGNORE_INDEX
+    assert masks is not None
+    keep = masks != ignore
+    right = ((logits.argmax(1, keepdim=True) == masks) & keep).sum(dim=(1, 2, 3))
+    return (right / keep.sum(dim=(1, 2, 3)).clamp_min(1)).sum(), masks.shape[0]
+
+
+def train_step(
+    model: nn.Module,
+    aug: nn.Module,
+    objective: nn.Module,
+    optimisers: dict[str, torch.optim.Optimizer],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    task_loss: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
+    pretraining: bool = False,
+    amp: bool = False,
+    max_grad_norm: float = 0.0,
+    checks: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> StepOutput:
+    """One optimisation step of f (``model``) and φ (``aug``) on a batch.
+
+    Args:
+        model: maps images (N, C, H, W) to logits (N, K), or to dense logits (N, K, H, W) for masks.
+        aug: the augmenter (or its DDP wrapper).
+        objective: ``InstaAugObjective``, ``AugerinoObjective`` or ``TaskObjective``.
+        optimisers: from ``make_optimisers``; in pre-training only ``f`` steps.
+        x: images (B, C, H, W) in [0, 1]; y: labels (B,) or integer masks (B, 1, H, W).
+        task_loss: per-view loss ``(logits, targets) → (N,)``; cross-entropy for labels, ``segmentation_loss``
+            (with the views' ``ViewTargets``) for masks.
+        pretraining: train f alone on the unaugmented images.
+        amp: autocast the forward passes to bfloat16.
+        max_grad_norm: clip the gradients of every optimised parameter to this total norm (0: no clipping).
+        checks: a context for the augmenter call (``validation.trusted_inputs`` once the data were validated).
+    """
+    dense = y.dim() == 4
+    task_loss = task_loss or (segmentation_loss if dense else cross_entropy_per_view)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        if pretraining:
+            logits = model(x)
+            loss = task_loss(logits, y).mean()
+            metrics = {"task_loss": loss.detach()}
+            targets: Any = y
+            finite = torch.isfinite(loss.detach())
+        else:
+            with checks():
+                out = aug(x, targets=Targets(masks=y)) if dense else aug(x, y)
+            logits = model(out.images)
+            targets = out.targets if dense else out.repeat(y)
+            terms = objective(task_loss(logits, targets), out)
+            loss = terms.loss
+            metrics = terms.metrics()
+            # φ's output: its entropy per input; its sampled parameters reach the loss via the views.
+            finite = torch.isfinite(loss.detach()) & torch.isfinite(out.entropy.detach()).all()
+    stepping = {"f": optimisers["f"]} if pretraining else optimisers
+    for opt in optimisers.values():
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm > 0:
+        params = [p for opt in stepping.values() for group in opt.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    for opt in stepping.values():
+        opt.step()
+    correct, views = _hits(logits.detach(), targets)
+    return StepOutput(metrics, correct, views, finite)
