@@ -414,3 +414,40 @@ def test_targets_through_instaaug_with_gradients() -> None:
     out.targets.heatmaps.sum().backward()
     assert aug.head is not None
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in aug.net.parameters())
+
+
+def test_input_frame_loss_does_not_reward_views_that_drop_the_object():
+    """Two equal crops, one holding the object and one of empty background, with a predictor that is good on the
+    background and fair on the object: the view-frame loss prefers the empty view (the degenerate choice), the
+    input-frame loss the one that shows the object."""
+    size, k = 24, 3
+    masks = torch.zeros(2, 1, size, size, dtype=torch.long)
+    masks[:, :, 2:9, 2:9] = 2
+    stack = TransformStack(("crop",))
+    boxes = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]])
+    theta = stack.grid_matrix(boxes, (size, size))
+    view = Targets(masks=masks).warp(theta, (size, size), (size, size))
+    labels = view.masks[:, 0]
+    confidence = torch.where(labels == 2, 1.5, 4.0)[:, None]
+    logits = F.one_hot(labels.clamp(max=k - 1), k).permute(0, 3, 1, 2).float() * confidence
+    on_view = segmentation_loss(logits, view)
+    on_input = segmentation_loss(logits, view, frame="input")
+    assert on_view[0] > on_view[1]  # the object is harder than background: the empty view looks cheaper
+    assert on_input[0] < on_input[1]  # it pays log K for the whole object class it drops
+    # Uninformed logits cost log K everywhere; an identity view is the class-balanced cross-entropy.
+    assert torch.allclose(segmentation_loss(torch.zeros_like(logits), view, frame="input"), torch.tensor(math.log(k)))
+    flat = torch.randn(2, k, size, size)
+    by_class = (
+        torch.stack(
+            [
+                F.cross_entropy(flat, masks[:, 0], reduction="none")[i][masks[i, 0] == c].mean()
+                for i in range(2)
+                for c in (0, 2)
+            ]
+        )
+        .view(2, 2)
+        .mean(1)
+    )
+    assert torch.allclose(segmentation_loss(flat, masks, frame="input"), by_class, atol=1e-6)
+    with pytest.raises(ValueError, match="frame"):
+        segmentation_loss(flat, masks, frame="output")

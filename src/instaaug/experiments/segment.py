@@ -17,6 +17,7 @@ on the test set; the settings below were fixed before the first run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -34,7 +35,7 @@ from ..distributed import is_main_process
 from ..models import UNet
 from ..objective import TaskObjective
 from ..plots import plot_segmentation_views
-from ..segmentation import confusion_matrix, mean_iou
+from ..segmentation import confusion_matrix, mean_iou, segmentation_loss
 from ..train import train
 from ..tta import DenseTTAWrapper
 from .common import check_methods, summarise_seeds, torch_threads, train_config_of, write_metrics
@@ -73,6 +74,10 @@ class Config:
     random_crop: tuple[float, float] = (0.6, 1.0)
     random_rotation: float = 0.5
     random_value: float = 0.3
+    #: where the per-view loss is measured (``segmentation_loss(frame=...)``): ``input``, over the input's pixels
+    #: with those a view does not show at the uninformed loss log K, or ``view``, over the view's own pixels (with
+    #: which φ learned to show empty background: see the README).
+    loss_frame: str = "input"
     tta_views: int = 10
     threads: int = 0
     workers: int = 0
@@ -93,6 +98,8 @@ class Config:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
+        if self.loss_frame not in ("input", "view"):
+            raise ValueError(f"loss_frame must be 'input' or 'view', got {self.loss_frame!r}")
         if self.validation >= self.n_train:
             raise ValueError(f"validation ({self.validation}) must be smaller than n_train ({self.n_train})")
         train_config_of(self)  # the training keys fail here, not inside a worker
@@ -188,7 +195,10 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
     aug, objective = build_segment_method(method, config)
     run_dir = Path(out) / method / f"seed{seed}"
     began = time.perf_counter()
-    history = train(model, aug, objective, (train_set.images, train_set.masks), train_config, out_dir=run_dir)
+    loss = functools.partial(segmentation_loss, frame=config.loss_frame)
+    history = train(
+        model, aug, objective, (train_set.images, train_set.masks), train_config, out_dir=run_dir, task_loss=loss
+    )
     metrics = evaluate(model, aug, test_set, config.tta_views, seed, device=config.device)
     metrics["train_seconds"] = time.perf_counter() - began
     if history and "entropy" in history[-1]:
