@@ -323,26 +323,29 @@ def test_soft_mask_targets_give_the_exact_rotation_gradient() -> None:
     stack = TransformStack(("rotation",))
     low0, high0 = -0.3, 0.5
 
-    def view_losses(theta_values: torch.Tensor, soft: bool = True) -> torch.Tensor:
+    def view_losses(theta_values: torch.Tensor, soft: bool = True, frame: str = "view") -> torch.Tensor:
         params = theta_values[:, None]
         n = params.shape[0]
         theta = stack.grid_matrix(params, (H, W))
         views = stack(x.expand(n, -1, -1, -1), params, theta)
         targets = Targets(masks=masks.expand(n, -1, -1, -1)).warp(theta, (H, W), (H, W))
-        return segmentation_loss(model(views), targets, soft=soft)
+        return segmentation_loss(model(views), targets, soft=soft, frame=frame)
 
-    with torch.no_grad():
-        grid = torch.linspace(low0, high0, 801, dtype=torch.float64)
-        values = view_losses(grid)
-        mean = torch.trapezoid(values, grid) / (high0 - low0)
-        exact = torch.stack(((mean - values[0]) / (high0 - low0), (values[-1] - mean) / (high0 - low0)))
+    def exact_gradient(frame: str) -> torch.Tensor:
+        with torch.no_grad():
+            grid = torch.linspace(low0, high0, 801, dtype=torch.float64)
+            values = view_losses(grid, frame=frame)
+            mean = torch.trapezoid(values, grid) / (high0 - low0)
+            return torch.stack(((mean - values[0]) / (high0 - low0), (values[-1] - mean) / (high0 - low0)))
 
-    def estimate(soft: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    exact = exact_gradient("view")
+
+    def estimate(soft: bool, frame: str = "view") -> tuple[torch.Tensor, torch.Tensor]:
         low = torch.tensor([[low0]], dtype=torch.float64, requires_grad=True)
         high = torch.tensor([[high0]], dtype=torch.float64, requires_grad=True)
         dist = UniformRanges(low, high, ("rotation",))
         samples = dist.rsample((2000,), generator=torch.Generator().manual_seed(1))[:, 0, 0]
-        losses = view_losses(samples, soft)
+        losses = view_losses(samples, soft, frame)
         grads = torch.autograd.grad(losses.mean(), (low, high, samples), retain_graph=True)
         # Each loss depends on its own sample only: its gradient in (l, h) is dL/dθ · (1 - u, u).
         u = (samples - low0) / (high0 - low0)
@@ -353,6 +356,10 @@ def test_soft_mask_targets_give_the_exact_rotation_gradient() -> None:
     assert ((soft_grad - exact).abs() < 4 * stderr + 1e-4).all(), (soft_grad, exact, stderr)
     hard_grad, _ = estimate(soft=False)
     assert ((hard_grad - exact).abs() > 4 * stderr).any(), (hard_grad, exact)
+    # The input-frame loss maps the predictions back through the same θ: its pathwise gradient is exact too.
+    input_grad, input_stderr = estimate(soft=True, frame="input")
+    input_exact = exact_gradient("input")
+    assert ((input_grad - input_exact).abs() < 4 * input_stderr + 1e-4).all(), (input_grad, input_exact)
 
 
 def test_segmentation_loss_and_metrics() -> None:
