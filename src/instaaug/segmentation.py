@@ -1,7 +1,9 @@
 """Dense tasks: per-view segmentation losses for the objectives, and segmentation metrics.
 
-``InstaAugObjective`` takes one loss per view; for segmentation that is the per-pixel cross-entropy averaged over
-each view's labelled pixels (``segmentation_loss``), so φ learns which transforms keep the segmentation right.
+``InstaAugObjective`` takes one loss per view (``segmentation_loss``). On the view's own pixels (``frame="view"``)
+that is the usual per-pixel cross-entropy, but the mask moves with the view, so φ is rewarded for views that drop
+what is hard to segment; on the input's pixels (``frame="input"``), each pixel a view does not show costs as much as
+an uninformed guess, per class, so φ learns which transforms keep the segmentation of the input right.
 """
 
 from __future__ import annotations
