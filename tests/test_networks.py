@@ -184,3 +184,20 @@ def test_preact_resnet18_backbone_for_instance_mode():
 def test_unknown_network_is_named():
     with pytest.raises(ValueError, match="unknown network 'resnet9000'"):
         InvarianceNet(4, mode="instance", network="resnet9000")
+
+
+def test_phi_sees_large_inputs_downscaled_and_small_ones_as_they_are():
+    from instaaug import InstaAug
+    from instaaug.augment import PHI_MAX_SIDE
+
+    aug = InstaAug(("rotation", "hue"), width=4, depth=2)
+    seen: list[tuple[int, ...]] = []
+    aug.net.backbone.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
+    for size in ((24, 24), (128, 128), (64, 128)):
+        aug(torch.rand(2, 3, *size))
+    assert seen == [(24, 24), (PHI_MAX_SIDE, PHI_MAX_SIDE), (PHI_MAX_SIDE // 2, PHI_MAX_SIDE)]
+    # An explicit phi_size is used as given.
+    explicit = InstaAug(("rotation",), width=4, depth=2, phi_size=(96, 96))
+    explicit.net.backbone.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
+    explicit(torch.rand(1, 3, 128, 128))
+    assert seen[-1] == (96, 96)

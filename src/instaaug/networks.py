@@ -293,8 +293,10 @@ class InvarianceNet(nn.Module):
             time, in figures and in saved augmenters.
         crop: LRP crop levels (None: no crops).
         phi_size: the (H, W) φ sees its input at (resized, antialiased, when it differs); None for the input's
-            own size. Crops need it: their candidates are built once for this size, as fractions of the image,
-            so they stay exact in the original frame of any input.
+            own size, downscaled (aspect kept) when a side exceeds ``max_side``. Crops need it: their candidates
+            are built once for this size, as fractions of the image, so they stay exact in the original frame of
+            any input.
+        max_side: with ``phi_size`` None, the longest side φ sees (None: any).
 
     Every output layer starts at zero, so every mode begins from the heads' initial distribution for every input.
     The logit of crop candidate k of level l is head_k(x) + bias_l - log N_l: a 1×1 convolution on the level's
@@ -315,6 +317,7 @@ class InvarianceNet(nn.Module):
         *,
         crop: CropLevels | None = None,
         phi_size: tuple[int, int] | None = None,
+        max_side: int | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -326,6 +329,7 @@ class InvarianceNet(nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.phi_size = None if phi_size is None else (int(phi_size[0]), int(phi_size[1]))
+        self.max_side = max_side
         self.crop = crop
         backbone = phi_backbone(network, in_channels, width, depth, norm) if mode == "instance" or crop else None
         if mode == "instance":
@@ -447,8 +451,12 @@ class InvarianceNet(nn.Module):
         if self.mode == "instance":
             dtype = next(self.backbone.parameters()).dtype
             x = x.to(dtype)
-            if self.phi_size is not None and tuple(x.shape[-2:]) != self.phi_size:
-                x = F.interpolate(x, size=self.phi_size, mode="bilinear", align_corners=False, antialias=True)
+            size = self.phi_size
+            if size is None and self.max_side is not None and max(x.shape[-2:]) > self.max_side:
+                scale = self.max_side / max(x.shape[-2:])
+                size = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
+            if size is not None and tuple(x.shape[-2:]) != size:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
             # Crops alone (no global crop) never need stages deeper than the last level.
             crops_only = self.out_dim == 0 and self.crop is not None and self.global_head is None
             features = self.backbone(x, self.levels[-1] + 1 if crops_only else None)
