@@ -196,3 +196,16 @@ def test_impossible_placement_is_a_clear_error() -> None:
     digits, _ = bundled_digits()
     with pytest.raises(RuntimeError, match="could not place"):
         _render(digits[:20], 0, 16, (16, 16), (8, 12), (8,), max_overlap=0.0)
+
+
+def test_fit_and_eval_sets_hold_out_training_images_or_use_the_test_split():
+    from instaaug.data.digits import cluttered_digits, fit_and_eval_sets
+
+    fit, held = fit_and_eval_sets(100, 40, validation=30)
+    train = cluttered_digits("train")
+    assert len(fit) == 70 and len(held) == 30
+    assert torch.equal(held.source, train.source[70:100]) and torch.equal(held.masks, train.masks[70:100])
+    fit, test = fit_and_eval_sets(100, 40)
+    assert len(fit) == 100 and torch.equal(test.images, cluttered_digits("test").images[:40])
+    part = train.subset(5, 9)
+    assert all(getattr(part, k).shape[0] == 4 for k in ("images", "labels", "boxes", "source", "masks"))

@@ -12,6 +12,7 @@ from instaaug import InstaAug
 from instaaug.baselines import NoAugment, RandomCrop
 from instaaug.bench import run_benchmarks
 from instaaug.cli import main
+from instaaug.data.digits import cluttered_digits
 from instaaug.experiments import crop
 from instaaug.transforms import TransformStack
 
@@ -124,11 +125,11 @@ def test_crop_config_validation():
 def test_validation_holds_out_the_last_training_images():
     fit, held_out = crop._datasets(crop.Config(n_train=100, validation=30))
     assert fit.images.shape[0] == 70 and held_out.images.shape[0] == 30
-    train_images = crop.cluttered_digits("train").images
+    train_images = cluttered_digits("train").images
     assert torch.equal(fit.images, train_images[:70]) and torch.equal(held_out.images, train_images[70:100])
     assert held_out.boxes.shape == (30, 4) and held_out.labels.shape == (30,)
     _, test = crop._datasets(crop.Config(n_train=100, n_test=40))
-    assert torch.equal(test.images, crop.cluttered_digits("test").images[:40])
+    assert torch.equal(test.images, cluttered_digits("test").images[:40])
 
 
 def test_crop_experiment_refuses_data(tmp_path, capsys):

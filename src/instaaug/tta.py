@@ -88,7 +88,33 @@ def _in_chunks(model: nn.Module, images: torch.Tensor, chunk_size: int | str | N
     return torch.cat([model(chunk) for chunk in images.split(chunk_size)])
 
 
-class TTAWrapper(nn.Module):
+class _ViewEnsemble(nn.Module):
+    """What both wrappers share: the model, the augmenter, the number of views, the merge and the chunking."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        aug: nn.Module,
+        n_samples: int,
+        merge: str,
+        chunk_size: int | str | None,
+        temperature: float,
+    ) -> None:
+        super().__init__()
+        merge_predictions(torch.zeros(1, 1, 1), merge, temperature=temperature)  # refuses bad options now
+        self.model = model
+        self.aug = aug
+        self.n_samples = check_positive_int(n_samples, "n_samples")
+        self.merge = merge
+        self.temperature = temperature
+        self.chunk_size = _check_chunk_size(chunk_size)
+
+    def _outputs(self, images: torch.Tensor, batch: int) -> torch.Tensor:
+        """The model's outputs for views (N, C, H, W) of ``batch`` inputs, in chunks of ``chunk_size``."""
+        return _in_chunks(self.model, images, self.chunk_size, batch)
+
+
+class TTAWrapper(_ViewEnsemble):
     """Wraps a model so that its forward merges the predictions of ``n_samples`` augmented views per input.
 
     φ runs once per input and all B·n views are drawn in one call; they go through the model in chunks of
@@ -119,23 +145,16 @@ class TTAWrapper(nn.Module):
         views: str = "sample",
         temperature: float = 0.5,
     ) -> None:
-        super().__init__()
-        merge_predictions(torch.zeros(1, 1, 1), merge, temperature=temperature)  # refuses bad options now
+        super().__init__(model, aug, n_samples, merge, chunk_size, temperature)
         if views not in VIEW_MODES:
             raise ValueError(f"views must be one of {VIEW_MODES}, got {views!r}")
         if views == "top" and not (isinstance(aug, InstaAug) and aug.config.has_crop):
             raise ValueError(f"views='top' needs an InstaAug with learned crops, got {type(aug).__name__}")
         self.views = views
-        self.model = model
-        self.aug = aug
-        self.n_samples = check_positive_int(n_samples, "n_samples")
-        self.merge = merge
-        self.temperature = temperature
-        self.chunk_size = _check_chunk_size(chunk_size)
 
     def view_logits(self, images: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """The model's logits (N, K) for views (N, C, H, W) of ``batch`` inputs, in chunks of ``chunk_size``."""
-        return _in_chunks(self.model, images, self.chunk_size, batch or images.shape[0])
+        return self._outputs(images, batch or images.shape[0])
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None
@@ -150,7 +169,7 @@ class TTAWrapper(nn.Module):
         return merge_predictions(logits.view(x.shape[0], self.n_samples, -1), self.merge, temperature=self.temperature)
 
 
-class DenseTTAWrapper(nn.Module):
+class DenseTTAWrapper(_ViewEnsemble):
     """Test-time augmentation for dense prediction (segmentation, heat maps): the model's output on each of
     ``n_samples`` views is mapped back to the input's frame (``AugmentOutput.to_input``) and the views are merged
     pixel by pixel, each weighted by how much of the pixel it saw.
@@ -178,20 +197,13 @@ class DenseTTAWrapper(nn.Module):
         temperature: float = 0.5,
         include_identity: bool = True,
     ) -> None:
-        super().__init__()
-        merge_predictions(torch.zeros(1, 1, 1), merge, temperature=temperature)  # refuses bad options now
+        super().__init__(model, aug, n_samples, merge, chunk_size, temperature)
         if not isinstance(include_identity, bool):
             raise TypeError(f"include_identity must be True or False, got {include_identity!r}")
-        self.model = model
-        self.aug = aug
-        self.n_samples = check_positive_int(n_samples, "n_samples")
-        self.merge = merge
-        self.temperature = temperature
-        self.chunk_size = _check_chunk_size(chunk_size)
         self.include_identity = include_identity
 
     def _dense(self, images: torch.Tensor, batch: int) -> torch.Tensor:
-        out = _in_chunks(self.model, images, self.chunk_size, batch)
+        out = self._outputs(images, batch)
         if out.dim() != 4 or out.shape[0] != images.shape[0]:
             raise ValueError(f"the model must return dense outputs (N, K, h, w), got shape {tuple(out.shape)}")
         if out.shape[-2:] != images.shape[-2:]:

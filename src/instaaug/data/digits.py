@@ -27,6 +27,7 @@ from any other source digit, including ones of the other split: they are 6–8 p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -79,6 +80,10 @@ class ClutteredDigits:
     def canvas(self) -> int:
         """The image side C in pixels."""
         return self.images.shape[-1]
+
+    def subset(self, start: int, stop: int) -> ClutteredDigits:
+        """Images ``start`` … ``stop - 1`` of this split, every field alike."""
+        return ClutteredDigits(*(getattr(self, f.name)[start:stop] for f in dataclasses.fields(self)))
 
     def normalised_boxes(self) -> torch.Tensor:
         """The boxes (N, 4) as fractions of the image side, in [0, 1]: (x0, y0, x1, y1) / C."""
@@ -341,6 +346,17 @@ def cluttered_digits(
             torch.uint8
         )[:, None],
     )
+
+
+def fit_and_eval_sets(n_train: int, n_test: int, validation: int = 0) -> tuple[ClutteredDigits, ClutteredDigits]:
+    """The images an experiment trains on and those it reports on: the first ``n_train`` training images and the
+    first ``n_test`` test images, or, with ``validation`` > 0, the first ``n_train - validation`` training images
+    and the next ``validation`` of them (held out, to choose settings without looking at the test set)."""
+    train = cluttered_digits("train")
+    if validation:
+        fit = n_train - validation
+        return train.subset(0, fit), train.subset(fit, n_train)
+    return train.subset(0, n_train), cluttered_digits("test").subset(0, n_test)
 
 
 def box_coverage(crop_boxes: torch.Tensor, object_boxes: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ from torch import nn
 from ..augment import Augmenter, InstaAug
 from ..baselines import Augerino, NoAugment, RandomCrop
 from ..controller import EntropyController
-from ..data.digits import box_coverage, cluttered_digits
+from ..data.digits import box_coverage, fit_and_eval_sets
 from ..distributed import is_main_process
 from ..models import build_classifier
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
@@ -262,19 +262,9 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | No
         return _run(config, Path(out_dir))
 
 
-def _subset(dataset: Any, start: int, stop: int) -> Any:
-    return dataclasses.replace(
-        dataset, **{k: getattr(dataset, k)[start:stop] for k in ("images", "labels", "boxes", "source", "masks")}
-    )
-
-
 def _datasets(config: Config) -> tuple[Any, Any]:
     """The training images and the images the metrics are computed on (test, or held-out training images)."""
-    train = cluttered_digits("train")
-    if config.validation:
-        fit = config.n_train - config.validation
-        return _subset(train, 0, fit), _subset(train, fit, config.n_train)
-    return _subset(train, 0, config.n_train), _subset(cluttered_digits("test"), 0, config.n_test)
+    return fit_and_eval_sets(config.n_train, config.n_test, config.validation)
 
 
 def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:

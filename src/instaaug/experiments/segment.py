@@ -30,7 +30,7 @@ from torch import nn
 
 from ..augment import Augmenter, InstaAug
 from ..baselines import NoAugment, RandomAugment
-from ..data.digits import cluttered_digits
+from ..data.digits import fit_and_eval_sets
 from ..distributed import is_main_process
 from ..models import UNet
 from ..objective import TaskObjective
@@ -141,19 +141,9 @@ def build_segment_method(method: str, config: Config) -> tuple[Augmenter, nn.Mod
     raise ValueError(f"unknown method {method!r}; known methods: {list(METHODS)}")
 
 
-def _subset(dataset: Any, start: int, stop: int) -> Any:
-    return dataclasses.replace(
-        dataset, **{k: getattr(dataset, k)[start:stop] for k in ("images", "labels", "boxes", "source", "masks")}
-    )
-
-
 def _datasets(config: Config) -> tuple[Any, Any]:
     """The training images and the images the metrics are computed on (test, or held-out training images)."""
-    train_set = cluttered_digits("train")
-    if config.validation:
-        fit = config.n_train - config.validation
-        return _subset(train_set, 0, fit), _subset(train_set, fit, config.n_train)
-    return _subset(train_set, 0, config.n_train), _subset(cluttered_digits("test"), 0, config.n_test)
+    return fit_and_eval_sets(config.n_train, config.n_test, config.validation)
 
 
 def _scores(confusion: torch.Tensor, prefix: str = "") -> dict[str, float]:
