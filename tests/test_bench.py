@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from instaaug.bench import augment_throughput, compare_calls, crop_experiment_step, peak_bytes
+from instaaug.bench import augment_throughput, compare_calls, crop_experiment_step, peak_bytes, phi_size_ratio
 from instaaug.cli import main
 
 RATIOS = (
@@ -92,3 +92,9 @@ def test_crop_experiment_step_trains_and_refuses_unknown_kinds():
         assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     with pytest.raises(ValueError, match="kind"):
         crop_experiment_step("bogus")
+
+
+def test_phi_size_ratio_compares_default_and_native_phi_per_size():
+    rows = phi_size_ratio(sizes=(8, 48), batch=2, repeats=1)
+    assert [r["image_size"] for r in rows] == [8, 48]
+    assert all(r["ratio_default"] > 0 and r["ratio_native"] > 0 and r["seconds_random"] > 0 for r in rows)

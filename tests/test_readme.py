@@ -12,6 +12,20 @@ import instaaug
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def readme_example(marker: str) -> str:
+    """The first Python block of the README that contains ``marker``."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if marker in b]
+    assert blocks, f"the README must show an example with {marker!r}"
+    return blocks[0]
+
+
+def run_readme_example(marker: str) -> dict:
+    """Execute that block; its namespace."""
+    namespace: dict = {}
+    exec(compile(readme_example(marker), str(README), "exec"), namespace)
+    return namespace
+
+
 def test_readme_quick_start_runs_on_real_photographs_and_reaches_its_entropy_band(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "the README must show a Python example"
@@ -33,32 +47,21 @@ def test_readme_quick_start_runs_on_real_photographs_and_reaches_its_entropy_ban
 
 
 def test_readme_crop_example_runs(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    crop_blocks = [b for b in blocks if 'views="top"' in b]
-    assert crop_blocks, "the README must show the learned-crop example"
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    exec(compile(crop_blocks[0], str(README), "exec"), namespace)
+    namespace = run_readme_example('views="top"')
     assert namespace["out"].images.shape == (16, 3, 64, 64)
     assert namespace["tta"](namespace["x"]).shape == (8, 10)
 
 
 def test_readme_safe_loading_example_runs(tmp_path, monkeypatch, capsys):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    safe_blocks = [b for b in blocks if "load_foreign_weights" in b]
-    assert safe_blocks, "the README must show the safe-loading example"
     monkeypatch.chdir(tmp_path)
-    exec(compile(safe_blocks[0], str(README), "exec"), {})
+    run_readme_example("load_foreign_weights")
     assert capsys.readouterr().out.strip() == "['bias', 'weight']"
 
 
 def test_readme_dense_targets_example_runs(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    dense_blocks = [b for b in blocks if "DenseTTAWrapper" in b]
-    assert dense_blocks, "the README must show the dense-targets example"
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    exec(compile(dense_blocks[0], str(README), "exec"), namespace)
+    namespace = run_readme_example("DenseTTAWrapper")
     out = namespace["out"]
     assert out.targets.masks.shape == (8, 1, 64, 64)
     assert set(out.targets.masks.unique().tolist()) <= {0, 1, 2, 3, 4, 255}

@@ -99,3 +99,13 @@ def test_segment_config_refuses_bad_settings(tmp_path) -> None:
         segment.Config(methods=("augerino",))
     with pytest.raises(ValueError, match="validation"):
         segment.Config(validation=1300)
+
+
+def test_cli_refuses_data_for_segment_in_one_line(tmp_path, capsys):
+    from instaaug.cli import main
+
+    assert main(["run", "segment", "--quick", "--out", str(tmp_path), "--data", "photos/"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "takes no --data" in err and "Traceback" not in err
+    assert main(["run", "segment", "--quick", "--set", "loss_frame=output"]) == 2
+    assert "loss_frame" in capsys.readouterr().err

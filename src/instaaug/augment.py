@@ -55,7 +55,8 @@ _LEGACY_UNIFORM, _LEGACY_CROP = "instaaug.InstaAug", "instaaug.InstaAugCrop"
 CROP_PHI_SIZE = (48, 48)
 #: The longest side φ sees an input at when ``phi_size`` is not given and there are no crops: larger inputs are
 #: downscaled (aspect kept), so φ's cost stops growing with the image (a small-CNN training step with rotation +
-#: colour at batch 64: 2.94× a random-augmentation step at 128 px with φ at full size, 1.51× with φ at 16 px).
+#: colour at batch 64: 3.10× a random-augmentation step at 128 px with φ at full size, 1.59× with this cap;
+#: ``bench.phi_size_ratio``).
 PHI_MAX_SIDE = 32
 #: The crop recipe's band on the categorical part (about 2–3 effective crops; ``instaaug run crop``), shifted by
 #: the jitter's entropy, and its λ controller (start, step, floor).

@@ -593,6 +593,35 @@ def scaling(
     return rows
 
 
+def phi_size_ratio(
+    sizes: Sequence[int] = (32, 64, 128), batch: int = 64, repeats: int = 8, device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """With the small CNN as classifier, a training step with InstaAug (rotation + colour) ÷ one with random
+    augmentation, per image size: φ at its default resolution (at most ``PHI_MAX_SIDE`` px) and at the image's own
+    size. Rows ``{"image_size", "ratio_default", "ratio_native", "seconds_random"}``."""
+    rows = []
+    for size in sizes:
+        x, y = _batch(batch, 3, size, device)
+        steps = {
+            "random": make_train_step(
+                _classifier(3, device), RandomAugment(UNIFORM_TRANSFORMS).to(device), TaskObjective()
+            )
+        }
+        for name, options in (("default", {}), ("native", {"phi_size": (size, size)})):
+            aug = InstaAug(UNIFORM_TRANSFORMS, **options).to(device)
+            steps[name] = make_train_step(_classifier(3, device), aug, aug.objective().to(device))
+        seconds = compare_steps(steps, x, y, repeats=repeats, warmup=2)
+        rows.append(
+            {
+                "image_size": size,
+                "ratio_default": seconds["default"] / seconds["random"],
+                "ratio_native": seconds["native"] / seconds["random"],
+                "seconds_random": seconds["random"],
+            }
+        )
+    return rows
+
+
 def machine() -> dict[str, Any]:
     """What the benchmark ran on."""
     return {
