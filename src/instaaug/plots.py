@@ -299,3 +299,42 @@ def plot_segmentation_views(
         axes[0, k + 1].set_title(f"view {k + 1}", fontsize=8)
     fig.suptitle("learned views with their masks (digit labels in colour, padding grey)", fontsize=9)
     return save_figure(fig, path)
+
+
+# --- any augmenter: sampled views ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def plot_sampled_views(
+    aug: torch.nn.Module,
+    images: torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    n_views: int = 6,
+    labels: list[str] | tuple[str, ...] | None = None,
+    seed: int = 0,
+) -> Path:
+    """Views an augmenter draws: one row per image of ``images`` (N, C, H, W) in [0, 1], the image and then
+    ``n_views`` views sampled from p(τ; φ(x)) (in eval mode), with ``labels`` as row titles."""
+    was_training = aug.training
+    aug.eval()
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    try:
+        views = aug(images, n_copies=n_views, generator=generator).images.cpu()
+    finally:
+        aug.train(was_training)
+    n = images.shape[0]
+    fig, axes = plt.subplots(n, n_views + 1, figsize=(1.2 * (n_views + 1), 1.25 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(to_image(images[i]), cmap="gray")
+        if labels is not None:
+            axes[i, 0].set_ylabel(labels[i], fontsize=7, rotation=0, ha="right", va="center")
+        for j in range(n_views):
+            axes[i, j + 1].imshow(to_image(views[i * n_views + j]), cmap="gray")
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("input", fontsize=8)
+    for j in range(n_views):
+        axes[0, j + 1].set_title(f"view {j + 1}", fontsize=8)
+    return save_figure(fig, path)

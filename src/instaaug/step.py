@@ -28,15 +28,18 @@ class StepOutput:
         metrics: the objective's parts (``task_loss``, ``entropy``, ``lam``, ``surrogate``; ``task_loss`` alone in
             pre-training), each a 0-d tensor.
         correct: 0-d tensor, the number of views classified right (for masks: the sum over views of each view's
-            fraction of labelled pixels predicted right).
+            fraction of labelled pixels predicted right; for regression targets: the sum over views of the mean
+            absolute error).
         views: the number of views N.
         finite: 0-d bool tensor, whether the loss and φ's entropies were finite.
+        metric: what ``correct / views`` is: ``accuracy``, or ``mae`` for regression targets.
     """
 
     metrics: dict[str, torch.Tensor]
     correct: torch.Tensor
     views: int
     finite: torch.Tensor
+    metric: str = "accuracy"
 
 
 def cross_entropy_per_view(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -44,15 +47,48 @@ def cross_entropy_per_view(logits: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits, y, reduction="none")
 
 
+def _errors(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """outputs (N, D) − targets (N, D) (or (N,) for D = 1), in float32; a shape mismatch raises (no broadcasting)."""
+    out, target = outputs.float().flatten(1), y.float().reshape(y.shape[0], -1)
+    if out.shape != target.shape:
+        raise ValueError(f"the model's outputs {tuple(outputs.shape)} do not match the targets {tuple(y.shape)}")
+    return out - target
+
+
+def squared_error_per_view(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error (N,) per view of outputs (N, D) against real targets (N, D) or (N,) (regression)."""
+    return _errors(outputs, y).square().mean(1)
+
+
+def absolute_error_per_view(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error (N,) per view of outputs (N, D) against real targets (N, D) or (N,) (regression)."""
+    return _errors(outputs, y).abs().mean(1)
+
+
+#: f's optimisers: ``adamw`` (decoupled weight decay) or ``sgd`` (with momentum; the papers' full-scale recipes).
+OPTIMIZERS = ("adamw", "sgd")
+
+
 def make_optimisers(
-    model: nn.Module, aug: nn.Module, lr: float = 3e-3, aug_lr: float = 3e-3, weight_decay: float = 0.0
+    model: nn.Module,
+    aug: nn.Module,
+    lr: float = 3e-3,
+    aug_lr: float = 3e-3,
+    weight_decay: float = 0.0,
+    optimizer: str = "adamw",
+    momentum: float = 0.9,
 ) -> dict[str, torch.optim.Optimizer]:
-    """The optimisers of a run: ``f`` (AdamW over the classifier's trainable parameters) and ``phi`` (Adam over
-    φ's), each only if there is something to train."""
+    """The optimisers of a run: ``f`` (``optimizer`` over the classifier's trainable parameters: AdamW, or SGD
+    with ``momentum`` and L2 ``weight_decay``) and ``phi`` (Adam over φ's), each only if there is something to
+    train."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     optimisers: dict[str, torch.optim.Optimizer] = {}
     f_params = [p for p in model.parameters() if p.requires_grad]
     phi_params = [p for p in aug.parameters() if p.requires_grad]
-    if f_params:
+    if f_params and optimizer == "sgd":
+        optimisers["f"] = torch.optim.SGD(f_params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    elif f_params:
         optimisers["f"] = torch.optim.AdamW(f_params, lr=lr, weight_decay=weight_decay)
     if phi_params:
         optimisers["phi"] = torch.optim.Adam(phi_params, lr=aug_lr)
@@ -61,7 +97,9 @@ def make_optimisers(
 
 def _hits(logits: torch.Tensor, targets: torch.Tensor | ViewTargets) -> tuple[torch.Tensor, int]:
     """(correct predictions, 0-d on the device; views): argmax hits for labels (N,), or per view the fraction of
-    labelled pixels predicted right for masks."""
+    labelled pixels predicted right for masks, or the summed mean absolute errors for real targets (N, D)."""
+    if isinstance(targets, torch.Tensor) and targets.is_floating_point():
+        return absolute_error_per_view(logits, targets).sum(), targets.shape[0]
     if isinstance(targets, torch.Tensor) and targets.dim() == 1:
         return (logits.argmax(-1) == targets).sum(), targets.shape[0]
     if isinstance(targets, ViewTargets):
@@ -95,16 +133,19 @@ def train_step(
         aug: the augmenter (or its DDP wrapper).
         objective: ``InstaAugObjective``, ``AugerinoObjective`` or ``TaskObjective``.
         optimisers: from ``make_optimisers``; in pre-training only ``f`` steps.
-        x: images (B, C, H, W) in [0, 1]; y: labels (B,) or integer masks (B, 1, H, W).
+        x: images (B, C, H, W) in [0, 1]; y: labels (B,), integer masks (B, 1, H, W) or real regression targets
+            (B, D) (float).
         task_loss: per-view loss ``(logits, targets) → (N,)``; cross-entropy for labels, ``segmentation_loss``
-            (with the views' ``ViewTargets``) for masks.
+            (with the views' ``ViewTargets``) for masks, the squared error for real targets.
         pretraining: train f alone on the unaugmented images.
         amp: autocast the forward passes to bfloat16.
         max_grad_norm: clip the gradients of every optimised parameter to this total norm (0: no clipping).
         checks: a context for the augmenter call (``validation.trusted_inputs`` once the data were validated).
     """
     dense = y.dim() == 4
-    task_loss = task_loss or (segmentation_loss if dense else cross_entropy_per_view)
+    regression = y.is_floating_point()
+    default_loss = squared_error_per_view if regression else cross_entropy_per_view
+    task_loss = task_loss or (segmentation_loss if dense else default_loss)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         if pretraining:
             logits = model(x)
@@ -114,7 +155,8 @@ def train_step(
             finite = torch.isfinite(loss.detach())
         else:
             with checks():
-                out = aug(x, targets=Targets(masks=y)) if dense else aug(x, y)
+                # Real targets are not class labels: a class-conditional φ cannot take them.
+                out = aug(x, targets=Targets(masks=y)) if dense else aug(x, None if regression else y)
             logits = model(out.images)
             targets = out.targets if dense else out.repeat(y)
             terms = objective(task_loss(logits, targets), out)
@@ -132,4 +174,4 @@ def train_step(
     for opt in stepping.values():
         opt.step()
     correct, views = _hits(logits.detach(), targets)
-    return StepOutput(metrics, correct, views, finite)
+    return StepOutput(metrics, correct, views, finite, "mae" if regression else "accuracy")

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .augment import Augmenter
 from .io import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .step import make_optimisers, train_step
+from .step import OPTIMIZERS, make_optimisers, train_step
 from .targets import Targets
 from .validation import check_images, check_labels, check_positive_int, trusted_inputs
 
@@ -73,6 +73,9 @@ _RESULT_KEYS = (
     "weight_decay",
     "seed",
     "amp",
+    "optimizer",
+    "momentum",
+    "aug_lr_warmup_epochs",
 )
 AUG_LR_SCHEDULES = ("constant", "cosine")
 
@@ -86,11 +89,17 @@ class TrainConfig:
         pretrain_epochs: epochs of f alone on unaugmented images first (the paper's recipe for crops).
         batch_size: inputs per step, over all processes (the global batch; each of N processes takes
             ``batch_size / N``). Each input gives ``aug.n_copies`` views.
-        lr: f's learning rate (Adam, cosine decay over all epochs).
+        lr: f's learning rate (cosine decay over all epochs).
+        optimizer: f's optimiser, ``adamw`` (decoupled weight decay) or ``sgd`` (momentum ``momentum``, L2
+            ``weight_decay``: the papers' full-scale recipes).
+        momentum: SGD's momentum (``optimizer="sgd"`` only).
         aug_lr: φ's learning rate (Adam).
         aug_lr_schedule: ``constant``, or ``cosine``: decay φ's learning rate to 0 over the joint epochs, so that φ
             settles at the end of training instead of stopping wherever the entropy controller's swings left it.
-        weight_decay: f's decoupled weight decay (AdamW).
+        aug_lr_warmup_epochs: raise φ's learning rate linearly from 0 over this many joint epochs first (then the
+            schedule; the cosine then decays over the remaining joint epochs). The crop recipe of the paper warms
+            φ up so that its first, uninformed steps do not push the crop distribution around.
+        weight_decay: f's weight decay (decoupled for AdamW).
         seed: the run's seed.
         device: where to train (under torchrun a bare ``cuda`` means this process's GPU, ``cuda:LOCAL_RANK``).
         progress: show progress bars (None: only when attached to a terminal; never on ranks other than 0).
@@ -126,20 +135,25 @@ class TrainConfig:
     find_unused_parameters: bool = False
     channels_last: bool = False
     max_grad_norm: float = 0.0
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    aug_lr_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.log_every, "log_every")
-        for key in ("epochs", "pretrain_epochs", "checkpoint_every"):
+        for key in ("epochs", "pretrain_epochs", "checkpoint_every", "aug_lr_warmup_epochs"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
-        for key in ("lr", "aug_lr", "weight_decay", "max_grad_norm"):
+        for key in ("lr", "aug_lr", "weight_decay", "max_grad_norm", "momentum"):
             if not (isinstance(getattr(self, key), int | float) and getattr(self, key) >= 0):
                 raise ValueError(f"{key} must be a number ≥ 0, got {getattr(self, key)!r}")
         for key in ("amp", "tensorboard", "find_unused_parameters", "channels_last"):
             if not isinstance(getattr(self, key), bool):
                 raise TypeError(f"{key} must be a bool, got {getattr(self, key)!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.aug_lr_schedule not in AUG_LR_SCHEDULES:
             raise ValueError(f"aug_lr_schedule must be one of {AUG_LR_SCHEDULES}, got {self.aug_lr_schedule!r}")
 
@@ -425,6 +439,26 @@ def _raise_if_nonfinite(bad: torch.Tensor, epoch: int, epoch_start: int, where: 
         )
 
 
+def _warmup_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
+    """φ's learning-rate factor at joint step ``step``: linear from 1/warmup to 1 over ``warmup`` steps, then 1
+    (constant) or a cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if not cosine:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def check_regression_targets(y: Any, batch: int) -> None:
+    """Validate real regression targets: a float tensor (B,) or (B, D) of finite values."""
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        raise TypeError(f"regression targets must be a float torch.Tensor, got {type(y).__name__}")
+    if y.dim() not in (1, 2) or y.shape[0] != batch:
+        raise ValueError(f"regression targets must have shape ({batch},) or ({batch}, D), got {tuple(y.shape)}")
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError("regression targets must be finite (found NaN or Inf)")
+
+
 def to_channels_last(*modules: nn.Module) -> None:
     """Store every module's 4-D weights (convolutions) channels-last (NHWC), in place, as
     ``TrainConfig(channels_last=True)`` does."""
@@ -490,6 +524,8 @@ def train(
         check_images(x, name="training images")
         if isinstance(y, torch.Tensor) and y.dim() == 4:
             Targets(masks=y).check(x.shape[0], (x.shape[-2], x.shape[-1]))
+        elif isinstance(y, torch.Tensor) and y.is_floating_point():
+            check_regression_targets(y, x.shape[0])
         else:
             check_labels(y, x.shape[0])
         batches: Iterable = TensorBatches(x, y, config.batch_size, rank=rank, world_size=world)
@@ -504,7 +540,9 @@ def train(
     if config.channels_last:
         to_channels_last(model, aug)
     total_epochs = config.pretrain_epochs + config.epochs
-    optimisers = make_optimisers(model, aug, config.lr, config.aug_lr, config.weight_decay)
+    optimisers = make_optimisers(
+        model, aug, config.lr, config.aug_lr, config.weight_decay, config.optimizer, config.momentum
+    )
     if config.pretrain_epochs and "f" not in optimisers:
         raise ValueError("pretrain_epochs > 0 trains the classifier alone, but it has no trainable parameters")
     steps_per_epoch = len(batches) if hasattr(batches, "__len__") else None
@@ -514,10 +552,15 @@ def train(
             optimisers["f"], T_max=max(1, total_epochs * steps_per_epoch)
         )
     aug_scheduler = None
-    if "phi" in optimisers and steps_per_epoch and config.aug_lr_schedule == "cosine":
-        aug_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimisers["phi"], T_max=max(1, config.epochs * steps_per_epoch)
+    joint_steps = config.epochs * (steps_per_epoch or 0)
+    if "phi" in optimisers and steps_per_epoch and config.aug_lr_warmup_epochs:
+        warmup = min(config.aug_lr_warmup_epochs * steps_per_epoch, joint_steps)
+        cosine = config.aug_lr_schedule == "cosine"
+        aug_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimisers["phi"], lambda step: _warmup_factor(step, warmup, joint_steps, cosine)
         )
+    elif "phi" in optimisers and steps_per_epoch and config.aug_lr_schedule == "cosine":
+        aug_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimisers["phi"], T_max=max(1, joint_steps))
     # The modules called in the steps: DDP wrappers when distributed (they average the gradients over the ranks
     # during backward); states are saved from the plain modules, so checkpoints do not depend on the world size.
     f_call: nn.Module = model
@@ -616,6 +659,7 @@ def train(
     # The first step (global numbering, from 1) whose loss or φ output was non-finite; -1 while there is none.
     bad = torch.full((), -1, dtype=torch.long, device=device)
     try:
+        score_name = "train_accuracy"  # train_mae for regression targets, set by the steps
         for epoch in range(start_epoch, total_epochs):
             pretraining = epoch < config.pretrain_epochs
             mid = saved is not None and epoch == start_epoch
@@ -690,6 +734,7 @@ def train(
                     sums[key] = sums.get(key, 0) + value.float() * result.views
                 correct += result.correct
                 views += result.views
+                score_name = f"train_{result.metric}"
                 if global_step % config.log_every == 0:
                     _raise_if_nonfinite(bad, epoch, epoch_start, f"at the log interval of step {global_step}")
                     if writer is not None or not bar.disable:
@@ -728,7 +773,7 @@ def train(
                 "epoch": epoch + 1,
                 "phase": "pretrain" if pretraining else "joint",
                 **{key: float(value) / views for key, value in sums.items()},
-                "train_accuracy": correct_value / views,
+                score_name: correct_value / views,
                 "seconds": time.perf_counter() - started,
             }
             if not math.isfinite(record["task_loss"]):

@@ -26,6 +26,7 @@ frame; 16-bit images are scaled by 1/65535; grey→RGB repeats the grey value an
 
 from __future__ import annotations
 
+import csv
 import os
 import zipfile
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
@@ -55,6 +57,14 @@ class LoadedDataset(NamedTuple):
 
     images: torch.Tensor
     labels: torch.Tensor
+    class_names: tuple[str, ...]
+
+
+class ImageFiles(NamedTuple):
+    """A labelled image dataset on disk: ``paths`` (N,), ``labels`` (N,) int64 and ``class_names`` (K,)."""
+
+    paths: list[Path]
+    labels: np.ndarray
     class_names: tuple[str, ...]
 
 
@@ -180,26 +190,27 @@ def _read_images(
     return out
 
 
+def read_images(
+    paths: Sequence[Path],
+    *,
+    image_size: int | Sequence[int] | None = None,
+    channels: int | None = None,
+    desc: str = "reading images",
+) -> torch.Tensor:
+    """Read image files into memory: (N, C, H, W) float32 in [0, 1] (conventions in the module docstring);
+    ``image_size`` resizes, ``channels`` (1 or 3; None: 3 if any image is colour) converts."""
+    return torch.from_numpy(_read_images(list(paths), image_size=image_size, channels=channels, desc=desc))
+
+
 def _dataset(images: np.ndarray, labels: Sequence[int] | np.ndarray, class_names: Sequence[str]) -> LoadedDataset:
     return LoadedDataset(
         torch.from_numpy(images), torch.as_tensor(np.asarray(labels, dtype=np.int64)), tuple(class_names)
     )
 
 
-def load_image_folder(
-    root: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None, channels: int | None = None
-) -> LoadedDataset:
-    """Read ``root/<class>/<image>`` (one sub-folder per class) into memory.
-
-    Args:
-        root: the folder holding one sub-folder per class; labels follow the sorted sub-folder names.
-        image_size: resize every image to (size, size) or (H, W) with PIL bilinear; None keeps the files' size, which
-            must then be the same for all.
-        channels: 1 (grey) or 3 (RGB); None: 3 if any image is colour, else 1.
-
-    Returns:
-        images (N, C, H, W) float32 in [0, 1], labels (N,) int64, class_names (K,) — the sub-folder names.
-    """
+def list_image_folder(root: str | os.PathLike) -> ImageFiles:
+    """The files of an image folder ``root/<class>/<image>`` and their labels, without reading them (see
+    ``load_image_folder`` for the layout)."""
     root = _existing(root)
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder; expected one sub-folder of images per class")
@@ -218,8 +229,26 @@ def load_image_folder(
             )
         paths += files
         labels += [label] * len(files)
-    images = _read_images(paths, image_size=image_size, channels=channels, desc=f"reading {root.name}")
-    return _dataset(images, labels, [d.name for d in class_dirs])
+    return ImageFiles(paths, np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs))
+
+
+def load_image_folder(
+    root: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None, channels: int | None = None
+) -> LoadedDataset:
+    """Read ``root/<class>/<image>`` (one sub-folder per class) into memory.
+
+    Args:
+        root: the folder holding one sub-folder per class; labels follow the sorted sub-folder names.
+        image_size: resize every image to (size, size) or (H, W) with PIL bilinear; None keeps the files' size, which
+            must then be the same for all.
+        channels: 1 (grey) or 3 (RGB); None: 3 if any image is colour, else 1.
+
+    Returns:
+        images (N, C, H, W) float32 in [0, 1], labels (N,) int64, class_names (K,) — the sub-folder names.
+    """
+    files = list_image_folder(root)
+    images = _read_images(files.paths, image_size=image_size, channels=channels, desc=f"reading {Path(root).name}")
+    return _dataset(images, files.labels, files.class_names)
 
 
 def _tiny_wnids(root: Path) -> list[str]:
@@ -253,22 +282,9 @@ def _tiny_names(root: Path, wnids: Sequence[str]) -> list[str]:
     return [names.get(w, w) for w in wnids]
 
 
-def load_tiny_imagenet(
-    root: str | os.PathLike, split: str = "train", *, image_size: int | tuple[int, int] | None = None
-) -> LoadedDataset:
-    """Read one split of Tiny-ImageNet-200 (layout in the module docstring) into memory, as RGB.
-
-    Args:
-        root: the ``tiny-imagenet-200`` folder.
-        split: ``"train"`` (``train/<wnid>/images``) or ``"val"`` (``val/images`` + ``val/val_annotations.txt``).
-        image_size: resize every image to (size, size) or (H, W) with PIL bilinear; None keeps 64×64.
-
-    Returns:
-        images (N, 3, H, W) float32 in [0, 1] (the few greyscale JPEGs are repeated to RGB), labels (N,) int64
-        indexing the wnids in ``wnids.txt`` order (sorted ``train/`` folder names without it), class_names (200,):
-        the ``words.txt`` entry of each wnid (e.g. ``"goldfish, Carassius auratus"``), or the wnid itself.
-        Training images come class by class in sorted file order; validation images in annotation order.
-    """
+def list_tiny_imagenet(root: str | os.PathLike, split: str = "train") -> ImageFiles:
+    """The files of one split of Tiny-ImageNet-200 and their labels, without reading them (see
+    ``load_tiny_imagenet``)."""
     root = _existing(root)
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r} (the test split has no labels)")
@@ -310,8 +326,28 @@ def load_tiny_imagenet(
             labels.append(index[wnid])
         if not paths:
             raise ValueError(f"{annotations} lists no images")
-    images = _read_images(paths, image_size=image_size, channels=3, desc=f"tiny-imagenet {split}")
-    return _dataset(images, labels, _tiny_names(root, wnids))
+    return ImageFiles(paths, np.asarray(labels, dtype=np.int64), tuple(_tiny_names(root, wnids)))
+
+
+def load_tiny_imagenet(
+    root: str | os.PathLike, split: str = "train", *, image_size: int | tuple[int, int] | None = None
+) -> LoadedDataset:
+    """Read one split of Tiny-ImageNet-200 (layout in the module docstring) into memory, as RGB.
+
+    Args:
+        root: the ``tiny-imagenet-200`` folder.
+        split: ``"train"`` (``train/<wnid>/images``) or ``"val"`` (``val/images`` + ``val/val_annotations.txt``).
+        image_size: resize every image to (size, size) or (H, W) with PIL bilinear; None keeps 64×64.
+
+    Returns:
+        images (N, 3, H, W) float32 in [0, 1] (the few greyscale JPEGs are repeated to RGB), labels (N,) int64
+        indexing the wnids in ``wnids.txt`` order (sorted ``train/`` folder names without it), class_names (200,):
+        the ``words.txt`` entry of each wnid (e.g. ``"goldfish, Carassius auratus"``), or the wnid itself.
+        Training images come class by class in sorted file order; validation images in annotation order.
+    """
+    files = list_tiny_imagenet(root, split)
+    images = _read_images(files.paths, image_size=image_size, channels=3, desc=f"tiny-imagenet {split}")
+    return _dataset(images, files.labels, files.class_names)
 
 
 def _npz_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
@@ -382,6 +418,33 @@ def _npz_labels(raw: np.ndarray, key: str, path: Path) -> np.ndarray:
     return labels
 
 
+def _open_npz(path: str | os.PathLike, layout: str) -> tuple[Path, np.lib.npyio.NpzFile]:
+    path = _existing(path)
+    if layout not in NPZ_LAYOUTS:
+        raise ValueError(f"layout must be one of {NPZ_LAYOUTS}, got {layout!r}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected an .npz archive")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable .npz archive: {e}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single array (.npy), not an .npz archive of images and labels")
+    return path, archive
+
+
+def _resized(images: np.ndarray, image_size: int | Sequence[int] | None) -> np.ndarray:
+    """(N, C, H, W) float32 → the same at ``image_size`` (bilinear, antialiased like PIL's downscaling)."""
+    size = _parse_size(image_size)
+    if size is None or tuple(images.shape[-2:]) == size:
+        return images
+    resized = [
+        F.interpolate(torch.from_numpy(chunk), size=size, mode="bilinear", antialias=True).clamp_(0, 1).numpy()
+        for chunk in np.array_split(images, max(1, len(images) // 1024))
+    ]
+    return np.concatenate(resized)
+
+
 def load_npz(
     path: str | os.PathLike,
     *,
@@ -389,6 +452,7 @@ def load_npz(
     labels_key: str = "labels",
     class_names_key: str = "class_names",
     layout: str = "auto",
+    image_size: int | tuple[int, int] | None = None,
 ) -> LoadedDataset:
     """Read images and labels from an ``.npz`` archive, never unpickling (``allow_pickle=False``).
 
@@ -402,24 +466,17 @@ def load_npz(
             K = max label + 1.
         layout: where the channels are: ``"auto"`` uses the axis (1 or 3) of size 1, 3 or 4 and refuses shapes where
             both or neither are; ``"NHWC"`` or ``"NCHW"`` force it.
+        image_size: resize every image to (size, size) or (H, W) (bilinear, antialiased); None keeps the arrays'.
 
     Returns:
         images (N, C, H, W) float32 in [0, 1] with C = 1 or 3, labels (N,) int64, class_names (K,).
     """
-    path = _existing(path)
-    if layout not in NPZ_LAYOUTS:
-        raise ValueError(f"layout must be one of {NPZ_LAYOUTS}, got {layout!r}")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path} is not a readable .npz archive: {e}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} holds a single array (.npy), not an .npz archive of images and labels")
+    path, archive = _open_npz(path, layout)
     with archive:
         raw_images = _npz_array(archive, images_key, path)
         raw_labels = _npz_array(archive, labels_key, path)
         raw_names = _npz_array(archive, class_names_key, path) if class_names_key in archive.files else None
-    images = _npz_images(raw_images, images_key, path, layout)
+    images = _resized(_npz_images(raw_images, images_key, path, layout), image_size)
     labels = _npz_labels(raw_labels, labels_key, path)
     if len(labels) != len(images):
         raise ValueError(f"{path}: {images_key!r} has {len(images)} images but {labels_key!r} has {len(labels)} labels")
@@ -435,6 +492,116 @@ def load_npz(
     return _dataset(images, labels, names)
 
 
+def _float_targets(raw: np.ndarray, n: int, where: str) -> np.ndarray:
+    """Regression targets (N,) or (N, D) of real numbers → float32 (N, D), all finite."""
+    if raw.dtype.kind not in "fiub" or raw.ndim not in (1, 2):
+        raise ValueError(
+            f"{where}: regression targets must be a numeric (N,) or (N, D) array, got {raw.dtype} {raw.shape}"
+        )
+    targets = raw.astype(np.float32).reshape(len(raw), -1)
+    if len(targets) != n:
+        raise ValueError(f"{where}: {len(targets)} targets for {n} images")
+    if targets.shape[1] == 0 or not np.isfinite(targets).all():
+        raise ValueError(f"{where}: regression targets must be finite numbers, at least one per image")
+    return targets
+
+
+def load_npz_targets(
+    path: str | os.PathLike,
+    *,
+    images_key: str = "images",
+    targets_key: str = "targets",
+    layout: str = "auto",
+    image_size: int | tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and real-valued regression targets from an ``.npz`` archive (never unpickling).
+
+    Returns:
+        images (N, C, H, W) float32 in [0, 1] (as ``load_npz``), targets (N, D) float32, all finite.
+    """
+    path, archive = _open_npz(path, layout)
+    with archive:
+        raw_images = _npz_array(archive, images_key, path)
+        raw_targets = _npz_array(archive, targets_key, path)
+    images = _resized(_npz_images(raw_images, images_key, path, layout), image_size)
+    targets = _float_targets(raw_targets, len(images), f"{path}: {targets_key!r}")
+    return torch.from_numpy(images), torch.from_numpy(targets)
+
+
+def read_targets_csv(
+    path: str | os.PathLike, root: str | os.PathLike
+) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """Regression targets of an image folder from a CSV file.
+
+    The CSV has a header row ``file,<target>,...``; each row names an image by its path relative to ``root`` and
+    gives its D target values. Returns the image paths (N,), the targets float32 (N, D) and the D target names.
+    """
+    path, root = _existing(path), _existing(root)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a CSV file of regression targets")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise ValueError(f"{path}: expected a header 'file,<target>,...' and one row per image")
+    header, body = rows[0], rows[1:]
+    paths, values = [], []
+    for lineno, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {lineno}: {len(row)} fields, the header has {len(header)}")
+        image = (root / row[0].strip()).resolve()
+        if not image.is_file():
+            raise FileNotFoundError(f"{path}, line {lineno}: image {image} does not exist")
+        try:
+            values.append([float(v) for v in row[1:]])
+        except ValueError:
+            raise ValueError(f"{path}, line {lineno}: targets must be numbers, got {row[1:]}") from None
+        paths.append(image)
+    targets = _float_targets(np.asarray(values), len(paths), str(path))
+    return paths, targets, tuple(h.strip() for h in header[1:])
+
+
+def list_images(path: str | os.PathLike, split: str = "train") -> ImageFiles:
+    """The files and labels of an image folder or of a Tiny-ImageNet split (``split``), without reading them."""
+    path = _existing(path)
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a folder of images")
+    if _is_tiny_imagenet(path):
+        return list_tiny_imagenet(path, split)
+    return list_image_folder(path)
+
+
+def _is_tiny_imagenet(path: Path) -> bool:
+    return (path / "train").is_dir() and (path / "val" / "val_annotations.txt").is_file()
+
+
+class ImageFileDataset(torch.utils.data.Dataset):
+    """Images read from disk one at a time (for a ``DataLoader`` whose workers decode and resize in parallel).
+
+    Item i is (image (C, H, W) float32 in [0, 1], target): ``targets[i]`` (an int64 label or a float32 vector).
+    Every image is resized to ``image_size`` and converted to ``channels`` (1 or 3), so the items stack.
+    """
+
+    def __init__(
+        self, paths: Sequence[Path], targets: torch.Tensor, image_size: int | tuple[int, int], channels: int = 3
+    ) -> None:
+        if len(paths) != len(targets):
+            raise ValueError(f"{len(paths)} images but {len(targets)} targets")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        self.paths, self.targets, self.channels = list(paths), targets, channels
+        self.size = _parse_size(image_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        array = _read_image(self.paths[index], self.size, self.channels)
+        chw = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        image = torch.from_numpy(np.ascontiguousarray(chw))
+        image = image.float().div_(255) if image.dtype == torch.uint8 else image.float()
+        return image.expand(self.channels, -1, -1).contiguous(), self.targets[index]
+
+
 def load_dataset(path: str | os.PathLike, **kwargs) -> LoadedDataset:
     """Pick the loader from ``path`` and call it with ``kwargs``.
 
@@ -446,7 +613,7 @@ def load_dataset(path: str | os.PathLike, **kwargs) -> LoadedDataset:
     """
     path = _existing(path)
     if path.is_dir():
-        if (path / "train").is_dir() and (path / "val" / "val_annotations.txt").is_file():
+        if _is_tiny_imagenet(path):
             return load_tiny_imagenet(path, **kwargs)
         return load_image_folder(path, **kwargs)
     if path.suffix.lower() == ".npz":

@@ -151,17 +151,34 @@ def _coerce(value: str, default: Any, key: str) -> Any:
 
 
 def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
-    """Return a copy of the dataclass ``config`` with ``key=value`` overrides; unknown keys raise ValueError."""
+    """Return a copy of the dataclass ``config`` with ``key=value`` overrides; unknown keys raise ValueError.
+
+    A dotted key reaches into a nested config: ``train.lr=0.1`` sets ``config.train.lr``.
+    """
     fields = {f.name for f in dataclasses.fields(config)}
     changes: dict[str, Any] = {}
+    nested: dict[str, list[str]] = {}
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         key = key.strip()
-        if key not in fields:
+        head, dot, rest = key.partition(".")
+        if head not in fields:
             raise ValueError(f"unknown config key {key!r}; valid keys: {sorted(fields)}")
-        changes[key] = _coerce(value.strip(), getattr(config, key), key)
+        if dot:
+            if not dataclasses.is_dataclass(getattr(config, head)):
+                raise ValueError(f"config key {head!r} has no sub-keys (got {key!r})")
+            nested.setdefault(head, []).append(f"{rest}={value}")
+        elif dataclasses.is_dataclass(getattr(config, key)):
+            raise ValueError(f"config key {key!r} is a group; set its keys as {key}.KEY=VALUE")
+        else:
+            changes[key] = _coerce(value.strip(), getattr(config, key), key)
+    for head, items in nested.items():
+        try:
+            changes[head] = apply_overrides(getattr(config, head), items)
+        except ValueError as e:
+            raise ValueError(f"in {head!r}: {e}") from None
     return dataclasses.replace(config, **changes)
 
 

@@ -1,0 +1,359 @@
+"""`instaaug fit`, `tta`, `evaluate` and `example-data` on the user's own data: real JPEG folders, npz archives,
+regression targets, user model factories and weights."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from instaaug import Augmenter
+from instaaug.cli import main
+from instaaug.data.loaders import read_images
+from instaaug.data.photos import FOLDER_PHOTOS, write_photo_folder
+from instaaug.experiments.common import apply_overrides
+from instaaug.fit import FitConfig, apply_preset
+from instaaug.step import make_optimisers
+from instaaug.train import TrainConfig, _warmup_factor
+from instaaug.userdata import load_user_data, regression_metrics, stratified_split
+from instaaug.usermodel import build_model, load_model_weights
+
+QUICK = ["--quick", "--image-size", "24", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder of real JPEG photographs: 24 classes × 6 images of 24 px."""
+    return write_photo_folder(tmp_path_factory.mktemp("data") / "photos", per_class=6, size=24)
+
+
+@pytest.fixture()
+def factory_module(tmp_path, monkeypatch):
+    """An importable module `user_models` with a model factory, as a user's package would have."""
+    (tmp_path / "user_models.py").write_text(
+        textwrap.dedent(
+            """
+            import torch.nn as nn
+
+            def tiny(num_classes, channels=3):
+                return nn.Sequential(nn.Conv2d(channels, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                     nn.Linear(4, num_classes))
+
+            def not_a_model(num_classes):
+                return "model"
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("user_models", None)
+    yield "user_models"
+    sys.modules.pop("user_models", None)
+
+
+# --- the example data ---------------------------------------------------------------------------------------------
+
+
+def test_photo_folder_holds_real_jpegs_one_folder_per_region_and_is_deterministic(photos, tmp_path):
+    classes = sorted(p.name for p in photos.iterdir())
+    assert len(classes) == 4 * len(FOLDER_PHOTOS) and "china-r0c0" in classes
+    files = sorted(photos.glob("*/*.jpg"))
+    assert len(files) == 6 * len(classes)
+    with Image.open(files[0]) as img:
+        assert img.format == "JPEG" and img.size == (24, 24) and img.mode == "RGB"
+    again = write_photo_folder(tmp_path / "again", per_class=6, size=24)
+    assert all((again / f.relative_to(photos)).read_bytes() == f.read_bytes() for f in files[:10])
+    # Regions of different photographs differ; patches of one region differ in place and scale.
+    pixels = read_images(files[:6]).flatten(1)
+    assert (pixels[0] - pixels[1]).abs().mean() > 0.01
+    with pytest.raises(ValueError, match="not an empty folder"):
+        write_photo_folder(photos)
+    assert not [p for p in photos.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_example_data_command_writes_the_folder(tmp_path, capsys):
+    assert main(["example-data", str(tmp_path / "mine"), "--per-class", "2", "--size", "16"]) == 0
+    assert len(list((tmp_path / "mine").glob("*/*.jpg"))) == 2 * 4 * len(FOLDER_PHOTOS)
+    assert main(["example-data", str(tmp_path / "mine")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def test_stratified_split_holds_out_the_fraction_of_every_class_and_is_seeded():
+    labels = np.repeat(np.arange(5), [10, 20, 2, 40, 3])
+    train, val = stratified_split(labels, len(labels), 0.25, seed=3)
+    assert set(train).isdisjoint(val) and sorted([*train, *val]) == list(range(len(labels)))
+    held = np.bincount(labels[val], minlength=5)
+    assert held.tolist() == [2, 5, 1, 10, 1]  # round(n/4), at least 1, at most n - 1
+    assert np.array_equal(stratified_split(labels, len(labels), 0.25, seed=3)[1], val)
+    assert not np.array_equal(stratified_split(labels, len(labels), 0.25, seed=4)[1], val)
+    with pytest.raises(ValueError, match="val_fraction"):
+        stratified_split(labels, len(labels), 0.0, seed=0)
+
+
+def test_streamed_data_give_the_same_images_as_cached_data(photos):
+    cached = load_user_data(str(photos), image_size=20, cache="memory", channels=3)
+    streamed = load_user_data(str(photos), image_size=20, cache="stream")
+    assert streamed.train.streamed and not cached.train.streamed
+    assert torch.equal(cached.train.y, streamed.train.y)
+    x_stream, y_stream = next(iter(streamed.val.batches(8, workers=0)))
+    x_cached, y_cached = next(iter(cached.val.batches(8)))
+    assert torch.equal(y_stream, y_cached)
+    torch.testing.assert_close(x_stream, x_cached, atol=0, rtol=0)
+    batches = streamed.train.training_batches(16, workers=2)
+    x, y = next(iter(batches))
+    assert x.shape == (16, 3, 20, 20) and y.dtype == torch.int64
+
+
+def test_tiny_imagenet_layout_uses_its_val_split(tmp_path):
+    root = tmp_path / "tiny"
+    wnids = ["n01", "n02"]
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids))
+    lines = []
+    rng = np.random.default_rng(0)
+    for c, wnid in enumerate(wnids):
+        (root / "train" / wnid / "images").mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG")
+        Image.fromarray(pixels).save(root / "val" / "images" / f"val_{c}.JPEG")
+        lines.append(f"val_{c}.JPEG\t{wnid}\t0\t0\t8\t8")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines))
+    data = load_user_data(str(root), image_size=16)
+    assert (len(data.train), len(data.val)) == (6, 2) and data.val.y.tolist() == [0, 1]
+    assert data.source["val"] == "tiny-imagenet val/"
+
+
+# --- models -------------------------------------------------------------------------------------------------------
+
+
+def test_build_model_from_a_factory_fills_in_num_classes_and_checks_the_result(factory_module):
+    model = build_model(f"{factory_module}:tiny", in_channels=3, outputs=7, args={})
+    assert model(torch.rand(2, 3, 12, 12)).shape == (2, 7)
+    for spec, match in (
+        (f"{factory_module}:not_a_model", "not a torch.nn.Module"),
+        (f"{factory_module}:missing", "has no attribute"),
+        ("no_such_package.models:net", "cannot import"),
+        ("resnet", "built-in name"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=match):
+            build_model(spec, in_channels=3, outputs=7, args={})
+    with pytest.raises(ValueError, match="could not be built"):
+        build_model(f"{factory_module}:tiny", in_channels=3, outputs=7, args={"depth": 3})
+
+
+def test_model_weights_load_from_safetensors_and_weights_only_torch_files(tmp_path):
+    source = build_model("small_cnn", in_channels=3, outputs=5, args={"width": 4})
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    save_file(state, tmp_path / "w.safetensors")
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "w.pt")  # as saved from DDP
+    for name in ("w.safetensors", "w.pt"):
+        target = build_model("small_cnn", in_channels=3, outputs=5, args={"width": 4})
+        load_model_weights(target, str(tmp_path / name))
+        assert all(torch.equal(target.state_dict()[k], v) for k, v in state.items())
+    wrong = build_model("small_cnn", in_channels=3, outputs=6, args={"width": 4})
+    with pytest.raises(ValueError, match="wrong shape"):
+        load_model_weights(wrong, str(tmp_path / "w.safetensors"))
+    other = build_model("small_cnn", in_channels=3, outputs=5, args={"width": 4, "depth": 4})
+    with pytest.raises(ValueError, match="does not fit the model"):
+        load_model_weights(other, str(tmp_path / "w.safetensors"))
+
+
+# --- configs ------------------------------------------------------------------------------------------------------
+
+
+def test_nested_overrides_and_presets():
+    config = apply_overrides(FitConfig(), ["train.lr=0.5", "augment=crop,hue", 'model_args={"width": 8}'])
+    assert config.train.lr == 0.5 and config.augment == ("crop", "hue") and config.model_args == {"width": 8}
+    with pytest.raises(ValueError, match="in 'train': unknown config key 'lrr'"):
+        apply_overrides(FitConfig(), ["train.lrr=1"])
+    with pytest.raises(ValueError, match="is a group"):
+        apply_overrides(FitConfig(), ["train=1"])
+    preset = apply_preset(FitConfig(), "tiny-imagenet-crop")
+    assert preset.model == "preact_resnet18" and preset.train.optimizer == "sgd" and preset.train.lr == 0.2
+    assert preset.train.pretrain_epochs + preset.train.epochs == 150 and preset.tta_views[-1] == 50
+    with pytest.raises(ValueError, match="unknown preset"):
+        apply_preset(FitConfig(), "imagenet")
+
+
+def test_sgd_optimiser_and_phi_warmup_schedule():
+    model, aug = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    optimisers = make_optimisers(model, aug, lr=0.2, optimizer="sgd", momentum=0.8, weight_decay=1e-4)
+    assert isinstance(optimisers["f"], torch.optim.SGD) and optimisers["f"].defaults["momentum"] == 0.8
+    assert isinstance(optimisers["phi"], torch.optim.Adam)
+    factors = [_warmup_factor(s, 4, 12, cosine=True) for s in range(12)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0] and factors[4] == 1.0 and factors[-1] < 0.05
+    assert all(a >= b for a, b in itertools.pairwise(factors[3:]))
+    assert _warmup_factor(10, 4, 12, cosine=False) == 1.0
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="adam")
+
+
+def test_regression_metrics():
+    y = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    assert regression_metrics(y, y) == {"r2": 1.0, "mae": 0.0, "rmse": 0.0}
+    mean = regression_metrics(torch.full_like(y, 2.5), y)
+    assert mean["r2"] == pytest.approx(0.0) and mean["mae"] == pytest.approx(1.0)
+
+
+# --- the commands end to end ----------------------------------------------------------------------------------------
+
+
+def test_fit_on_a_folder_of_jpegs_writes_model_augmenter_metrics_and_figures(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["fit", "--data", str(photos), "--augment", "crop,hue", "--out", str(out), *QUICK]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "tta-n4" in printed and "images/s" in printed
+    for name in ("model.safetensors", "metrics.json", "metrics.jsonl", "views.png", "ranges.png", "crops.png"):
+        assert (out / name).is_file(), name
+    aug = Augmenter.load(out / "augmenter")
+    assert aug.families == ("crop", "hue")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["val"]) == {"none", "tta-n1", "tta-n4"}
+    assert 0 <= metrics["val"]["none"]["accuracy"] <= 1 and metrics["loader_images_per_second"] > 0
+    prov = metrics["provenance"]
+    assert prov["command"].startswith("instaaug fit --data") and prov["seed"] == 0 and prov["world_size"] == 1
+    assert prov["data"]["train_size"] + prov["data"]["val_size"] == 6 * 24 and prov["torch"] == torch.__version__
+    model = build_model("small_cnn", in_channels=3, outputs=24, args={})
+    load_model_weights(model, str(out / "model.safetensors"))
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert "val_accuracy" in json.loads(lines[-1])
+    # Resuming a finished run re-measures without training again.
+    assert main([*argv, "--resume"]) == 0
+    assert (out / "metrics.jsonl").read_text().splitlines() == lines
+
+
+def test_fit_regression_on_an_npz_with_float_targets(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (96, 12, 12, 3)).astype(np.float32) * rng.uniform(0.2, 1, (96, 1, 1, 1))
+    targets = images.mean(axis=(1, 2, 3))[:, None].astype(np.float32) * 4  # brightness: a learnable target
+    np.savez(tmp_path / "data.npz", images=images, targets=np.concatenate([targets, -targets], 1))
+    out = tmp_path / "run"
+    argv = ["fit", "--data", str(tmp_path / "data.npz"), "--task", "regression", "--augment", "rotation"]
+    small = ["--quick", "--image-size", "12", "--workers", "0", "--batch-size", "16", "--set", "train.epochs=6"]
+    assert main([*argv, "--out", str(out), *small]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["val"]["none"]) >= {"r2", "mae", "rmse"} and metrics["targets"] == ["target0", "target1"]
+    assert "train_mae" in metrics["history"][-1] and "val_r2" in metrics["history"][-1]
+    # Far better than predicting the mean (R² 0): the squared-error loss trains (0.90 measured).
+    assert metrics["val"]["none"]["r2"] > 0.5
+
+
+def test_fit_regression_on_a_folder_with_a_targets_csv(photos, tmp_path):
+    files = sorted(photos.glob("*/*.jpg"))[::3]
+    rows = ["file,brightness"] + [f"{f.relative_to(photos)},{read_images([f]).mean():.4f}" for f in files]
+    (tmp_path / "targets.csv").write_text("\n".join(rows))
+    out = tmp_path / "run"
+    argv = ["fit", "--data", str(photos), "--task", "regression", "--targets", str(tmp_path / "targets.csv")]
+    assert main([*argv, "--augment", "hue", "--out", str(out), *QUICK]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["provenance"]["data"]["train_size"] + metrics["provenance"]["data"]["val_size"] == len(files)
+
+
+def test_tta_learns_views_for_a_frozen_user_model_and_evaluate_applies_them(photos, tmp_path, factory_module, capsys):
+    model = build_model(f"{factory_module}:tiny", in_channels=3, outputs=24, args={})
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = tmp_path / "tta"
+    argv = [
+        "tta",
+        "--data",
+        str(photos),
+        "--model",
+        f"{factory_module}:tiny",
+        "--weights",
+        str(tmp_path / "w.safetensors"),
+    ]
+    assert main([*argv, "--out", str(out), *QUICK]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = {"none", "random-n1", "random-n4", "instaaug-n1", "instaaug-n4", "instaaug-top1", "instaaug-top4"}
+    assert set(metrics["val"]) == expected
+    assert all(v["seconds_per_image"] > 0 for v in metrics["val"].values())
+    assert metrics["history"][-1]["phase"] == "joint"
+    aug = Augmenter.load(out / "augmenter")
+    # The model stayed frozen: the same weights evaluate the same way.
+    reloaded = build_model(f"{factory_module}:tiny", in_channels=3, outputs=24, args={})
+    load_model_weights(reloaded, str(tmp_path / "w.safetensors"))
+    assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in before.items())
+    capsys.readouterr()
+    ev = tmp_path / "eval"
+    args = [
+        "evaluate",
+        "--data",
+        str(photos),
+        "--model",
+        f"{factory_module}:tiny",
+        "--weights",
+        str(tmp_path / "w.safetensors"),
+    ]
+    assert (
+        main([*args, "--image-size", "24", "--augmenter", str(out / "augmenter"), "--views", "3", "--out", str(ev)])
+        == 0
+    )
+    assert "accuracy" in capsys.readouterr().out
+    rows = (ev / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "index,label,prediction,probability,class" and len(rows) == 1 + 6 * 24
+    assert json.loads((ev / "metrics.json").read_text())["provenance"]["data"]["size"] == 6 * 24
+    assert aug.families == ("crop",)
+
+
+def test_preset_runs_end_to_end_on_a_tiny_imagenet_layout(tmp_path):
+    root = tmp_path / "tiny"
+    wnids = [f"n0{i}" for i in range(3)]
+    (root / "val" / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    lines = []
+    for c, wnid in enumerate(wnids):
+        (root / "train" / wnid / "images").mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+                root / "train" / wnid / "images" / f"{i}.JPEG"
+            )
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "val" / "images" / f"v{c}.JPEG")
+        lines.append(f"v{c}.JPEG\t{wnid}\t0\t0\t1\t1")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines))
+    out = tmp_path / "run"
+    small = ['model_args={"width": 4, "blocks": [1, 1, 1, 1]}', "train.pretrain_epochs=1", "train.epochs=1"]
+    argv = ["fit", "--preset", "tiny-imagenet-crop", "--data", str(root), "--out", str(out), "--workers", "0"]
+    assert main([*argv, *(x for s in small for x in ("--set", s)), "--set", "tta_views=2", "--batch-size", "4"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = metrics["config"]
+    assert config["train"]["optimizer"] == "sgd" and config["augment_options"]["levels"] == [1, 2]
+    assert config["image_size"] == 64 and metrics["provenance"]["data"]["val"] == "tiny-imagenet val/"
+    aug = Augmenter.load(out / "augmenter")
+    assert aug.config.global_crop and aug.config.phi_size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "--data", "missing-folder"], "does not exist"),
+        (["fit", "--data", "{photos}", "--model", "nope:net"], "cannot import"),
+        (["fit", "--data", "{photos}", "--set", "train.lrr=1"], "unknown config key"),
+        (["fit", "--data", "{photos}", "--set", "train.device=cuda:7"], "cuda"),
+        (["fit", "--data", "{photos}", "--method", "augerino", "--augment", "crop"], "interval families"),
+        (["fit", "--data", "{photos}", "--model", "small_cnn", "--weights", "{photos}"], "folder"),
+        (["fit", "--data", "{photos}/china-r0c0/0000.jpg"], "not an .npz"),
+        (["fit", "--data", "{photos}", "--out", "{photos}/china-r0c0/0000.jpg"], "file"),
+        (["tta", "--data", "{photos}", "--set", "train.pretrain_epochs=1"], "frozen"),
+        (["evaluate", "--data", "{photos}", "--augmenter", "{photos}"], "config.json"),
+    ],
+)
+def test_command_mistakes_give_one_line_and_exit_code_2_and_leave_no_output(photos, tmp_path, capsys, argv, message):
+    argv = [a.replace("{photos}", str(photos)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    assert main([*argv, "--quick", "--workers", "0"] if argv[0] != "evaluate" else argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("instaaug: error: ") and message in err, err
+    assert not (tmp_path / "out").exists()
