@@ -357,3 +357,12 @@ def test_command_mistakes_give_one_line_and_exit_code_2_and_leave_no_output(phot
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("instaaug: error: ") and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_show_lists_the_keys_of_fit_with_nested_training_keys_and_their_defaults(capsys):
+    assert main(["show", "fit"]) == 0
+    text = capsys.readouterr().out
+    for key in ("data", "augment", "method", "model_args", "train.lr", "train.optimizer", "train.aug_lr"):
+        assert f"\n  {key} = " in text, key
+    assert "train.pretrain_epochs = 1  (--quick: 0)" in text  # fit's own default, not TrainConfig's
+    assert main(["show", "tta"]) == 0 and "random_min_scale = 0.5" in capsys.readouterr().out

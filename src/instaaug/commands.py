@@ -27,6 +27,8 @@ from .tta_run import EvaluateConfig, TTAConfig, run_evaluate, run_tta, tta_prese
 
 #: The commands of this module.
 COMMANDS = ("fit", "tta", "evaluate", "example-data")
+#: The config class of each command, for `instaaug show COMMAND`.
+CONFIGS: dict[str, type] = {"fit": FitConfig, "tta": TTAConfig, "evaluate": EvaluateConfig}
 #: Exceptions that mean "the user asked for something that cannot be done": one line and exit code 2.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FloatingPointError)
 
@@ -147,6 +149,14 @@ def add_parsers(sub: Any) -> None:
     evaluate.add_argument("--out", default="runs/evaluate", help="output directory")
     evaluate.add_argument("--device", default=None)
     evaluate.add_argument("--seed", type=int, default=None)
+    evaluate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key; `instaaug show evaluate` lists them",
+    )
 
     example = sub.add_parser(
         "example-data",
@@ -233,6 +243,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.command == "evaluate":
             keys = (*_COMMON_KEYS, "task", "targets", "augmenter", "views", "view_mode", "seed", "device")
             config = dataclasses.replace(EvaluateConfig(), **_config_changes(args, keys))
+            config = apply_overrides(config, args.overrides)
             _check_inputs(config)
             check_device(config.device)
             out = check_output_dir(args.out)

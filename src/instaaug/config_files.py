@@ -15,10 +15,16 @@ and ``instaaug run rotation --config rotation.toml --set seed=3`` (``--set`` app
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import io
 import json
 import os
+import re
 import sys
+import textwrap
+import tokenize
 import types
 import typing
 from collections.abc import Mapping
@@ -162,3 +168,109 @@ def load_config(path: str | os.PathLike, config_cls: type[T], base: T | None = N
         TypeError: a value of the wrong type (the key and the expected type are named).
     """
     return config_from_mapping(config_cls, read_config_file(path), base=base, source=str(path))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# What each key means: ``instaaug show EXPERIMENT``
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The ``#:`` comments of the fields written in ``cls``'s own body: the lines right above a field (no blank
+    line between) or, failing those, a ``#:`` comment at the end of the field's line. Empty if the source cannot
+    be read (a class made at run time)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    try:
+        tree = ast.parse(source)
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (SyntaxError, tokenize.TokenError):
+        return {}
+    lines = source.splitlines()
+    # Comments by line, each with whether it stands alone on its line (tokenize never mistakes "#:" in a string).
+    comments: dict[int, tuple[str, bool]] = {}
+    for tok in tokens:
+        if tok.type == tokenize.COMMENT and tok.string.startswith("#:"):
+            row, col = tok.start
+            comments[row] = (tok.string[2:].strip(), not lines[row - 1][:col].strip())
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    found: dict[str, str] = {}
+    for node in body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        above: list[str] = []
+        row = node.lineno - 1
+        while row in comments and comments[row][1]:
+            above.insert(0, comments[row][0])
+            row -= 1
+        if above:
+            found[node.target.id] = " ".join(part for part in above if part)
+        elif (node.end_lineno or node.lineno) in comments:
+            found[node.target.id] = comments[node.end_lineno or node.lineno][0]
+    return found
+
+
+def _docstring_attributes(cls: type) -> dict[str, str]:
+    """The entries of an ``Attributes:`` section (Google style) of ``cls``'s own docstring; ``a, b: text``
+    documents both a and b."""
+    doc = cls.__dict__.get("__doc__")
+    if not doc:
+        return {}
+    lines = inspect.cleandoc(doc).splitlines()
+    found: dict[str, str] = {}
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Attributes:"), None)
+    if start is None:
+        return {}
+    header_indent = len(lines[start]) - len(lines[start].lstrip())
+    entry_indent: int | None = None
+    names: list[str] = []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent <= header_indent:
+            break  # the next section
+        if entry_indent is None:
+            entry_indent = indent
+        match = re.match(r"([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?:\([^)]*\))?\s*:\s*(.*)", line.strip())
+        if indent == entry_indent and match:
+            names = [n.strip() for n in match.group(1).split(",")]
+            for name in names:
+                found[name] = match.group(2).strip()
+        elif names:  # a continuation line of the entry above
+            for name in names:
+                found[name] = f"{found[name]} {line.strip()}".strip()
+    return found
+
+
+def config_help(cls: type) -> list[tuple[str, Any, str]]:
+    """Every key of the config dataclass ``cls``: (name, default, meaning), in field order.
+
+    The meaning is the ``#:`` comment above the field in the source (Sphinx's convention; the lines are joined),
+    or one at the end of the field's line; failing that, the field's entry in an ``Attributes:`` section of the
+    class docstring; failing that, "". Fields inherited from a base dataclass take their meaning from that base.
+    The default is ``dataclasses.MISSING`` for a field without one; a ``default_factory`` is called.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"config_help needs a dataclass type, got {cls!r}")
+    meanings: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # a subclass's own comment wins over its base's
+        if dataclasses.is_dataclass(klass):
+            attributes = _docstring_attributes(klass)
+            comments = _field_comments(klass)
+            own = set(inspect.get_annotations(klass))
+            for name in own:
+                meaning = comments.get(name) or attributes.get(name)
+                if meaning or name not in meanings:
+                    meanings[name] = meaning or ""
+    rows = []
+    for field in dataclasses.fields(cls):
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = dataclasses.MISSING
+        rows.append((field.name, default, meanings.get(field.name, "")))
+    return rows

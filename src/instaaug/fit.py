@@ -91,6 +91,7 @@ class FitConfig:
     tta_views: tuple[int, ...] = (1, 4, 10)
     #: memory (read once into tensors), stream (decode in DataLoader workers) or auto (stream above cache_limit_gb).
     cache: str = "auto"
+    #: auto streams when the training images as float32 would take more than this many GiB.
     cache_limit_gb: float = 4.0
     #: DataLoader worker processes for streamed data (-1: the CPUs less one, at most 8).
     workers: int = -1

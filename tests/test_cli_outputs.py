@@ -1,0 +1,400 @@
+"""The command line a user can trust: mistakes refused before any work as one line and exit code 2, one run per
+output directory (a lock that a killed run leaves behind does not block the next), `instaaug show EXPERIMENT`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import instaaug.bench
+from instaaug import cli, outputs
+from instaaug.cli import main
+from instaaug.config_files import config_help
+from instaaug.experiments import get_experiment, rotation
+from instaaug.outputs import (
+    LOCK_FILE,
+    StaleLockWarning,
+    check_device,
+    check_input_path,
+    check_output_dir,
+    check_output_file,
+    claimed_output_dir,
+)
+
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _refused(capsys, argv: list[str], match: str) -> str:
+    """Run the CLI with ``argv``; assert exit code 2 and exactly one stderr line matching ``match``."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("instaaug: error: ") and match in lines[0], err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """A machine without CUDA or MPS, whatever this one has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+@pytest.fixture
+def fake_rotation(monkeypatch):
+    """Make `instaaug run rotation` instant: its run() records what it saw instead of training."""
+    seen: dict = {}
+
+    def run(config, out_dir, data=None):
+        lock = Path(out_dir) / LOCK_FILE
+        seen["lock"] = json.loads(lock.read_text()) if lock.exists() else None
+        seen["out"] = Path(out_dir)
+        if seen.get("fail"):
+            raise ValueError("the run failed")
+        return {"methods": {}}
+
+    monkeypatch.setattr(rotation, "run", run)
+    monkeypatch.setattr(rotation, "summary", lambda metrics: "summary")
+    return seen
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Mistakes: one line, exit code 2, nothing left behind
+
+
+def test_run_mistakes_are_one_line_and_leave_no_directory(tmp_path, capsys, no_gpu, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("user data")
+    (tmp_path / "folder").mkdir()
+    out = tmp_path / "new" / "out"
+    run = ["run", "rotation", "--quick"]
+    cases = [
+        ([*run, "--out", "afile"], "--out afile is an existing file"),
+        ([*run, "--out", "afile/sub"], "afile is a file"),
+        ([*run, "--out", str(out), "--data", "missing.npz"], "--data missing.npz does not exist"),
+        ([*run, "--out", str(out), "--data", "folder"], "--data folder is a folder"),
+        ([*run, "--out", str(out), "--set", "device=cuda"], "--set device=cuda: CUDA is not available on this machine"),
+        ([*run, "--out", str(out), "--set", "device=mps"], "--set device=mps: MPS is not available"),
+        ([*run, "--out", str(out), "--set", "device=gpu0"], "--set device=gpu0: not a device"),
+        # An experiment that takes no --data refuses it itself, inside the claimed directory: created, then removed.
+        (["run", "color", "--quick", "--out", str(out), "--data", "afile"], "takes no data file"),
+    ]
+    for argv, match in cases:
+        _refused(capsys, argv, match)
+        assert not (tmp_path / "new").exists(), argv
+    assert (tmp_path / "afile").read_text() == "user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]
+
+
+@pytest.mark.skipif(ROOT, reason="root writes anywhere: permissions cannot refuse it")
+def test_unwritable_out_is_refused(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        _refused(capsys, ["run", "rotation", "--out", str(locked / "run")], f"no permission to write in {locked}")
+        _refused(capsys, ["run", "rotation", "--out", str(locked)], "no permission to write")
+        _refused(capsys, ["bench", "--out", str(locked / "b.json")], "no permission to write")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_unwritable_out_is_refused_whoever_runs(tmp_path, capsys, monkeypatch):
+    """The same refusal where the file system says no (os.access), also when the tests run as root."""
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)
+    line = _refused(capsys, ["run", "rotation", "--out", str(tmp_path / "a" / "b")], "no permission to write in")
+    assert str(tmp_path) in line
+    assert not (tmp_path / "a").exists()
+
+
+def test_bench_refuses_a_bad_out_before_any_benchmark(tmp_path, capsys, monkeypatch, no_gpu):
+    def never(*args, **kwargs):
+        raise AssertionError("the benchmarks must not start")
+
+    monkeypatch.setattr(instaaug.bench, "run_benchmarks", never)
+    (tmp_path / "afile").write_text("")
+    _refused(capsys, ["bench", "--quick", "--out", str(tmp_path)], f"--out {tmp_path} is a directory")
+    _refused(capsys, ["bench", "--quick", "--out", str(tmp_path / "afile" / "b.json")], "is a file")
+    _refused(capsys, ["bench", "--quick", "--out", str(tmp_path / "b.json"), "--device", "cuda"], "CUDA is not")
+
+
+def test_check_functions_create_nothing(tmp_path):
+    target = tmp_path / "a" / "b"
+    assert check_output_dir(target) == target
+    assert check_output_file(target / "x.json") == target / "x.json"
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ValueError, match="is a file"):
+        check_input_path(tmp_path / "f", kind="dir")
+    assert check_input_path(tmp_path / "f", kind="file") == tmp_path / "f"
+    assert check_input_path(tmp_path, kind="dir") == tmp_path
+    with pytest.raises(ValueError, match="broken symbolic link"):
+        (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+        check_output_dir(tmp_path / "dangling")
+
+
+def test_check_device():
+    assert check_device("cpu") == torch.device("cpu")
+    for bad, match in [("cuda:x", "not a device"), ("", "not a device"), ("meta", "not supported")]:
+        with pytest.raises(ValueError, match=match):
+            check_device(bad)
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA device"):
+            check_device(f"cuda:{torch.cuda.device_count()}")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# One run per output directory
+
+
+def test_run_holds_the_lock_while_it_runs_and_releases_it(tmp_path, capsys, fake_rotation):
+    out = tmp_path / "out"
+    assert main(["run", "rotation", "--quick", "--out", str(out)]) == 0
+    lock = fake_rotation["lock"]
+    assert lock["pid"] == os.getpid() and lock["hostname"] == socket.gethostname() and lock["started"]
+    assert list(out.iterdir()) == []  # released; the (fake) run wrote nothing
+
+
+def test_a_failed_run_removes_the_directory_it_created_but_never_user_files(tmp_path, capsys, fake_rotation):
+    fake_rotation["fail"] = True
+    out = tmp_path / "a" / "b"
+    _refused(capsys, ["run", "rotation", "--quick", "--out", str(out)], "the run failed")
+    assert fake_rotation["lock"]["pid"] == os.getpid()
+    assert not (tmp_path / "a").exists()
+    # A directory that was there before stays, with what it holds.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    _refused(capsys, ["run", "rotation", "--quick", "--out", str(tmp_path / "mine")], "the run failed")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    # A run that wrote something before it failed keeps it.
+    with pytest.raises(RuntimeError), claimed_output_dir(tmp_path / "c" / "d", resume=False) as claimed:
+        (claimed / "partial.json").write_text("{}")
+        raise RuntimeError("late failure")
+    assert [p.name for p in (tmp_path / "c" / "d").iterdir()] == ["partial.json"]
+
+
+def test_only_rank_0_takes_the_lock(tmp_path, capsys, fake_rotation, monkeypatch):
+    monkeypatch.setattr(cli.distributed, "is_main_process", lambda: False)
+    assert main(["run", "rotation", "--quick", "--out", str(tmp_path)]) == 0
+    assert fake_rotation["lock"] is None
+    assert capsys.readouterr().out == ""  # ranks other than 0 print nothing
+
+
+def _write_lock(directory: Path, pid: int, hostname: str | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / LOCK_FILE
+    info = {"pid": pid, "hostname": hostname or socket.gethostname(), "started": "2024-01-02T03:04:05+00:00"}
+    lock.write_text(json.dumps(info))
+    return lock
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_lives(tmp_path, capsys, fake_rotation):
+    holder = subprocess.Popen(["sleep", "30"])
+    try:
+        lock = _write_lock(tmp_path / "out", holder.pid)
+        before = lock.read_bytes()
+        for resume in ([], ["--resume"]):
+            line = _refused(
+                capsys, ["run", "rotation", "--quick", "--out", str(tmp_path / "out"), *resume], "is in use by"
+            )
+            assert f"process {holder.pid} (started 2024-01-02T03:04:05+00:00)" in line
+            assert "wait for it or choose another --out" in line
+        assert "lock" not in fake_rotation  # the run never started
+        assert lock.read_bytes() == before  # the holder's lock is untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its process gone, the lock is stale: the next run takes it over (with a note, since it does not resume).
+    assert main(["run", "rotation", "--quick", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("instaaug: note: ") and "--resume" in err and len(err.splitlines()) == 1
+    assert fake_rotation["lock"]["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
+    _write_lock(tmp_path, 2**22 + 12345, hostname="another-host.invalid")
+    with (
+        pytest.raises(ValueError, match=rf"on another-host\.invalid .*delete {tmp_path / LOCK_FILE}"),
+        claimed_output_dir(tmp_path, resume=True),
+    ):
+        pass
+
+
+_KILLED_RUN = """
+import os, signal, sys
+from instaaug.outputs import claimed_output_dir
+with claimed_output_dir(sys.argv[1], resume=False):
+    print("claimed", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block_resume(tmp_path, capsys, fake_rotation):
+    out = tmp_path / "out"
+    killed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_KILLED_RUN), str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert killed.returncode == -signal.SIGKILL and killed.stdout == "claimed\n", killed.stderr
+    left = json.loads((out / LOCK_FILE).read_text())
+    assert left["hostname"] == socket.gethostname() and left["pid"] != os.getpid()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # resuming an interrupted run is the expected case: no warning
+        with claimed_output_dir(out, resume=True) as claimed:
+            assert json.loads((claimed / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert not (out / LOCK_FILE).exists()
+    # And through the command line.
+    (out / LOCK_FILE).write_text(json.dumps(left))
+    assert main(["run", "rotation", "--quick", "--resume", "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    assert fake_rotation["lock"]["pid"] == os.getpid() and not (out / LOCK_FILE).exists()
+
+
+def test_stale_lock_without_resume_warns(tmp_path):
+    _write_lock(tmp_path, 2**22 + 12345)  # above Linux's largest pid: no such process
+    with pytest.warns(StaleLockWarning, match="did not finish"), claimed_output_dir(tmp_path, resume=False):
+        pass
+
+
+def test_unreadable_lock_is_held_while_fresh_then_stale(tmp_path):
+    lock = tmp_path / LOCK_FILE
+    lock.write_text("")  # another process between O_EXCL and writing its JSON
+    with pytest.raises(ValueError, match="in use by another process"), claimed_output_dir(tmp_path, resume=True):
+        pass
+    old = lock.stat().st_mtime - 2 * outputs.UNREADABLE_LOCK_GRACE_S
+    os.utime(lock, (old, old))
+    with claimed_output_dir(tmp_path, resume=True):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_a_killed_but_unreaped_process_does_not_hold_the_lock(tmp_path):
+    if outputs._proc_stat(os.getpid()) is None:
+        pytest.skip("no /proc: process states cannot be read here")
+    zombie = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        while (outputs._proc_stat(zombie.pid) or ["Z"])[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)  # exited, not yet waited for: a zombie, which os.kill(pid, 0) still finds
+        _write_lock(tmp_path, zombie.pid)
+        with claimed_output_dir(tmp_path, resume=True):
+            pass
+    finally:
+        zombie.wait()
+
+
+def test_a_reused_pid_does_not_hold_the_lock(tmp_path):
+    if outputs._process_start(os.getpid()) is None:
+        pytest.skip("no /proc: process start times cannot be read here")
+    lock = _write_lock(tmp_path, os.getpid())
+    info = json.loads(lock.read_text())
+    lock.write_text(json.dumps({**info, "pid_start": outputs._process_start(os.getpid()) - 1}))
+    with claimed_output_dir(tmp_path, resume=True):
+        pass
+    with (
+        claimed_output_dir(tmp_path, resume=True),
+        pytest.raises(ValueError, match=f"process {os.getpid()}"),
+        claimed_output_dir(tmp_path, resume=True),  # the same live process, twice: refused
+    ):
+        pass
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# instaaug show
+
+
+def test_show_lists_every_key_with_its_default_and_meaning(capsys):
+    assert main(["show", "crop"]) == 0
+    out = capsys.readouterr().out
+    keys = re.findall(r"^  (\w+) = ", out, flags=re.MULTILINE)  # meanings are indented by 6 spaces
+    assert keys == [f.name for f in dataclasses.fields(get_experiment("crop").Config)]
+    assert "  seeds = 3  (--quick: 1)\n" in out
+    assert "the data are the same for every seed" in out
+    assert "  box_scale = 1.4\n" in out and "receptive field" in out
+    assert "  channels_last = true\n" in out and "  levels = 2\n" in out and "  progress = null\n" in out
+    assert "  methods = none,random,augerino," in out
+    assert main(["show", "color"]) == 0  # meanings from an Attributes: docstring section
+    out = capsys.readouterr().out
+    assert "  n_test = 1800  (--quick: 270)\n      generated training and test images" in out
+
+
+def test_show_unknown_experiment(capsys):
+    _refused(capsys, ["show", "nope"], "unknown experiment 'nope'")
+
+
+def test_help_points_to_show(capsys):
+    for argv in (["--help"], ["run", "--help"], ["list", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "instaaug show EXPERIMENT" in " ".join(capsys.readouterr().out.split()), argv
+
+
+@dataclasses.dataclass
+class _Base:
+    """A base.
+
+    Attributes:
+        alpha, beta: two keys documented together,
+            over two lines.
+        gamma: overridden below.
+
+    Returns:
+        nothing: this section is not an attribute.
+    """
+
+    alpha: int = 1
+    beta: float = 0.5
+    gamma: str = "g"
+
+
+@dataclasses.dataclass
+class _Config(_Base):
+    #: the comment above,
+    #: joined over lines.
+    gamma: str = "own"
+    # a plain comment is not documentation
+    delta: tuple[int, ...] = (1, 2)
+    epsilon: bool = True  #: a comment at the end of the line.
+    #: far above, a blank line between
+
+    zeta: list[int] = dataclasses.field(default_factory=lambda: [3])
+    eta: int = dataclasses.field(default=0, metadata={"unused": True})
+
+
+def test_config_help_reads_comments_then_the_docstring():
+    rows = config_help(_Config)
+    assert [name for name, _, _ in rows] == ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"]
+    meanings = {name: meaning for name, _, meaning in rows}
+    assert meanings["alpha"] == meanings["beta"] == "two keys documented together, over two lines."
+    assert meanings["gamma"] == "the comment above, joined over lines."
+    assert meanings["delta"] == "" and meanings["zeta"] == "" and meanings["eta"] == ""
+    assert meanings["epsilon"] == "a comment at the end of the line."
+    defaults = {name: default for name, default, _ in rows}
+    assert defaults == {
+        "alpha": 1,
+        "beta": 0.5,
+        "gamma": "own",
+        "delta": (1, 2),
+        "epsilon": True,
+        "zeta": [3],
+        "eta": 0,
+    }
+    assert "nothing" not in meanings
+    with pytest.raises(TypeError):
+        config_help(_Config())
