@@ -18,7 +18,8 @@ from instaaug import Augmenter
 from instaaug.cli import main
 from instaaug.data.loaders import read_images
 from instaaug.data.photos import FOLDER_PHOTOS, write_photo_folder
-from instaaug.experiments.common import apply_overrides
+from instaaug.experiments import get_experiment
+from instaaug.experiments.common import apply_overrides, write_metrics
 from instaaug.fit import FitConfig, apply_preset
 from instaaug.step import make_optimisers
 from instaaug.train import TrainConfig, _warmup_factor
@@ -366,3 +367,21 @@ def test_show_lists_the_keys_of_fit_with_nested_training_keys_and_their_defaults
         assert f"\n  {key} = " in text, key
     assert "train.pretrain_epochs = 1  (--quick: 0)" in text  # fit's own default, not TrainConfig's
     assert main(["show", "tta"]) == 0 and "random_min_scale = 0.5" in capsys.readouterr().out
+
+
+def test_every_run_records_its_provenance(tmp_path, monkeypatch):
+    module = get_experiment("rotation")
+
+    def fake_run(config, out_dir, data=None):
+        write_metrics(out_dir, "rotation", {}, config)
+        return {}
+
+    monkeypatch.setattr(module, "run", fake_run)
+    monkeypatch.setattr(module, "summary", lambda metrics: "")
+    (tmp_path / "sprites.npz").write_bytes(b"")
+    argv = ["run", "rotation", "--quick", "--seed", "3", "--data", str(tmp_path / "sprites.npz")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text())["provenance"]
+    assert record["command"] == "instaaug " + " ".join([*argv, "--out", str(tmp_path / "out")])
+    assert record["seed"] == 3 and record["data"] == {"path": str((tmp_path / "sprites.npz").resolve())}
+    assert {"instaaug", "torch", "device", "world_size", "threads", "time"} <= set(record)

@@ -13,25 +13,24 @@ import contextlib
 import dataclasses
 import sys
 import textwrap
-import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from . import distributed
 from .commands import COMMANDS as USER_DATA_COMMANDS
 from .commands import CONFIGS as USER_DATA_CONFIGS
 from .commands import add_parsers as add_user_data_parsers
+from .commands import claim_output
 from .commands import run_command as run_user_data_command
 from .config_files import config_help
 from .experiments import EXPERIMENTS, get_experiment
 from .experiments.common import apply_overrides
 from .outputs import (
-    StaleLockWarning,
     check_device,
     check_input_path,
     check_output_dir,
     check_output_file,
-    claimed_output_dir,
 )
 from .provenance import command_line
 
@@ -257,22 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         distributed.init_from_env()
         main_process = distributed.is_main_process()
         with contextlib.ExitStack() as claim:
-            # Only rank 0 writes, so only rank 0 holds --out; every rank learns whether it could, so that no rank
-            # waits in a collective for a rank 0 that has stopped.
-            refused = None
-            if main_process:
-                try:
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always", StaleLockWarning)
-                        claim.enter_context(claimed_output_dir(out_dir, resume=args.resume))
-                    for warning in caught:
-                        print(f"instaaug: note: {warning.message}", file=sys.stderr)
-                except ValueError as e:
-                    refused = str(e)
-            refused = distributed.broadcast_object(refused)
-            if refused is not None:
-                raise ValueError(refused)
-            with train_overrides(**{k: v for k, v in overrides.items() if v is not False}):
+            claim_output(claim, out_dir, resume=args.resume)
+            data = {"path": str(Path(args.data).resolve())} if args.data is not None else None
+            with (
+                train_overrides(**{k: v for k, v in overrides.items() if v is not False}),
+                command_line(["instaaug", *argv], data=data),
+            ):
                 metrics = module.run(config, out_dir, data=args.data)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         return _error(str(e), f" (rank {distributed.rank()})" if distributed.is_distributed() else "")

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from . import distributed
 from .data.photos import FOLDER_PHOTOS, write_photo_folder
 from .experiments.common import apply_overrides, torch_threads
 from .fit import METHODS, PRESETS, FitConfig, apply_preset, run_fit, summary
-from .outputs import check_device, check_input_path, check_output_dir, claimed_output_dir
+from .outputs import StaleLockWarning, check_device, check_input_path, check_output_dir, claimed_output_dir
 from .train import train_overrides
 from .tta_run import PRESETS as TTA_PRESETS
 from .tta_run import EvaluateConfig, TTAConfig, run_evaluate, run_tta, tta_preset
@@ -192,6 +193,27 @@ def _build_config(args: argparse.Namespace, cls: type, keys: tuple[str, ...], pr
 _COMMON_KEYS = ("data", "image_size", "model", "model_args", "weights", "input_norm")
 
 
+def claim_output(stack: contextlib.ExitStack, out: Path, *, resume: bool) -> None:
+    """Hold ``out`` for this run (``claimed_output_dir``) on rank 0 until ``stack`` closes.
+
+    Only rank 0 writes, so only rank 0 holds ``out``; every rank learns whether it could, so that no rank waits in a
+    collective for a rank 0 that has stopped. A stale lock taken over without ``resume`` is reported as one note.
+    """
+    refused = None
+    if distributed.is_main_process():
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", StaleLockWarning)
+                stack.enter_context(claimed_output_dir(out, resume=resume))
+            for warning in caught:
+                print(f"instaaug: note: {warning.message}", file=sys.stderr)
+        except ValueError as e:
+            refused = str(e)
+    refused = distributed.broadcast_object(refused)
+    if refused is not None:
+        raise ValueError(refused)
+
+
 def _run(args: argparse.Namespace, config: Any, runner: Any, out: Path) -> dict[str, Any]:
     """Run ``runner(config, out)`` in the claimed output directory, with the training overrides of the flags."""
     overrides = {"resume": args.resume, "amp": args.amp, "tensorboard": args.tensorboard}
@@ -200,12 +222,13 @@ def _run(args: argparse.Namespace, config: Any, runner: Any, out: Path) -> dict[
     owned = not distributed.is_initialized()
     try:
         distributed.init_from_env()
-        with (
-            claimed_output_dir(out, resume=args.resume) if distributed.is_main_process() else contextlib.nullcontext(),
-            train_overrides(**{k: v for k, v in overrides.items() if v is not False}),
-            torch_threads(config.threads),
-        ):
-            return runner(config, out)
+        with contextlib.ExitStack() as stack:
+            claim_output(stack, out, resume=args.resume)
+            with (
+                train_overrides(**{k: v for k, v in overrides.items() if v is not False}),
+                torch_threads(config.threads),
+            ):
+                return runner(config, out)
     finally:
         if owned:
             distributed.shutdown()

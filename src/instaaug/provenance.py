@@ -17,16 +17,19 @@ import torch
 from . import distributed
 
 _COMMAND: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar("instaaug_command", default=None)
+_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("instaaug_data", default=None)
 
 
 @contextlib.contextmanager
-def command_line(argv: Sequence[str]) -> Iterator[None]:
-    """Within this block, ``provenance()`` records ``argv`` as the command that was run (the CLI sets it)."""
-    token = _COMMAND.set(tuple(argv))
+def command_line(argv: Sequence[str], data: dict[str, Any] | None = None) -> Iterator[None]:
+    """Within this block, ``provenance()`` records ``argv`` as the command that was run (the CLI sets it), and
+    ``data`` as the data when the caller names none."""
+    tokens = _COMMAND.set(tuple(argv)), _DATA.set(data)
     try:
         yield
     finally:
-        _COMMAND.reset(token)
+        _COMMAND.reset(tokens[0])
+        _DATA.reset(tokens[1])
 
 
 def _version() -> str:
@@ -53,6 +56,6 @@ def provenance(*, seed: int | None = None, device: str = "cpu", data: dict[str, 
         "threads": torch.get_num_threads(),
         "seed": seed,
         "command": shlex.join(argv) if argv is not None else shlex.join(sys.argv),
-        "data": data if data is not None else "built-in",
+        "data": data if data is not None else (_DATA.get() or "built-in"),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

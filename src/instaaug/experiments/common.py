@@ -21,6 +21,7 @@ from ..controller import EntropyController
 from ..distributed import is_main_process
 from ..io import write_json
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
+from ..provenance import provenance
 from ..train import TrainConfig, accuracy, predict, train
 
 #: The methods of the uniform-parameterisation experiments, in reporting order.
@@ -198,8 +199,18 @@ def write_metrics(
 ) -> Path:
     """Write ``out_dir/metrics.json``: ``{"experiment", "methods": {METHOD: {metric: value}}, "config", ...}``."""
     path = Path(out_dir) / "metrics.json"
+    record = provenance(seed=getattr(config, "seed", None), device=str(getattr(config, "device", "cpu")))
     if is_main_process():  # under torchrun every rank computes the metrics; one writes them
-        write_json(path, {"experiment": experiment, "methods": methods, "config": dataclasses.asdict(config), **extra})
+        write_json(
+            path,
+            {
+                "experiment": experiment,
+                "methods": methods,
+                "config": dataclasses.asdict(config),
+                **extra,
+                "provenance": record,
+            },
+        )
     return path
 
 
