@@ -72,3 +72,40 @@ def test_readme_dense_targets_example_runs(tmp_path, monkeypatch):
     probs = namespace["probs"]
     assert probs.shape == (4, 5, 64, 64)
     assert torch.allclose(probs.sum(1), torch.ones(4, 64, 64), atol=1e-5)
+
+
+def test_readme_real_data_example_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    namespace = run_readme_example("load_dataset")
+    assert capsys.readouterr().out.strip() == "torch.Size([192, 3, 48, 48]) 24"
+    assert namespace["labels"].unique().numel() == 24
+
+
+#: Every Python block of the README is run by a test that finds it by one of these markers (the amortised one in
+#: tests/test_amortised.py); a new block without a marker here fails the test below until it has a test.
+TESTED_MARKERS = ("opt.step()", 'views="top"', "DenseTTAWrapper", "load_foreign_weights", "load_dataset", "amortised")
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced block, in order."""
+    blocks, language, body = [], None, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if language is None:
+                language, body = line[3:].strip(), []
+            else:
+                blocks.append((language, "\n".join(body)))
+                language = None
+        elif language is not None:
+            body.append(line)
+    return blocks
+
+
+def test_every_python_block_of_the_readme_is_run_by_a_test():
+    blocks = _fenced_blocks(README.read_text())
+    python = [body for language, body in blocks if language == "python"]
+    assert len(python) >= 6
+    untested = [b.splitlines()[:3] for b in python if not any(m in b for m in TESTED_MARKERS)]
+    assert not untested, untested
+    unlabelled = [b.splitlines()[:2] for language, b in blocks if not language and "import " in b]
+    assert not unlabelled, f"Python code in blocks not marked python, so no test finds them: {unlabelled}"
