@@ -35,12 +35,23 @@ from .distributions import (
     UniformRanges,
 )
 from .io import load_tensors, read_json, save_tensors, write_json
-from .models import NORMS
-from .networks import MODES, CropLevels, InvarianceNet, UniformRangeHead
+from .models import BACKBONES, NORMS
+from .networks import MODES, CropLevels, InvarianceNet, UniformRangeHead, phi_backbone
 from .objective import InstaAugObjective
 from .targets import Targets
-from .transforms import DISCRETE_FAMILIES, PADDING_MODES, TransformStack
-from .validation import check_images, check_labels, check_positive_int, dataclass_from_dict, size_pair
+from .transforms import DISCRETE_FAMILIES, FAMILIES, PADDING_MODES, Family, TransformStack
+from .validation import (
+    brief,
+    check_choice,
+    check_flag,
+    check_images,
+    check_labels,
+    check_number,
+    check_numbers,
+    check_positive_int,
+    dataclass_from_dict,
+    size_pair,
+)
 from .views import AugmentOutput
 
 CONFIG_FILE = "config.json"
@@ -64,6 +75,41 @@ CROP_ENTROPY_RANGE = (0.6, 1.0)
 CROP_CONTROLLER = {"lam_init": 0.25, "rate": 1.005, "lam_min": 0.1}
 #: Default band of a learned flip: from p ≈ 0.1 (0.33 nats) to p = 0.5 (log 2).
 FLIP_ENTROPY_RANGE = (0.33, math.log(2))
+
+# Upper bounds on what an augmenter's config may ask for, far beyond any use. They are checked when the config is
+# made, before any module is built, so that a config file cannot make ``Augmenter.load`` allocate without bound
+# (a φ width of 10^9 once asked for 108 GB). ``phi_size`` and ``output_size`` sides are at most
+# ``validation.MAX_IMAGE_SIDE`` (8192).
+MAX_WIDTH = 1024
+MAX_DEPTH = 8
+MAX_IN_CHANNELS = 64
+MAX_COPIES = 4096
+MAX_CLASSES = 1_000_000
+#: φ's parameters, and a class-mode table of num_classes × outputs, hold at most this many elements each (1 GiB in
+#: float32).
+MAX_ELEMENTS = 2**28
+#: The largest feature map of the pass at ``phi_size`` that places the crop candidates (256 MiB in float32; the pass
+#: holds a few such maps at once).
+MAX_FEATURE_ELEMENTS = 2**26
+#: The most LRP crop candidates (units of the crop levels' feature maps at ``phi_size``, plus the global crop).
+MAX_CROP_CANDIDATES = 2**20
+#: ``init_half_width`` has one entry per interval dimension: never more than all the families have together.
+MAX_INTERVAL_DIMS = sum(len(f.params) for f in FAMILIES.values())
+
+
+def check_transforms(value: Any, key: str = "transforms") -> tuple[str, ...]:
+    """Family names as a tuple (one name may be given as a string): known ones, none repeated; else an error
+    naming ``key``."""
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"{key} must be a sequence of family names, got {brief(value)}")
+    known = sorted([*FAMILIES, *DISCRETE_FAMILIES])
+    for name in names:
+        if name not in known:
+            raise ValueError(f"{key}: unknown transform {brief(name)}; known transforms: {known}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{key} must not repeat, got {brief(tuple(names))}")
+    return tuple(names)
 
 
 def canonical_order(transforms: Sequence[str]) -> tuple[str, ...]:
@@ -104,9 +150,9 @@ class Augmenter(nn.Module):
     ) -> None:
         super().__init__()
         self.stack = TransformStack(canonical_order(transforms), padding_mode, output_size)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.in_channels = check_positive_int(in_channels, "in_channels", MAX_IN_CHANNELS)
         self.stack.check_channels(in_channels)
-        self.n_copies = check_positive_int(n_copies, "n_copies")
+        self.n_copies = check_positive_int(n_copies, "n_copies", MAX_COPIES)
         self.min_width = min_width
         #: Check image values (finite, in [0, 1]) on every call: True always, False never, None (default) for
         #: tensors in host memory only: on an accelerator each check would be a device synchronisation, so values
@@ -235,58 +281,80 @@ class Augmenter(nn.Module):
     @classmethod
     def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> Augmenter:
         """Rebuild any augmenter saved with ``save`` (or by release 0.1); reads JSON and safetensors only (no
-        pickled code runs)."""
+        pickled code runs).
+
+        Every value of the config is checked (type, range, and the sizes against the ``MAX_*`` bounds) before any
+        module is built, and every weight before it is used: a bad file gives a ValueError or TypeError naming
+        the file and the key or tensor.
+        """
         directory = Path(directory)
-        meta = read_json(directory / CONFIG_FILE)
-        if not isinstance(meta, dict) or "config" not in meta or not isinstance(meta["config"], dict):
-            raise ValueError(f"{directory / CONFIG_FILE} is not an augmenter config (no 'config' mapping)")
-        fmt, version = meta.get("format"), meta.get("version")
-        if fmt in (_LEGACY_UNIFORM, _LEGACY_CROP):
-            if version != 1:
-                raise ValueError(f"unsupported {fmt} format version {version!r} (expected 1)")
-            aug, renames = _legacy_augmenter(fmt, meta["config"])
-        elif fmt == FORMAT:
-            if version != FORMAT_VERSION:
-                raise ValueError(f"unsupported augmenter format version {version!r} (expected {FORMAT_VERSION})")
-            kind = Augmenter.registry.get(meta.get("class"))  # type: ignore[arg-type]
-            if kind is None or kind.config_class is None:
-                known = sorted(k for k, v in Augmenter.registry.items() if v.config_class is not None)
-                raise ValueError(f"unknown augmenter class {meta.get('class')!r}; known: {known}")
-            config = dataclass_from_dict(kind.config_class, meta["config"], what=f"{kind.__name__} config")
-            aug, renames = kind.from_config(config), {}
-        else:
-            raise ValueError(
-                f"{directory / CONFIG_FILE} is not an augmenter config (format {fmt!r}; expected {FORMAT!r})"
-            )
+        config_path = directory / CONFIG_FILE
+        meta = read_json(config_path)
+        try:
+            aug, renames = _augmenter_from_meta(meta)
+        except (ValueError, TypeError) as e:
+            # The checks name the key; the user also needs to know which file held it.
+            raise (TypeError if isinstance(e, TypeError) else ValueError)(f"{config_path}: {e}") from None
         load_weights(aug, directory / WEIGHTS_FILE, renames)
         return aug.to(map_location)
 
 
-def load_weights(module: nn.Module, path: Path, renames: dict[str, str] | None = None) -> None:
-    """Load a safetensors state into ``module``, with an error naming missing, unexpected or reshaped keys.
+def _augmenter_from_meta(meta: Any) -> tuple[Augmenter, dict[str, str]]:
+    """The augmenter a ``config.json``'s content describes (any format), and the renames of its weights."""
+    if not isinstance(meta, dict) or "config" not in meta or not isinstance(meta["config"], dict):
+        raise ValueError("not an augmenter config (no 'config' mapping)")
+    fmt, version = meta.get("format"), meta.get("version")
+    if fmt in (_LEGACY_UNIFORM, _LEGACY_CROP):
+        if version != 1:
+            raise ValueError(f"unsupported {fmt} format version {brief(version)} (expected 1)")
+        return _legacy_augmenter(fmt, meta["config"])
+    if fmt != FORMAT:
+        raise ValueError(f"not an augmenter config (format {brief(fmt)}; expected {FORMAT!r})")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"unsupported augmenter format version {brief(version)} (expected {FORMAT_VERSION})")
+    name = meta.get("class")
+    kind = Augmenter.registry.get(name) if isinstance(name, str) else None
+    if kind is None or kind.config_class is None:
+        known = sorted(k for k, v in Augmenter.registry.items() if v.config_class is not None)
+        raise ValueError(f"unknown augmenter class {brief(name)}; known: {known}")
+    config = dataclass_from_dict(kind.config_class, meta["config"], what=f"{kind.__name__} config")
+    return kind.from_config(config), {}
 
-    ``renames`` maps key prefixes of the file to the module's (for formats of earlier releases).
+
+#: Room for a safetensors header (names, dtypes, shapes, offsets as JSON) beside the tensors' data.
+_HEADER_BYTES = 2**20
+
+
+def load_weights(module: nn.Module, path: Path, renames: dict[str, str] | None = None) -> None:
+    """Load a safetensors state into ``module``, with an error naming missing, unexpected, reshaped or non-finite
+    tensors.
+
+    ``renames`` maps key prefixes of the file to the module's (for formats of earlier releases). A file bigger
+    than the module's tensors could be (at 8 bytes an element) is refused before it is read.
     """
-    state = load_tensors(path)
+    target = module.state_dict()
+    most = 8 * sum(v.numel() for v in target.values()) + _HEADER_BYTES + 256 * len(target)
+    state = load_tensors(path, max_bytes=most)
     for old, new in (renames or {}).items():
         state = {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in target.items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if found != expected:
         missing = sorted(expected.keys() - found.keys())
         unexpected = sorted(found.keys() - expected.keys())
         reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
         raise ValueError(
-            f"{path} does not match its config: missing {missing}, unexpected {unexpected}, wrong shape {reshaped}"
+            f"{path} does not match its config: missing {brief(missing)}, unexpected {brief(unexpected)}, "
+            f"wrong shape {brief(reshaped)}"
         )
-    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
-        raise ValueError(f"{path} holds NaN or Inf weights")
+    # An integer tensor would be cast silently into a float weight (and a float into an integer buffer).
+    retyped = sorted(k for k, v in state.items() if v.is_floating_point() != target[k].is_floating_point())
+    if retyped:
+        raise ValueError(f"{path} does not match its config: wrong dtype {brief(retyped)}")
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        raise ValueError(f"{path}: tensor(s) {brief(bad)} hold NaN or Inf values")
     module.load_state_dict(state)
-
-
-def _check_number(value: Any, key: str, low: float = -math.inf, high: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (low <= value <= high):
-        raise ValueError(f"{key} must be a number in [{low}, {high}], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -300,9 +368,9 @@ class InstaAugConfig:
         width: φ's first-stage channel count (1 … 1024).
         depth: stages of ``small_cnn`` (1 … 8).
         norm: φ's normalisation: ``layer`` (per input; the same in training and eval), ``batch`` or ``none``.
-        in_channels: image channels C.
-        num_classes: number of classes (``class`` mode only).
-        n_copies: views sampled per input on each call.
+        in_channels: image channels C (1 … 64).
+        num_classes: number of classes (``class`` mode only; 1 … 1,000,000).
+        n_copies: views sampled per input on each call (1 … 4096).
         entropy_range: the [Hmin, Hmax] band the entropy controller keeps the mean entropy in; None for the sum of
             the parts' defaults (intervals: ``TransformStack.default_entropy_range()``; crops: the crop recipe's
             (0.6, 1.0) plus the jitter's entropy; flip: (0.33, log 2)).
@@ -311,17 +379,22 @@ class InstaAugConfig:
             ``entropy_widths`` (e.g. ``(("rotation", 0.5, 1.0),)`` for rotations between 0.5 and 1 rad wide).
             Ignored when ``entropy_range`` is given.
         init_half_width: the initial interval [-w, w] per interval dimension; None for the families' defaults.
-        min_width: narrowest interval (keeps the entropy finite).
+        min_width: narrowest interval (keeps the entropy finite); below every family's full width.
         symmetric: intervals [-w, w] instead of free [low, high] (Augerino's parameterisation).
         padding_mode: how the resampling fills pixels from outside the image.
         phi_size: the (H, W) φ sees its input at; None for the input's own size up to ``PHI_MAX_SIDE`` (32) px on
             its longer side (larger inputs are downscaled, aspect kept), or 48×48 with crops (the recipe).
-        output_size: the views' (H, W); None keeps the input size.
+        output_size: the views' (H, W); None keeps the input size. Sides of both sizes are at most 8192.
         levels, global_crop, level_bias, box_scale, min_inside, centre_jitter, size_jitter: the LRP crop
             candidates (see ``instaaug.networks.CropLevels``); the defaults are the crop recipe.
         flip_init: the initial flip probability.
         lam_init, lam_rate, lam_min: the λ controller of ``aug.controller()``; None for the defaults (crops: the
             recipe's 0.25, 1.005, 0.1; otherwise ``EntropyController``'s).
+
+    Every field is checked on construction (a TypeError or ValueError naming it), and so are the sizes they
+    multiply to before anything is allocated: φ's parameters and class-mode tables hold at most ``MAX_ELEMENTS``
+    (2^28) elements each, the feature maps of the pass at ``phi_size`` that places the crop candidates at most
+    ``MAX_FEATURE_ELEMENTS`` (2^26), and there are at most ``MAX_CROP_CANDIDATES`` (2^20) crop candidates.
     """
 
     transforms: tuple[str, ...] = ("rotation",)
@@ -354,68 +427,139 @@ class InstaAugConfig:
     lam_min: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.transforms, str):
-            object.__setattr__(self, "transforms", (self.transforms,))
-        if not isinstance(self.transforms, tuple) or not all(isinstance(t, str) for t in self.transforms):
-            raise TypeError(f"transforms must be a sequence of family names, got {self.transforms!r}")
-        if not self.transforms:
+        # Every field is checked here, so that a config built in code, read from a file or from release 0.1 fails
+        # alike, with an error naming the key, before any module (or any size it asks for) is allocated. The
+        # lenient forms of the Python API (a family name as a string, an int size, levels as an int,
+        # entropy_widths as a dict) become the canonical tuples first.
+        transforms = check_transforms(self.transforms)
+        if not transforms:
             raise ValueError("transforms must name at least one transform family")
-        if isinstance(self.levels, int):
-            object.__setattr__(self, "levels", (self.levels,))
+        object.__setattr__(self, "transforms", transforms)
+        check_choice(self.mode, "mode", MODES)
+        if isinstance(self.network, str) and self.network not in BACKBONES:
+            raise ValueError(f"unknown network {brief(self.network)}; network must be one of {tuple(BACKBONES)}")
+        check_choice(self.network, "network", tuple(BACKBONES))
+        check_choice(self.norm, "norm", NORMS)
+        check_choice(self.padding_mode, "padding_mode", PADDING_MODES)
+        for key, most in (("width", MAX_WIDTH), ("depth", MAX_DEPTH), ("in_channels", MAX_IN_CHANNELS)):
+            check_positive_int(getattr(self, key), key, most)
+        check_positive_int(self.n_copies, "n_copies", MAX_COPIES)
+        if self.num_classes is not None:
+            check_positive_int(self.num_classes, "num_classes", MAX_CLASSES)
         for key in ("phi_size", "output_size"):
             object.__setattr__(self, key, size_pair(getattr(self, key), key))
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
-        for key, most in (("width", 1024), ("depth", 8), ("in_channels", 64), ("n_copies", 4096)):
-            if check_positive_int(getattr(self, key), key) > most:
-                raise ValueError(f"{key} must be at most {most}, got {getattr(self, key)}")
-        if self.num_classes is not None and check_positive_int(self.num_classes, "num_classes") > 1_000_000:
-            raise ValueError(f"num_classes must be at most 1000000, got {self.num_classes}")
-        if self.entropy_range is not None:
-            if not isinstance(self.entropy_range, tuple) or len(self.entropy_range) != 2:
-                raise ValueError(f"entropy_range must be (Hmin, Hmax), got {self.entropy_range!r}")
-            for h in self.entropy_range:
-                _check_number(h, "entropy_range")
-            lo, hi = self.entropy_range
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-                raise ValueError(
-                    f"entropy_range must be finite (Hmin, Hmax) with Hmin ≤ Hmax, got {self.entropy_range}"
-                )
-        if isinstance(self.entropy_widths, dict):
-            object.__setattr__(self, "entropy_widths", tuple((k, *v) for k, v in self.entropy_widths.items()))
-        widths = tuple(tuple(w) if isinstance(w, list | tuple) else w for w in self.entropy_widths)
-        object.__setattr__(self, "entropy_widths", widths)
-        for item in widths:
-            if not isinstance(item, tuple) or len(item) != 3 or not isinstance(item[0], str):
-                raise ValueError(f"entropy_widths must hold (family, narrow, wide) triples, got {item!r}")
-            name, narrow, wide = item
-            if name not in self.transforms or name in DISCRETE_FAMILIES:
-                raise ValueError(f"entropy_widths names {name!r}, not an interval family of {self.transforms}")
-            _check_number(narrow, "entropy_widths", 1e-9)
-            _check_number(wide, "entropy_widths", narrow)
         for key in ("symmetric", "global_crop"):
-            if not isinstance(getattr(self, key), bool):
-                raise TypeError(f"{key} must be true or false, got {getattr(self, key)!r}")
-        if isinstance(self.min_width, bool) or not (isinstance(self.min_width, float | int) and self.min_width > 0):
-            raise ValueError(f"min_width must be > 0, got {self.min_width!r}")
-        _check_number(self.flip_init, "flip_init", 1e-6, 1 - 1e-6)
-        for key in ("box_scale", "min_inside", "centre_jitter", "size_jitter"):
-            _check_number(getattr(self, key), key)
-        if not isinstance(self.levels, tuple) or not all(isinstance(v, int) for v in self.levels):
-            raise TypeError(f"levels must be stage indices (ints), got {self.levels!r}")
-        for key, value in (("init_half_width", self.init_half_width), ("level_bias", self.level_bias)):
-            if value is not None:
-                if not isinstance(value, tuple):
-                    raise TypeError(f"{key} must be a list of numbers, got {value!r}")
-                for v in value:
-                    _check_number(v, key)
-        for key in ("lam_init", "lam_rate", "lam_min"):
+            check_flag(getattr(self, key), key)
+        self._check_entropy_options()
+        intervals = [FAMILIES[name] for name in transforms if name in FAMILIES]
+        # The narrowest interval must fit inside every family's bounds (the head keeps [-w, w] within them).
+        room = min((min(-f.bounds[0], f.bounds[1]) for f in intervals), default=math.inf)
+        check_number(self.min_width, "min_width", 0.0, 2 * room, low_open=True, high_open=True)
+        if self.init_half_width is not None:
+            init = check_numbers(self.init_half_width, "init_half_width", MAX_INTERVAL_DIMS, low=0.0, low_open=True)
+            object.__setattr__(self, "init_half_width", init)
+        check_number(self.flip_init, "flip_init", 1e-6, 1 - 1e-6)
+        self._check_crop_options()
+        for key, low in (("lam_init", 0.0), ("lam_rate", 1.0), ("lam_min", 0.0)):
             if getattr(self, key) is not None:
-                _check_number(getattr(self, key), key, 0.0)
+                check_number(getattr(self, key), key, low, low_open=True)
+        self._check_sizes(intervals)
+
+    def _check_entropy_options(self) -> None:
+        if self.entropy_range is not None:
+            if not isinstance(self.entropy_range, list | tuple):
+                raise TypeError(f"entropy_range must be (Hmin, Hmax) or None, got {brief(self.entropy_range)}")
+            if len(self.entropy_range) != 2:
+                raise ValueError(f"entropy_range must be (Hmin, Hmax), got {brief(self.entropy_range)}")
+            lo, hi = (check_number(h, f"entropy_range[{i}]") for i, h in enumerate(self.entropy_range))
+            if lo > hi:
+                raise ValueError(f"entropy_range must satisfy Hmin ≤ Hmax, got {(lo, hi)}")
+            object.__setattr__(self, "entropy_range", (lo, hi))
+        widths = self.entropy_widths
+        if isinstance(widths, Mapping):
+            widths = tuple((k, *v) if isinstance(v, list | tuple) else (k, v) for k, v in widths.items())
+        if not isinstance(widths, list | tuple):
+            raise TypeError(f"entropy_widths must be a list of (family, narrow, wide) triples, got {brief(widths)}")
+        triples: list[tuple[str, float, float]] = []
+        for item in widths:
+            if not isinstance(item, list | tuple) or len(item) != 3 or not isinstance(item[0], str):
+                raise ValueError(f"entropy_widths must hold (family, narrow, wide) triples, got {brief(item)}")
+            name = item[0]
+            if name not in self.transforms or name in DISCRETE_FAMILIES:
+                raise ValueError(f"entropy_widths names {brief(name)}, not an interval family of {self.transforms}")
+            if any(name == t[0] for t in triples):
+                raise ValueError(f"entropy_widths names {name!r} twice")
+            narrow = check_number(item[1], f"entropy_widths[{name!r}] narrow", 0.0, low_open=True)
+            wide = check_number(item[2], f"entropy_widths[{name!r}] wide", narrow)
+            triples.append((name, narrow, wide))
+        object.__setattr__(self, "entropy_widths", tuple(triples))
+
+    def _check_crop_options(self) -> None:
+        # Checked with or without crops: a saved config holds them either way, and a bad value is a bad file.
+        levels = (self.levels,) if isinstance(self.levels, int) and not isinstance(self.levels, bool) else self.levels
+        if not isinstance(levels, list | tuple):
+            raise TypeError(f"levels must be a list of stage indices, got {brief(levels)}")
+        if not 1 <= len(levels) <= MAX_DEPTH:
+            raise ValueError(f"levels must be stage indices, 1 … {MAX_DEPTH} of them, got {brief(levels)}")
+        for i, level in enumerate(levels):
+            if isinstance(level, bool) or not isinstance(level, int):
+                raise TypeError(f"levels[{i}] must be a stage index (an int), got {brief(level)}")
+            if not -MAX_DEPTH <= level < MAX_DEPTH:
+                raise ValueError(f"levels[{i}] must be a stage index in [{-MAX_DEPTH}, {MAX_DEPTH}), got {level}")
+        object.__setattr__(self, "levels", tuple(levels))
+        if self.level_bias is not None:
+            # One bias per level plus the global crop's; the exact count is checked when the levels are resolved.
+            bias = check_numbers(self.level_bias, "level_bias", MAX_DEPTH + 1)
+            object.__setattr__(self, "level_bias", bias)
+        check_number(self.box_scale, "box_scale", 0.0, low_open=True)
+        check_number(self.min_inside, "min_inside", 0.0, 1.0, low_open=True)
+        check_number(self.centre_jitter, "centre_jitter", 0.0, 1.0)
+        check_number(self.size_jitter, "size_jitter", 0.0, 1.0, high_open=True)
+
+    def _check_sizes(self, intervals: list[Family]) -> None:
+        """Refuse a φ whose parameters, crop-placing feature maps, crop candidates or class table would exceed
+        their ``MAX_*`` bound: the bounds on each key alone still allow products (width × phi_size²,
+        num_classes × candidates) far beyond memory."""
+        candidates = 0
+        if self.mode == "instance" or self.has_crop:  # the modes that build φ's backbone
+            with torch.device("meta"):  # shapes only: nothing is allocated
+                backbone = phi_backbone(self.network, self.in_channels, self.width, self.depth, self.norm)
+            parameters = sum(p.numel() for p in backbone.parameters())
+            if parameters > MAX_ELEMENTS:
+                depth = f", depth {self.depth}" if self.network == "small_cnn" else ""  # the other's depth is fixed
+                raise ValueError(
+                    f"φ ({self.network}) at width {self.width}{depth} would have {parameters} parameters, more "
+                    f"than {MAX_ELEMENTS}"
+                )
+            if self.has_crop:
+                height, width = self.phi_size or CROP_PHI_SIZE
+                # The pass that places the candidates runs φ at phi_size: its largest map is the first stage's.
+                elements = max(self.in_channels, self.width) * height * width
+                if elements > MAX_FEATURE_ELEMENTS:
+                    raise ValueError(
+                        f"phi_size {(height, width)} with width {self.width} needs feature maps of {elements} "
+                        f"elements to place the crop candidates, more than {MAX_FEATURE_ELEMENTS}"
+                    )
+                geometry = backbone.stage_geometry()
+                stages = len(geometry)
+                # A stage of stride j has ⌈H / j⌉ × ⌈W / j⌉ units; levels out of range are refused when φ is built.
+                used = {s % stages for s in self.levels if -stages <= s < stages}
+                candidates = int(self.global_crop) + sum(
+                    math.ceil(height / geometry[s].jump[0]) * math.ceil(width / geometry[s].jump[1]) for s in used
+                )
+                if candidates > MAX_CROP_CANDIDATES:
+                    raise ValueError(
+                        f"phi_size {(height, width)} with levels {self.levels} gives up to {candidates} crop "
+                        f"candidates, more than {MAX_CROP_CANDIDATES}"
+                    )
+        if self.mode == "class" and self.num_classes is not None:
+            outputs = sum(len(f.params) for f in intervals) * (1 if self.symmetric else 2)
+            outputs += int("flip" in self.transforms) + candidates
+            if self.num_classes * outputs > MAX_ELEMENTS:
+                raise ValueError(
+                    f"num_classes {self.num_classes} × {outputs} outputs per class is more than {MAX_ELEMENTS} "
+                    "elements in φ's class table"
+                )
 
     @property
     def has_crop(self) -> bool:
@@ -584,7 +728,8 @@ LEGACY_CROP_DEFAULTS = {
 
 def legacy_crop(**options: Any) -> InstaAug:
     """An LRP crop ``InstaAug`` with release 0.1's ``InstaAugCrop`` defaults; its ``image_size`` is ``phi_size``."""
-    options = {"phi_size": options.pop("image_size", (32, 32)), **LEGACY_CROP_DEFAULTS, **options}
+    image_size = size_pair(options.pop("image_size", (32, 32)), "image_size (phi_size)")
+    options = {"phi_size": image_size, **LEGACY_CROP_DEFAULTS, **options}
     return InstaAug(("crop",), **options)
 
 

@@ -9,16 +9,22 @@ from typing import Any
 
 import torch
 
-from .augment import Augmenter, InstaAug
+from .augment import MAX_COPIES, MAX_IN_CHANNELS, Augmenter, InstaAug, check_transforms
 from .distributions import FlipBernoulli, Product, TransformDistribution, UniformCrops, UniformRanges
-from .transforms import FAMILIES, get_family
-from .validation import size_pair
+from .transforms import FAMILIES, PADDING_MODES, get_family
+from .validation import brief, check_choice, check_number, check_positive_int, size_pair
 
 
 @dataclass(frozen=True)
 class NoAugmentConfig:
+    """A ``NoAugment``'s options: ``in_channels`` (1 … 64) and ``n_copies`` (1 … 4096)."""
+
     in_channels: int = 3
     n_copies: int = 1
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.in_channels, "in_channels", MAX_IN_CHANNELS)
+        check_positive_int(self.n_copies, "n_copies", MAX_COPIES)
 
 
 class NoAugment(Augmenter):
@@ -37,7 +43,8 @@ class NoAugment(Augmenter):
 
 @dataclass(frozen=True)
 class RandomAugmentConfig:
-    """A ``RandomAugment``'s options: ``ranges`` as (family, low, high) triples."""
+    """A ``RandomAugment``'s options: ``ranges`` as (family, low, high) triples, one per family at most (each
+    range's bounds are checked against its family by ``RandomAugment``); the others as for ``InstaAugConfig``."""
 
     transforms: tuple[str, ...] = ("rotation",)
     ranges: tuple[tuple[str, float, float], ...] = ()
@@ -45,6 +52,44 @@ class RandomAugmentConfig:
     n_copies: int = 1
     padding_mode: str = "zeros"
     output_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here as well as by RandomAugment, so that a config file is refused key by key before use.
+        object.__setattr__(self, "transforms", check_transforms(self.transforms))
+        object.__setattr__(self, "ranges", range_triples(self.ranges, self.transforms))
+        check_positive_int(self.in_channels, "in_channels", MAX_IN_CHANNELS)
+        check_positive_int(self.n_copies, "n_copies", MAX_COPIES)
+        check_choice(self.padding_mode, "padding_mode", PADDING_MODES)
+        object.__setattr__(self, "output_size", size_pair(self.output_size, "output_size"))
+
+
+def range_triples(value: Any, transforms: tuple[str, ...]) -> tuple[tuple[str, float, float], ...]:
+    """``ranges`` in their saved form: (family, low, high) triples of finite numbers, for families of
+    ``transforms``, none twice; an error naming ``ranges`` otherwise."""
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"ranges must be a list of (family, low, high) triples, got {brief(value)}")
+    triples: list[tuple[str, float, float]] = []
+    for item in value:
+        if not isinstance(item, list | tuple) or len(item) != 3 or not isinstance(item[0], str):
+            raise ValueError(f"ranges must hold (family, low, high) triples, got {brief(item)}")
+        name = item[0]
+        if name not in transforms:
+            raise ValueError(f"ranges given for transform {brief(name)}, which is not in transforms {transforms}")
+        if any(name == t[0] for t in triples):
+            raise ValueError(f"ranges gives {name!r} twice")
+        low, high = (check_number(v, f"ranges[{name!r}]") for v in item[1:])
+        triples.append((name, low, high))
+    return tuple(triples)
+
+
+def _range_spec(spec: Any, name: str) -> float | tuple[float, float]:
+    """One family's range as given to ``RandomAugment``: a number or a (low, high) pair of finite numbers."""
+    key = f"ranges[{name!r}]"
+    if isinstance(spec, list | tuple):
+        if len(spec) != 2:
+            raise ValueError(f"{key} must be a number or a (low, high) pair, got {brief(spec)}")
+        return check_number(spec[0], key), check_number(spec[1], key)
+    return check_number(spec, key)
 
 
 #: The default random crop side range and flip probability of ``RandomAugment``.
@@ -81,34 +126,36 @@ class RandomAugment(Augmenter):
             transforms, in_channels=in_channels, n_copies=n_copies, padding_mode=padding_mode, output_size=output_size
         )
         if ranges is not None and not isinstance(ranges, Mapping):  # the saved form: (family, low, high) triples
-            ranges = {name: (low, high) for name, low, high in ranges}
+            ranges = {name: (low, high) for name, low, high in range_triples(ranges, self.families)}
         ranges = dict(ranges or {})
-        unknown = sorted(set(ranges) - set(self.families))
+        unknown = [name for name in ranges if name not in self.families]
         if unknown:
-            raise ValueError(f"ranges given for transforms {unknown} that are not in {self.families}")
+            raise ValueError(f"ranges given for transforms {brief(unknown)} that are not in {self.families}")
         resolved: dict[str, tuple[float, float]] = {}
         low, high = [], []
         for name in self.families:
             family = get_family(name)
             if name == "flip":
-                spec = ranges.get("flip", DEFAULT_FLIP_PROBABILITY)
-                p = float(spec[0] if isinstance(spec, tuple | list) else spec)  # saved as (p, p)
+                spec = _range_spec(ranges.get("flip", DEFAULT_FLIP_PROBABILITY), name)
+                if isinstance(spec, tuple) and spec[0] != spec[1]:
+                    raise ValueError(f"ranges['flip'] must be one probability p (saved as (p, p)), got {spec}")
+                p = spec[0] if isinstance(spec, tuple) else spec  # saved as (p, p)
                 if not 0 <= p <= 1:
-                    raise ValueError(f"the flip probability must be in [0, 1], got {p}")
+                    raise ValueError(f"ranges['flip']: the flip probability must be in [0, 1], got {p}")
                 resolved[name] = (p, p)
                 continue
             if name == "crop":
-                spec = ranges.get("crop", DEFAULT_CROP_SCALES)
-                lo, hi = (float(spec), 1.0) if isinstance(spec, int | float) else map(float, spec)
+                spec = _range_spec(ranges.get("crop", DEFAULT_CROP_SCALES), name)
+                lo, hi = spec if isinstance(spec, tuple) else (spec, 1.0)
                 if not 0 < lo <= hi <= 1:
-                    raise ValueError(f"crop scales must satisfy 0 < min ≤ max ≤ 1, got ({lo}, {hi})")
+                    raise ValueError(f"ranges['crop']: crop scales must satisfy 0 < min ≤ max ≤ 1, got ({lo}, {hi})")
                 resolved[name] = (lo, hi)
                 continue
-            spec = ranges.get(name, family.entropy_widths[1] / 2)
-            lo, hi = (-float(spec), float(spec)) if isinstance(spec, int | float) else map(float, spec)
+            spec = _range_spec(ranges.get(name, family.entropy_widths[1] / 2), name)
+            lo, hi = spec if isinstance(spec, tuple) else (-spec, spec)
             if not family.bounds[0] <= lo <= hi <= family.bounds[1]:
                 raise ValueError(
-                    f"range for {name!r} must satisfy {family.bounds[0]:.4g} ≤ low ≤ high ≤ "
+                    f"ranges[{name!r}] must satisfy {family.bounds[0]:.4g} ≤ low ≤ high ≤ "
                     f"{family.bounds[1]:.4g}, got ({lo}, {hi})"
                 )
             resolved[name] = (lo, hi)
@@ -175,6 +222,7 @@ class RandomCrop(RandomAugment):
         in_channels: int = 3,
         n_copies: int = 1,
     ) -> None:
+        min_scale, max_scale = check_number(min_scale, "min_scale"), check_number(max_scale, "max_scale")
         if not 0 < min_scale <= max_scale <= 1:
             raise ValueError(f"need 0 < min_scale ≤ max_scale ≤ 1, got min_scale={min_scale}, max_scale={max_scale}")
         super().__init__(
@@ -188,7 +236,14 @@ class RandomCrop(RandomAugment):
 
     @classmethod
     def from_config(cls, config: Any) -> RandomCrop:
-        low, high = next((low, high) for name, low, high in config.ranges if name == "crop")
+        if config.transforms != ("crop",):
+            raise ValueError(f"a RandomCrop's transforms must be ('crop',), got {brief(config.transforms)}")
+        scales = [(low, high) for name, low, high in config.ranges if name == "crop"]
+        if not scales:
+            raise ValueError("a RandomCrop's ranges must give the crop scales ('crop', min, max)")
+        low, high = scales[0]
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"ranges['crop']: crop scales must satisfy 0 < min ≤ max ≤ 1, got ({low}, {high})")
         return cls(low, high, output_size=config.output_size, in_channels=config.in_channels, n_copies=config.n_copies)
 
 
@@ -203,9 +258,9 @@ class Augerino(InstaAug):
     def __init__(self, transforms: Sequence[str] = ("rotation",), **options: Any) -> None:
         for key, required in (("mode", "global"), ("symmetric", True)):
             if options.setdefault(key, required) != required:
-                raise ValueError(f"Augerino requires {key}={required!r}, got {options[key]!r}")
-        names = (transforms,) if isinstance(transforms, str) else tuple(transforms)
+                raise ValueError(f"Augerino requires {key}={required!r}, got {brief(options[key])}")
+        names = check_transforms(transforms)
         other = [n for n in names if n not in FAMILIES]
         if other:
-            raise ValueError(f"Augerino learns interval families only ({sorted(FAMILIES)}), got {other}")
+            raise ValueError(f"Augerino learns interval families only ({sorted(FAMILIES)}): transforms has {other}")
         super().__init__(transforms, **options)

@@ -7,6 +7,7 @@ import os
 import pickle
 import tempfile
 import warnings
+import zipfile
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file, with a clear error when it is missing or malformed."""
+#: The largest JSON file ``read_json`` reads by default: a config or metadata file is a few kB, so anything
+#: bigger is not one, and is refused before it is read into memory.
+MAX_JSON_BYTES = 4 * 2**20
+
+
+def read_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Read a JSON file of at most ``max_bytes`` bytes, with a ValueError naming the file when it is too big,
+    malformed or nested too deeply (a FileNotFoundError when it is missing)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+    raw = _read_existing(path, max_bytes)
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(raw)
+    except RecursionError:
+        # json parses recursively: nesting deeper than Python's recursion limit overflows its stack.
+        raise ValueError(f"{path} is not a usable JSON file: it is nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer with too many digits
         raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
@@ -60,20 +69,46 @@ def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str
     return save_safetensors_bytes(data, metadata=metadata)
 
 
-def _read_existing(path: Path) -> bytes:
+def _read_existing(path: Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of ``path``; with ``max_bytes``, a bigger file is refused before it is read into memory."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    return path.read_bytes()
+    if max_bytes is None:
+        return path.read_bytes()
+    size = path.stat().st_size
+    if size <= max_bytes:
+        with path.open("rb") as f:
+            raw = f.read(max_bytes + 1)  # bounded even if the file grew since stat
+        size = len(raw)
+    if size > max_bytes:
+        raise ValueError(f"{path} is too big: {size} bytes, more than the {max_bytes} bytes allowed")
+    return raw
+
+
+_PICKLE_HINT = (
+    " which can run arbitrary code when loaded: instaaug never unpickles. Convert trusted files with"
+    " instaaug.io.load_foreign_weights."
+)
 
 
 def _format_hint(raw: bytes) -> str:
-    """A hint naming a pickle-based format, so a refused file says why it was refused."""
-    # torch.save writes a zip archive (PK\x03\x04) holding a pickle; plain pickles start with PROTO (0x80).
-    if raw[:4] == b"PK\x03\x04" or raw[:1] == b"\x80":
-        return (
-            " It looks like a pickle (torch.save / pickle.dump) file, which can run arbitrary code when loaded:"
-            " instaaug never unpickles. Convert trusted files with instaaug.io.load_foreign_weights."
-        )
+    """A hint naming the format of a refused file when its first bytes identify it; nothing otherwise.
+
+    Only exact signatures count, so that random bytes or text are never described as a pickle: a pickle of
+    protocol 2 or later starts with the PROTO opcode (0x80) and its protocol (2 … 5); ``torch.save`` writes a zip
+    archive (``PK\\x03\\x04``) whose ``data.pkl`` member is a pickle. Reading a zip's member names runs nothing.
+    """
+    if len(raw) >= 2 and raw[0] == 0x80 and 2 <= raw[1] <= 5:
+        return f" It looks like a pickle file (protocol {raw[1]}, as pickle.dump writes),{_PICKLE_HINT}"
+    if raw[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(BytesIO(raw)) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+            return " It starts like a zip archive but is not a readable one."
+        if any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+            return f" It looks like a torch.save file (a zip archive holding a pickle),{_PICKLE_HINT}"
+        return " It is a zip archive."
     return ""
 
 
@@ -82,10 +117,15 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> N
     atomic_write_bytes(path, _safetensors_bytes(tensors))
 
 
-def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Load a safetensors file; a missing, truncated or foreign file gives a clear error (never unpickles)."""
+def load_tensors(
+    path: str | os.PathLike, device: str | torch.device = "cpu", *, max_bytes: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a missing, truncated or foreign file gives a clear error (never unpickles).
+
+    With ``max_bytes``, a bigger file is refused (a ValueError) before it is read.
+    """
     path = Path(path)
-    raw = _read_existing(path)
+    raw = _read_existing(path, max_bytes)
     try:
         tensors = load_safetensors_bytes(raw)
     except (SafetensorError, ValueError, OSError) as e:

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-from collections.abc import Iterator, Mapping
+import math
+import reprlib
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
 
 _RANGE_TOLERANCE = 1e-5
+
+#: The longest image side a config may ask for (``phi_size``, ``output_size``): far beyond any use, small enough
+#: that nothing sized by it can exhaust memory on its own.
+MAX_IMAGE_SIDE = 8192
+
+# Values quoted in error messages may come from a file: cut them short, so that a huge value cannot swamp the
+# message and a deeply nested one cannot overflow the stack while it is printed.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel = 3
+_BRIEF.maxstring = _BRIEF.maxother = _BRIEF.maxlong = 60
+_BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = 8
 
 T = TypeVar("T")
 
@@ -94,12 +107,92 @@ def check_labels(y: Any, batch: int, num_classes: int | None = None) -> None:
             raise ValueError(f"labels must lie in [0, {num_classes}), got range [{int(lo)}, {int(hi)}]")
 
 
-def check_positive_int(value: Any, name: str) -> int:
-    """Return ``value`` if it is an int ≥ 1, else raise naming ``name``."""
+def brief(value: Any) -> str:
+    """A short repr of ``value`` for an error message: long and deeply nested values are cut."""
+    try:
+        return _BRIEF.repr(value)
+    except (ValueError, RecursionError):  # an int too long to print (sys.set_int_max_str_digits), a broken __repr__
+        return f"<a {type(value).__name__}>"
+
+
+def check_positive_int(value: Any, name: str, most: int | None = None) -> int:
+    """Return ``value`` if it is an int in [1, most] (``most`` None: no upper bound), else raise naming ``name``.
+
+    Raises:
+        TypeError: not an int (a bool is not an int here).
+        ValueError: below 1 or above ``most``.
+    """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise TypeError(f"{name} must be an int, got {brief(value)} ({type(value).__name__})")
     if value < 1:
         raise ValueError(f"{name} must be ≥ 1, got {value}")
+    if most is not None and value > most:
+        raise ValueError(f"{name} must be at most {most}, got {brief(value)}")
+    return value
+
+
+def check_number(
+    value: Any,
+    name: str,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a float if it is a finite int or float in the range, else an error naming ``name``.
+
+    The range is [low, high], open at either end on request. A bool or a string holding a number is not a number.
+
+    Raises:
+        TypeError: not an int or a float.
+        ValueError: NaN, infinite, or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {brief(value)} ({type(value).__name__})")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf
+    below = number <= low if low_open else number < low
+    above = number >= high if high_open else number > high
+    if not math.isfinite(number) or below or above:
+        raise ValueError(f"{name} must be a finite number{_span(low, high, low_open, high_open)}, got {brief(value)}")
+    return number
+
+
+def _span(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    if math.isinf(low) and math.isinf(high):
+        return ""
+    if math.isinf(high):
+        return f" {'>' if low_open else '≥'} {low:g}"
+    if math.isinf(low):
+        return f" {'<' if high_open else '≤'} {high:g}"
+    return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def check_numbers(value: Any, name: str, most_items: int, **limits: Any) -> tuple[float, ...]:
+    """A list or tuple of at most ``most_items`` numbers (each checked by ``check_number`` with ``limits``)."""
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{name} must be a list of numbers, got {brief(value)} ({type(value).__name__})")
+    if len(value) > most_items:
+        raise ValueError(f"{name} must hold at most {most_items} numbers, got {len(value)}")
+    return tuple(check_number(v, f"{name}[{i}]", **limits) for i, v in enumerate(value))
+
+
+def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of the strings ``choices``; a TypeError (not a string) or ValueError naming ``name``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {tuple(choices)}, got {brief(value)} ({type(value).__name__})")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {brief(value)}")
+    return value
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` if it is a bool (not 0/1, not "yes"); a TypeError naming ``name`` otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, got {brief(value)} ({type(value).__name__})")
     return value
 
 
@@ -110,13 +203,13 @@ def dataclass_from_dict(cls: type[T], values: Mapping[str, Any], *, what: str | 
     """
     what = what or cls.__name__
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(str(key) for key in set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {what} key(s) {unknown}; valid keys: {sorted(fields)}")
+        raise ValueError(f"unknown {what} key(s) {brief(unknown)}; valid keys: {sorted(fields)}")
     return cls(**{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()})
 
 
-def size_pair(value: Any, key: str, most: int = 8192) -> tuple[int, int] | None:
+def size_pair(value: Any, key: str, most: int = MAX_IMAGE_SIDE) -> tuple[int, int] | None:
     """An image size as (H, W) from an int (square), a pair or None; a ValueError naming ``key`` otherwise."""
     if value is None:
         return None
@@ -126,5 +219,5 @@ def size_pair(value: Any, key: str, most: int = 8192) -> tuple[int, int] | None:
         or len(pair) != 2
         or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most for v in pair)
     ):
-        raise ValueError(f"{key} must be a positive int or (H, W), each at most {most}, got {value!r}")
+        raise ValueError(f"{key} must be a positive int or (H, W), each at most {most}, got {brief(value)}")
     return (int(pair[0]), int(pair[1]))
