@@ -23,6 +23,7 @@ from instaaug.experiments.common import apply_overrides, write_metrics
 from instaaug.fit import FitConfig, apply_preset
 from instaaug.step import make_optimisers
 from instaaug.train import TrainConfig, _warmup_factor
+from instaaug.tta_run import TTAConfig
 from instaaug.userdata import load_user_data, regression_metrics, stratified_split
 from instaaug.usermodel import build_model, load_model_weights
 
@@ -385,3 +386,11 @@ def test_every_run_records_its_provenance(tmp_path, monkeypatch):
     assert record["command"] == "instaaug " + " ".join([*argv, "--out", str(tmp_path / "out")])
     assert record["seed"] == 3 and record["data"] == {"path": str((tmp_path / "sprites.npz").resolve())}
     assert {"instaaug", "torch", "device", "world_size", "threads", "time"} <= set(record)
+
+
+def test_fit_and_tta_hold_out_the_same_images_by_default(photos):
+    fit, tta = FitConfig(), TTAConfig()
+    assert (fit.val_fraction, fit.train.seed) == (tta.val_fraction, tta.train.seed)
+    a = load_user_data(str(photos), val_fraction=fit.val_fraction, seed=0, image_size=8)
+    b = load_user_data(str(photos), val_fraction=tta.val_fraction, seed=0, image_size=8)
+    assert torch.equal(a.val.x, b.val.x)

@@ -46,8 +46,10 @@ class TTAConfig:
     data: str = ""
     #: validation data of the same kind (measured only); empty: Tiny-ImageNet's val/ split or a hold-out.
     val: str = ""
-    #: the share of the data held out for validation (seeded, stratified) when there is no val.
-    val_fraction: float = 0.2
+    #: the share of the data held out for validation (seeded, stratified) when there is no val. The same as fit's
+    #: default, so that with the same data and seed both hold out the same images: a model from ``instaaug fit``
+    #: is then measured here on images it never trained on.
+    val_fraction: float = 0.1
     #: every image is resized to image_size × image_size pixels.
     image_size: int = 64
     channels: int = 0
