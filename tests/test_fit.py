@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
+import socket
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -394,3 +399,30 @@ def test_fit_and_tta_hold_out_the_same_images_by_default(photos):
     a = load_user_data(str(photos), val_fraction=fit.val_fraction, seed=0, image_size=8)
     b = load_user_data(str(photos), val_fraction=tta.val_fraction, seed=0, image_size=8)
     assert torch.equal(a.val.x, b.val.x)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_fit_under_torchrun_streams_with_a_distributed_sampler(photos, tmp_path):
+    """`torchrun --nproc_per_node=2 -m instaaug fit --cache stream`: DDP, each rank reads its share of the files
+    through a DistributedSampler, rank 0 alone writes and prints."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    assert torchrun is not None
+    out = tmp_path / "run"
+    args = ["fit", "--data", str(photos), "--cache", "stream", "--out", str(out), *QUICK, "--batch-size", "32"]
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node=2", "--master_port", str(_free_port()), "-m", "instaaug", *args],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("model, augmenter, metrics and figures") == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["provenance"]["world_size"] == 2 and metrics["provenance"]["data"]["streamed"] is True
+    assert (out / "model.safetensors").is_file() and not (out / ".instaaug.lock").exists()

@@ -214,8 +214,9 @@ def claim_output(stack: contextlib.ExitStack, out: Path, *, resume: bool) -> Non
         raise ValueError(refused)
 
 
-def _run(args: argparse.Namespace, config: Any, runner: Any, out: Path) -> dict[str, Any]:
-    """Run ``runner(config, out)`` in the claimed output directory, with the training overrides of the flags."""
+def _run(args: argparse.Namespace, config: Any, runner: Any, out: Path) -> tuple[dict[str, Any], bool]:
+    """Run ``runner(config, out)`` in the claimed output directory, with the training overrides of the flags;
+    returns its metrics and whether this process is the main one (known only while the process group lives)."""
     overrides = {"resume": args.resume, "amp": args.amp, "tensorboard": args.tensorboard}
     if args.checkpoint_every is not None:
         overrides["checkpoint_every"] = args.checkpoint_every
@@ -228,7 +229,7 @@ def _run(args: argparse.Namespace, config: Any, runner: Any, out: Path) -> dict[
                 train_overrides(**{k: v for k, v in overrides.items() if v is not False}),
                 torch_threads(config.threads),
             ):
-                return runner(config, out)
+                return runner(config, out), distributed.is_main_process()
     finally:
         if owned:
             distributed.shutdown()
@@ -290,10 +291,10 @@ def run_command(args: argparse.Namespace) -> int:
         _check_inputs(config)
         check_device(config.train.device)
         out = check_output_dir(args.out)
-        metrics = _run(args, config, runner, out)
+        metrics, main_process = _run(args, config, runner, out)
     except USER_ERRORS as e:
         return _error(e)
-    if distributed.is_main_process():
+    if main_process:
         print(summary(metrics))
         print(f"model, augmenter, metrics and figures: {out}/")
     return 0
