@@ -20,6 +20,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from instaaug import Augmenter
+from instaaug.bench import loader_vs_step
 from instaaug.cli import main
 from instaaug.data.loaders import read_images
 from instaaug.data.photos import FOLDER_PHOTOS, write_photo_folder
@@ -426,3 +427,25 @@ def test_fit_under_torchrun_streams_with_a_distributed_sampler(photos, tmp_path)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["provenance"]["world_size"] == 2 and metrics["provenance"]["data"]["streamed"] is True
     assert (out / "model.safetensors").is_file() and not (out / ".instaaug.lock").exists()
+
+
+def test_loader_vs_step_measures_both_rates(photos):
+    rates = loader_vs_step(photos, image_size=16, batch=8, workers=(0, 1), batches=3)
+    assert set(rates) == {"loader_w0", "loader_w1", "step_none", "step_instaaug"}
+    assert all(v > 0 for v in rates.values())
+
+
+def test_imagenet_tta_preset_runs_end_to_end_on_a_tiny_folder(photos, tmp_path, factory_module):
+    """The preset as given (ImageNet normalisation, LRP at φ 64 px over two levels and the whole image), at a
+    small image size and one epoch."""
+    model = build_model(f"{factory_module}:tiny", in_channels=3, outputs=24, args={})
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors")
+    out = tmp_path / "tta"
+    argv = ["tta", "--preset", "imagenet-tta", "--data", str(photos), "--model", f"{factory_module}:tiny"]
+    more = ["--set", "image_size=32", "--epochs", "1", "--set", "tta_views=2", "--set", "top_views=2"]
+    assert main([*argv, "--weights", str(tmp_path / "w.safetensors"), "--out", str(out), "--workers", "0", *more]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["input_norm"] == "imagenet" and metrics["config"]["train"]["batch_size"] == 256
+    assert set(metrics["val"]) == {"none", "random-n2", "instaaug-n2", "instaaug-top2"}
+    aug = Augmenter.load(out / "augmenter")
+    assert aug.config.levels == (1, 2) and aug.config.global_crop

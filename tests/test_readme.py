@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import torch
 
 import instaaug
+from instaaug.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -109,3 +111,35 @@ def test_every_python_block_of_the_readme_is_run_by_a_test():
     assert not untested, untested
     unlabelled = [b.splitlines()[:2] for language, b in blocks if not language and "import " in b]
     assert not unlabelled, f"Python code in blocks not marked python, so no test finds them: {unlabelled}"
+
+
+def test_readme_your_data_commands_run(tmp_path, monkeypatch, capsys):
+    """The commands of "Your data, your model", in order, as written but for smaller sizes: `example-data` with 3
+    images per class of 24 px, `fit`/`tta` with `--quick --image-size 24` (one epoch) in place of `--epochs 30`."""
+    text = README.read_text()
+    section = text[text.index("## Your data, your model") :]
+    block = next(body for language, body in _fenced_blocks(section) if language == "bash")
+    commands = [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.startswith(".venv/bin/instaaug")]
+    assert [c[1] for c in commands] == ["example-data", "fit", "tta", "evaluate"]
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        argv = command[1:]
+        if argv[0] == "example-data":
+            argv = [*argv[:2], "--per-class", "3", "--size", "24"]
+        elif argv[0] in ("fit", "tta"):
+            argv = [a for a in argv if a not in ("--epochs", "30")] + [
+                "--quick",
+                "--image-size",
+                "24",
+                "--workers",
+                "0",
+            ]
+        else:
+            argv = (
+                [*argv, "--image-size", "24", "--workers", "0"]
+                if "--workers" in argv
+                else [*argv, "--image-size", "24"]
+            )
+        assert main(argv) == 0, argv
+    assert (tmp_path / "runs" / "photos-eval" / "predictions.csv").is_file()
+    assert "accuracy" in capsys.readouterr().out

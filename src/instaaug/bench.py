@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .augment import Augmenter, InstaAug
-from .baselines import RandomAugment, RandomCrop
+from .baselines import NoAugment, RandomAugment, RandomCrop
 from .controller import EntropyController
 from .io import write_json
 from .models import build_classifier
@@ -50,6 +50,7 @@ from .step import make_optimisers, train_step
 from .train import to_channels_last
 from .transforms import adjust_contrast
 from .tta import TTAWrapper
+from .userdata import load_user_data, loader_throughput
 from .validation import trusted_inputs
 
 #: The families of the uniform benchmarks: rotation and colour.
@@ -620,6 +621,43 @@ def phi_size_ratio(
             }
         )
     return rows
+
+
+def loader_vs_step(
+    data: str | os.PathLike,
+    image_size: int = 64,
+    batch: int = 64,
+    workers: Sequence[int] = (0, 1, 2),
+    batches: int = 20,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Images/s of the streamed loader of ``instaaug fit`` (files decoded and resized in ``workers`` worker
+    processes) over an image folder, against images/s of the training step (small CNN, in-memory batches) without
+    augmentation and with InstaAug crops: whether the loader can keep the step fed. Keys ``loader_w<N>``,
+    ``step_none``, ``step_instaaug`` (``batches`` batches each, after warm-up)."""
+    streamed = load_user_data(str(data), cache="stream", image_size=image_size, val_fraction=0.1)
+    results: dict[str, float] = {}
+    for n in workers:
+        loader = streamed.train.training_batches(batch, workers=n)
+        loader_throughput(loader, max_batches=3)  # workers started, files in the page cache
+        results[f"loader_w{n}"] = loader_throughput(loader, max_batches=batches)
+    x, y = next(iter(streamed.train.training_batches(batch * batches, workers=0)))
+    x, y = x.to(device), y.to(device)
+    classes = int(streamed.train.y.max()) + 1
+    for name, aug in (("none", NoAugment()), ("instaaug", InstaAug(("crop",)))):
+        objective = aug.objective() if isinstance(aug, InstaAug) else TaskObjective()
+        torch.manual_seed(0)
+        model = build_classifier(SMALL_CLASSIFIER, 3, classes).to(device)
+        step = make_train_step(model, aug.to(device), objective.to(device))
+        for xb, yb in zip(x[: 3 * batch].split(batch), y[: 3 * batch].split(batch), strict=True):
+            step(xb, yb)
+        started = time.perf_counter()
+        for xb, yb in zip(x.split(batch), y.split(batch), strict=True):
+            step(xb, yb)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        results[f"step_{name}"] = x.shape[0] / (time.perf_counter() - started)
+    return results
 
 
 def machine() -> dict[str, Any]:
