@@ -190,7 +190,10 @@ def _backbone(config: Config, space: InvarianceSpace) -> ConditionedBackbone:
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Pre-train the conditioned and the ordinary model, probe every task, write metrics.json and the figure."""
     if data is not None:
-        raise ValueError("the amortised experiment uses built-in data only; --data is not supported")
+        raise ValueError(
+            "the amortised experiment uses built-in data only; --data is not supported (for your own images: "
+            "instaaug fit --data DIR)"
+        )
     with torch_threads(config.threads):
         return _run(config, Path(out_dir))
 

@@ -29,6 +29,7 @@ from ..plots import plot_colour_ranges
 from ..train import accuracy, predict
 from .common import (
     METHODS,
+    OWN_DATA_HINT,
     MethodResult,
     check_methods,
     fit_method,
@@ -238,7 +239,7 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> 
     if data is not None:
         raise ValueError(
             f"the color experiment generates its own dataset and takes no data file (got --data {data!r}); "
-            "drop --data, or change the generator with --set n_train=..., --set image_size=..."
+            f"drop --data, or change the generator with --set n_train=..., --set image_size=...; {OWN_DATA_HINT}"
         )
     if not isinstance(config, Config):
         raise TypeError(f"config must be a color.Config, got {type(config).__name__}")

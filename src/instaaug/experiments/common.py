@@ -24,6 +24,8 @@ from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..provenance import provenance
 from ..train import TrainConfig, accuracy, predict, train
 
+#: Where an experiment that generates its own data sends a user who gives it theirs.
+OWN_DATA_HINT = "for your own images: instaaug fit --data DIR (or instaaug tta for a frozen model)"
 #: The methods of the uniform-parameterisation experiments, in reporting order.
 METHODS = ("none", "random", "augerino", "instaaug")
 

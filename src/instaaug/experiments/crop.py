@@ -40,7 +40,7 @@ from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_crop_examples
 from ..train import train
 from ..tta import merge_predictions
-from .common import check_methods, summarise_seeds, torch_threads, train_config_of, write_metrics
+from .common import OWN_DATA_HINT, check_methods, summarise_seeds, torch_threads, train_config_of, write_metrics
 from .parallel import default_workers, run_jobs
 
 DESCRIPTION = "learned crops (LRP) on built-in cluttered digits vs random crops and ablations; Figure 6"
@@ -257,7 +257,7 @@ def evaluate(
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train every method for every seed, write metrics.json, the crop figure and the learned augmenters."""
     if data is not None:
-        raise ValueError("the crop experiment uses its built-in cluttered digits; it takes no --data")
+        raise ValueError("the crop experiment uses its built-in cluttered digits; it takes no --data; " + OWN_DATA_HINT)
     with torch_threads(config.threads):
         return _run(config, Path(out_dir))
 

@@ -38,7 +38,7 @@ from ..plots import plot_segmentation_views
 from ..segmentation import confusion_matrix, mean_iou, segmentation_loss
 from ..train import train
 from ..tta import DenseTTAWrapper
-from .common import check_methods, summarise_seeds, torch_threads, train_config_of, write_metrics
+from .common import OWN_DATA_HINT, check_methods, summarise_seeds, torch_threads, train_config_of, write_metrics
 from .parallel import default_workers, run_jobs
 
 DESCRIPTION = "learned crop + rotation + brightness for segmenting cluttered digits (U-Net, mIoU) vs random, none"
@@ -201,7 +201,9 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train every method for every seed; write metrics.json, a figure of learned views and the augmenters."""
     if data is not None:
-        raise ValueError("the segment experiment uses its built-in cluttered digits with masks; it takes no --data")
+        raise ValueError(
+            "the segment experiment uses its built-in cluttered digits with masks; it takes no --data; " + OWN_DATA_HINT
+        )
     with torch_threads(config.threads):
         return _run(config, Path(out_dir))
 

@@ -44,7 +44,7 @@ from ..train import TrainConfig, train
 from ..transforms import crop_resize
 from ..tta import merge_predictions
 from . import crop
-from .common import summarise_seeds, torch_threads, write_metrics
+from .common import OWN_DATA_HINT, summarise_seeds, torch_threads, write_metrics
 from .crop import COVERAGE_THRESHOLD, build_crop_method, to_pixel_corners
 
 DESCRIPTION = "learned test-time crops for frozen pre-trained classifiers, transfer to another network; Table 2"
@@ -406,7 +406,7 @@ def evaluate_seed(
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """For every seed, train both classifiers and φ, evaluate every entry; write metrics.json, the figure, φ."""
     if data is not None:
-        raise ValueError("the tta experiment uses its built-in cluttered digits; it takes no --data")
+        raise ValueError("the tta experiment uses its built-in cluttered digits; it takes no --data; " + OWN_DATA_HINT)
     with torch_threads(config.threads):
         return _run(config, Path(out_dir))
 
