@@ -37,6 +37,8 @@ RATIOS = (
     "peak_memory_ratio_global",
     "channels_last_step_ratio_lrp",
     "channels_last_step_ratio_random",
+    "train_step_ratio_mixture_vs_uniform",
+    "train_step_ratio_flow_vs_uniform",
 )
 
 

@@ -85,7 +85,15 @@ def test_readme_real_data_example_runs(tmp_path, monkeypatch, capsys):
 
 #: Every Python block of the README is run by a test that finds it by one of these markers (the amortised one in
 #: tests/test_amortised.py); a new block without a marker here fails the test below until it has a test.
-TESTED_MARKERS = ("opt.step()", 'views="top"', "DenseTTAWrapper", "load_foreign_weights", "load_dataset", "amortised")
+TESTED_MARKERS = (
+    "opt.step()",
+    'views="top"',
+    "DenseTTAWrapper",
+    "load_foreign_weights",
+    "load_dataset",
+    "amortised",
+    "canonicalise",
+)
 
 
 def _fenced_blocks(text: str) -> list[tuple[str, str]]:
@@ -143,3 +151,9 @@ def test_readme_your_data_commands_run(tmp_path, monkeypatch, capsys):
         assert main(argv) == 0, argv
     assert (tmp_path / "runs" / "photos-eval" / "predictions.csv").is_file()
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_readme_mixture_example_runs():
+    namespace = run_readme_example("canonicalise")
+    assert namespace["out"].images.shape == (16, 3, 32, 32) and namespace["upright"].shape == (8, 3, 32, 32)
+    assert namespace["dist"].low.shape == (8, 3, 2) and namespace["dist"].weights.shape == (8, 3)

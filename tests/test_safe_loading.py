@@ -269,6 +269,12 @@ _BAD_VALUES: dict[tuple[str, str], list[tuple[Any, type[Exception]]]] = {
     ("instaaug", "lam_init"): [(0, V), (-1.0, V), (float("inf"), V), ("0.1", T), ([0.1], T), (True, T)],
     ("instaaug", "lam_rate"): [(1.0, V), (0.5, V), ("1.1", T), (False, T)],
     ("instaaug", "lam_min"): [(0, V), (-0.1, V), ("0.1", T), ({"x": 1}, T)],
+    ("instaaug", "distribution"): [("gmm", V), (3, T), (None, T), (["flow"], T)],
+    ("instaaug", "components"): [(0, V), (17, V), (2.5, T), ("3", T), (True, T)],
+    ("instaaug", "flow_context"): [(0, V), (10**6, V), ("32", T)],
+    ("instaaug", "flow_transforms"): [(0, V), (100, V), (1.5, T)],
+    ("instaaug", "flow_hidden"): [(-1, V), (10**9, V), ([64], T)],
+    ("instaaug", "entropy_samples"): [(0, V), (10**7, V), ("8", T)],
     # Crop options are checked whether or not the augmenter has crops; with crops, the level-dependent ones too.
     ("crop", "levels"): [([7], V), ([-3], V), (list(range(9)), V)],
     ("crop", "level_bias"): [([0.0, 0.0, 0.0], V)],

@@ -6,9 +6,11 @@ from .controller import EntropyController
 from .distributions import (
     CropCategorical,
     FlipBernoulli,
+    FlowRanges,
     Product,
     TransformDistribution,
     UniformCrops,
+    UniformMixture,
     UniformRanges,
 )
 from .objective import AugerinoObjective, InstaAugObjective, ObjectiveTerms, TaskObjective
@@ -30,6 +32,7 @@ __all__ = [
     "DenseTTAWrapper",
     "EntropyController",
     "FlipBernoulli",
+    "FlowRanges",
     "InstaAug",
     "InstaAugConfig",
     "InstaAugCrop",
@@ -45,6 +48,7 @@ __all__ = [
     "TransformDistribution",
     "TransformStack",
     "UniformCrops",
+    "UniformMixture",
     "UniformRanges",
     "ViewTargets",
     "__version__",

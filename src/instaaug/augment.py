@@ -30,13 +30,15 @@ from .distributions import (
     DEFAULT_MIN_WIDTH,
     CropCategorical,
     FlipBernoulli,
+    FlowHead,
     Product,
     TransformDistribution,
+    UniformMixture,
     UniformRanges,
 )
 from .io import load_tensors, read_json, save_tensors, write_json
 from .models import BACKBONES, NORMS
-from .networks import MODES, CropLevels, InvarianceNet, UniformRangeHead, phi_backbone
+from .networks import MODES, CropLevels, InvarianceNet, MixtureRangeHead, UniformRangeHead, phi_backbone
 from .objective import InstaAugObjective
 from .targets import Targets
 from .transforms import DISCRETE_FAMILIES, FAMILIES, PADDING_MODES, Family, TransformStack
@@ -93,6 +95,16 @@ MAX_ELEMENTS = 2**28
 MAX_FEATURE_ELEMENTS = 2**26
 #: The most LRP crop candidates (units of the crop levels' feature maps at ``phi_size``, plus the global crop).
 MAX_CROP_CANDIDATES = 2**20
+#: The distributions ``InstaAug`` can put over the interval families (``InstaAugConfig.distribution``).
+DISTRIBUTIONS = ("uniform", "mixture", "flow")
+#: Bounds on the options of the mixture and the flow.
+MAX_DISTRIBUTION_OPTIONS = {
+    "components": 16,
+    "flow_context": 1024,
+    "flow_transforms": 16,
+    "flow_hidden": 4096,
+    "entropy_samples": 1024,
+}
 #: ``init_half_width`` has one entry per interval dimension: never more than all the families have together.
 MAX_INTERVAL_DIMS = sum(len(f.params) for f in FAMILIES.values())
 
@@ -256,6 +268,26 @@ class Augmenter(nn.Module):
         params[:, self.stack.columns("crop")] = boxes.reshape(-1, 4).to(x.dtype)
         return self.stack(x.repeat_interleave(k, dim=0), params)
 
+    @torch.no_grad()
+    def canonicalise(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Bring every image of x (B, C, H, W) to a canonical pose: transform it by the most probable parameters
+        of its learned distribution over the interval families (``mode()`` of the interval part: the centre of a
+        uniform interval, the densest mixture component, a flow's mode); crop and flip stay at the identity.
+
+        If φ learned that the rotations r that keep x's label are those near −a (x tilted by a), its mode is ≈ −a
+        and the result is x turned back upright (modulo the shape's symmetry, where the invariance has several
+        modes). Returns (B, C, h, w)."""
+        self._check(x, y)
+        dist = self._distribution(x, y)
+        parts = dist.parts if isinstance(dist, Product) else (dist,)
+        interval = next((p for p in parts if hasattr(p, "mode") and not isinstance(p, CropCategorical)), None)
+        if interval is None:
+            raise ValueError(f"canonicalise needs interval families (rotation, colour, ...), got {self.families}")
+        params = x.new_zeros(x.shape[0], len(self.names))
+        columns = [i for i, name in enumerate(self.names) if name in interval.names]
+        params[:, columns] = interval.mode().to(x.dtype)
+        return self.stack(x, params)
+
     # ------------------------------------------------------------------------------------------------------------
     # Persistence: one format for every augmenter
 
@@ -390,6 +422,14 @@ class InstaAugConfig:
         flip_init: the initial flip probability.
         lam_init, lam_rate, lam_min: the λ controller of ``aug.controller()``; None for the defaults (crops: the
             recipe's 0.25, 1.005, 0.1; otherwise ``EntropyController``'s).
+        distribution: p(τ; φ(x)) over the interval families: ``uniform`` (one interval per parameter, InstaAug's),
+            ``mixture`` (``components`` weighted boxes, ``UniformMixture``: unions of arcs; exact entropy) or
+            ``flow`` (a conditional normalizing flow, ``FlowRanges``: any density on the bounds, periodic for
+            rotation; Monte Carlo entropy from ``entropy_samples`` samples). Crop and flip keep their own parts.
+        components: the mixture's K (1 … 16).
+        flow_context, flow_transforms, flow_hidden: the flow's context size (φ's outputs it is conditioned on), its
+            number of transforms and their hidden width.
+        entropy_samples: samples per input of the flow's Monte Carlo entropy.
 
     Every field is checked on construction (a TypeError or ValueError naming it), and so are the sizes they
     multiply to before anything is allocated: φ's parameters and class-mode tables hold at most ``MAX_ELEMENTS``
@@ -425,6 +465,12 @@ class InstaAugConfig:
     lam_init: float | None = None
     lam_rate: float | None = None
     lam_min: float | None = None
+    distribution: str = "uniform"
+    components: int = 3
+    flow_context: int = 32
+    flow_transforms: int = 3
+    flow_hidden: int = 64
+    entropy_samples: int = 8
 
     def __post_init__(self) -> None:
         # Every field is checked here, so that a config built in code, read from a file or from release 0.1 fails
@@ -463,6 +509,11 @@ class InstaAugConfig:
         for key, low in (("lam_init", 0.0), ("lam_rate", 1.0), ("lam_min", 0.0)):
             if getattr(self, key) is not None:
                 check_number(getattr(self, key), key, low, low_open=True)
+        check_choice(self.distribution, "distribution", DISTRIBUTIONS)
+        for key, most in MAX_DISTRIBUTION_OPTIONS.items():
+            check_positive_int(getattr(self, key), key, most)
+        if self.distribution != "uniform" and self.symmetric:
+            raise ValueError(f"symmetric intervals are a uniform distribution's; distribution is {self.distribution!r}")
         self._check_sizes(intervals)
 
     def _check_entropy_options(self) -> None:
@@ -602,7 +653,7 @@ class InstaAug(Augmenter):
         )
         interval = self.stack.interval_families
         self.interval_names = tuple(p for f in interval for p in f.params)
-        self.head: UniformRangeHead | None = None
+        self.head: UniformRangeHead | MixtureRangeHead | FlowHead | None = None
         out_dim = 0
         if interval:
             init = config.init_half_width or tuple(self.stack.init_half_widths())
@@ -610,7 +661,21 @@ class InstaAug(Augmenter):
                 raise ValueError(
                     f"init_half_width needs {len(self.interval_names)} entries {self.interval_names}, got {len(init)}"
                 )
-            self.head = UniformRangeHead(self.stack.bounds(), init, config.min_width, symmetric=config.symmetric)
+            bounds = self.stack.bounds()
+            if config.distribution == "mixture":
+                self.head = MixtureRangeHead(bounds, config.components, init, config.min_width)
+            elif config.distribution == "flow":
+                self.head = FlowHead(
+                    bounds,
+                    self.stack.periodic(),
+                    context_dim=config.flow_context,
+                    transforms=config.flow_transforms,
+                    hidden=config.flow_hidden,
+                    entropy_samples=config.entropy_samples,
+                    init_half_width=init,
+                )
+            else:
+                self.head = UniformRangeHead(bounds, init, config.min_width, symmetric=config.symmetric)
             out_dim = self.head.out_dim
         self.has_flip = "flip" in config.transforms
         self.flip_offset = math.log(config.flip_init / (1 - config.flip_init))
@@ -695,9 +760,14 @@ class InstaAug(Augmenter):
         parts: list[TransformDistribution] = []
         if out.crop_logits is not None:
             parts.append(CropCategorical(out.crop_logits.to(x.dtype), self.net.crop_boxes, self.net.crop_jitter))
-        if self.head is not None:
+        if isinstance(self.head, UniformRangeHead):
             low, high = self.head(out.raw[:, : self.head.out_dim])
             parts.append(UniformRanges(low.to(x.dtype), high.to(x.dtype), self.interval_names, self.min_width))
+        elif isinstance(self.head, MixtureRangeHead):
+            low, high, logits = self.head(out.raw[:, : self.head.out_dim].float())
+            parts.append(UniformMixture(low, high, logits, self.interval_names, self.min_width))
+        elif self.head is not None:
+            parts.append(self.head(out.raw[:, : self.head.out_dim].float(), self.interval_names))
         if self.has_flip:
             parts.append(FlipBernoulli((out.raw[:, -1] + self.flip_offset).to(x.dtype)))
         return parts[0] if len(parts) == 1 else Product(parts)

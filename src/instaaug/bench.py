@@ -623,6 +623,24 @@ def phi_size_ratio(
     return rows
 
 
+def distribution_step_ratio(
+    batch: int = 64, size: int = 32, repeats: int = 20, device: str = "cpu", entropy_samples: int = 8
+) -> dict[str, float]:
+    """With the small CNN as classifier and rotation + colour, a training step of InstaAug with a mixture of boxes
+    and with a conditional flow (``entropy_samples`` samples for its entropy) ÷ one with uniform intervals,
+    measured side by side."""
+    x, y = _batch(batch, 3, size, device)
+    steps = {}
+    for name in ("uniform", "mixture", "flow"):
+        aug = InstaAug(UNIFORM_TRANSFORMS, distribution=name, entropy_samples=entropy_samples).to(device)
+        steps[name] = make_train_step(_classifier(3, device), aug, aug.objective().to(device))
+    seconds = compare_steps(steps, x, y, repeats=repeats, warmup=2)
+    return {
+        "train_step_ratio_mixture_vs_uniform": seconds["mixture"] / seconds["uniform"],
+        "train_step_ratio_flow_vs_uniform": seconds["flow"] / seconds["uniform"],
+    }
+
+
 def loader_vs_step(
     data: str | os.PathLike,
     image_size: int = 64,
@@ -724,6 +742,12 @@ def run_benchmarks(out: str | Path = "bench.json", quick: bool = False, device: 
             )
             for b, px in ((64, 32), (128, 64))
             for back in (False, True)
+        ),
+        (
+            "mixture and flow steps",
+            lambda: distribution_step_ratio(
+                batch=4 if quick else 64, size=16 if quick else 32, repeats=small_rounds, device=device
+            ),
         ),
         ("colour", lambda: colour_throughput(batch=4 if quick else 128, size=64, repeats=small_rounds, device=device)),
         ("tta", lambda: tta_speedup(batch=2 if quick else 32, n=10, repeats=small_rounds, device=device)),

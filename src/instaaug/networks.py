@@ -47,6 +47,20 @@ def check_num_classes(num_classes: int | None) -> None:
         raise ValueError(f"mode 'class' needs num_classes ≥ 1, got {num_classes!r}")
 
 
+def _bounds_and_init(
+    bounds: tuple[Sequence[float], Sequence[float]], init_half_width: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The bounds (low, high) and initial half-widths as float64 (D,) tensors, checked: one entry per dimension
+    each, and low < 0 < high (every family's identity is 0)."""
+    lo, hi = (torch.tensor(b, dtype=torch.float64) for b in bounds)
+    init = torch.tensor(init_half_width, dtype=torch.float64)
+    if not (lo.shape == hi.shape == init.shape) or lo.dim() != 1:
+        raise ValueError("bounds and init_half_width must all have one entry per dimension")
+    if bool((lo >= 0).any() | (hi <= 0).any()):
+        raise ValueError(f"bounds must satisfy low < 0 < high, got {bounds}")
+    return lo, hi, init
+
+
 class UniformRangeHead(nn.Module):
     """Maps raw outputs (B, 2D) to intervals low, high (B, D) inside the families' bounds.
 
@@ -71,12 +85,7 @@ class UniformRangeHead(nn.Module):
         symmetric: bool = False,
     ) -> None:
         super().__init__()
-        lo, hi = (torch.tensor(b, dtype=torch.float64) for b in bounds)
-        init = torch.tensor(init_half_width, dtype=torch.float64)
-        if not (lo.shape == hi.shape == init.shape) or lo.dim() != 1:
-            raise ValueError("bounds and init_half_width must all have one entry per dimension")
-        if bool((lo >= 0).any() | (hi <= 0).any()):
-            raise ValueError(f"bounds must satisfy low < 0 < high, got {bounds}")
+        lo, hi, init = _bounds_and_init(bounds, init_half_width)
         half = min_width / 2
         if bool((init <= half).any() | (init >= torch.minimum(-lo, hi)).any()):
             raise ValueError(
@@ -101,6 +110,60 @@ class UniformRangeHead(nn.Module):
         if self.symmetric:
             return -extent, extent
         return -extent[:, : self.dim], extent[:, self.dim :]
+
+
+class MixtureRangeHead(nn.Module):
+    """Maps raw outputs (B, K·(2D + 1)) to a mixture of K boxes inside the families' bounds (``UniformMixture``).
+
+    Per component k and dimension d, a centre c and a half-width h:
+
+        c = A + (B − A) · σ(r_c + c0_k),   h = m/2 + ((B − A)/2 − m/2) · σ(r_h + h0),
+        low = max(c − h, A),   high = min(c + h, B)
+
+    and a logit per component. Unlike one interval, a box need not contain the identity: together they can cover a
+    union of arcs. With zero raw outputs the K centres are spread evenly over the bounds (A + (k + ½)(B − A)/K),
+    with half-width ``init_half_width`` and equal weights, so training starts with every part of the range in reach.
+    """
+
+    def __init__(
+        self,
+        bounds: tuple[Sequence[float], Sequence[float]],
+        components: int,
+        init_half_width: Sequence[float],
+        min_width: float = DEFAULT_MIN_WIDTH,
+    ) -> None:
+        super().__init__()
+        lo, hi, init = _bounds_and_init(bounds, init_half_width)
+        if components < 1:
+            raise ValueError(f"components must be ≥ 1, got {components}")
+        half = min_width / 2
+        span = hi - lo
+        if bool((init <= half).any() | (init >= span / 2).any()):
+            raise ValueError(f"init_half_width must lie in ({half}, half the range) per dimension, got {init.tolist()}")
+        self.dim, self.components, self.min_width = lo.shape[0], components, min_width
+        fractions = (torch.arange(components, dtype=torch.float64) + 0.5) / components  # (K,)
+        self.register_buffer("low_bound", lo.float())
+        self.register_buffer("span", span.float())
+        self.register_buffer("centre_offset", torch.logit(fractions)[:, None].expand(-1, self.dim).float().clone())
+        self.register_buffer("room", (span / 2 - half).float())
+        self.register_buffer("width_offset", torch.logit((init - half) / (span / 2 - half)).float())
+
+    @property
+    def out_dim(self) -> int:
+        """Length of the raw output this head consumes: K·(2D + 1)."""
+        return self.components * (2 * self.dim + 1)
+
+    def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """raw (B, out_dim) → low, high (B, K, D) and logits (B, K)."""
+        k, d = self.components, self.dim
+        centre_raw = raw[:, : k * d].view(-1, k, d)
+        width_raw = raw[:, k * d : 2 * k * d].view(-1, k, d)
+        logits = raw[:, 2 * k * d :]
+        centre = self.low_bound + self.span * torch.sigmoid(centre_raw + self.centre_offset)
+        half = self.min_width / 2 + self.room * torch.sigmoid(width_raw + self.width_offset)
+        low = torch.maximum(centre - half, self.low_bound)
+        high = torch.minimum(centre + half, self.low_bound + self.span)
+        return low, high, logits
 
 
 def count_parameters(module: nn.Module) -> int:

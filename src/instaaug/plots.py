@@ -36,7 +36,15 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
 
 # --- rotation (the paper's Figure 5) -------------------------------------------------------------------------------
 
-_METHOD_COLOURS = {"instaaug": "tab:red", "augerino": "tab:blue", "random": "tab:green", "none": "tab:grey"}
+_METHOD_COLOURS = {
+    "instaaug": "tab:red",
+    "augerino": "tab:blue",
+    "random": "tab:green",
+    "none": "tab:grey",
+    "uniform": "tab:red",
+    "mixture": "tab:purple",
+    "flow": "tab:orange",
+}
 
 
 def plot_rotation_arcs(
@@ -337,4 +345,43 @@ def plot_sampled_views(
     axes[0, 0].set_title("input", fontsize=8)
     for j in range(n_views):
         axes[0, j + 1].set_title(f"view {j + 1}", fontsize=8)
+    return save_figure(fig, path)
+
+
+# --- multimodal rotation densities -------------------------------------------------------------------------------
+
+
+def plot_rotation_densities(
+    images: torch.Tensor,
+    angles: torch.Tensor,
+    truth: torch.Tensor,
+    densities: dict[str, torch.Tensor],
+    titles: list[str],
+    path: str | os.PathLike,
+) -> Path:
+    """Learned densities over rotations, one column per image: the image, then a polar plot of each method's
+    density (N, R) at ``angles`` (R,) (0 = the image as shown, counter-clockwise positive), each scaled to its own
+    maximum so that narrow and wide densities both show their shape, over the true label-preserving rotations
+    ``truth`` (N, R) shaded grey."""
+    n = images.shape[0]
+    fig = plt.figure(figsize=(2.3 * n, 4.8))
+    theta = angles.cpu().numpy()
+    for i in range(n):
+        ax = fig.add_subplot(2, n, i + 1)
+        ax.imshow(to_image(images[i]), cmap="gray")
+        ax.set_title(titles[i], fontsize=8)
+        ax.axis("off")
+        polar = fig.add_subplot(2, n, n + i + 1, projection="polar")
+        top = max(float(d[i].max()) for d in densities.values()) * 1.05
+        polar.fill_between(
+            theta, 0, top * truth[i].float().cpu().numpy(), color="lightgrey", step="mid", label="true set"
+        )
+        for name, density in densities.items():
+            colour = _METHOD_COLOURS.get(name)
+            polar.plot(theta, density[i].cpu().numpy(), lw=1.1, label=name, color=colour)
+        polar.set_ylim(0, top)
+        polar.set_yticks([])
+        polar.tick_params(labelsize=6)
+    handles, labels = fig.axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     return save_figure(fig, path)

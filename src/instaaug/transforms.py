@@ -57,6 +57,7 @@ class Family:
         init_half_width: half-width of the interval a learned augmenter starts from.
         entropy_widths: the (narrow, wide) interval widths that set the default entropy band.
         needs_rgb: whether the family requires 3-channel images.
+        periodic: whether the parameters live on a circle (rotation: −π and π are the same transformation).
     """
 
     name: str
@@ -67,6 +68,7 @@ class Family:
     init_half_width: float
     entropy_widths: tuple[float, float]
     needs_rgb: bool = False
+    periodic: bool = False
 
 
 #: The families whose parameters are not drawn from intervals: their own distributions (see the table above).
@@ -78,7 +80,16 @@ DISCRETE_FAMILIES: dict[str, Family] = {
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("rotation", ("rotation",), (-math.pi, math.pi), "geometric", "rad", 0.38, (math.pi / 2, math.pi)),
+        Family(
+            "rotation",
+            ("rotation",),
+            (-math.pi, math.pi),
+            "geometric",
+            "rad",
+            0.38,
+            (math.pi / 2, math.pi),
+            periodic=True,
+        ),
         Family(
             "translation",
             ("translate_x", "translate_y"),
@@ -349,6 +360,10 @@ class TransformStack:
         low = [f.bounds[0] for f in self.interval_families for _ in f.params]
         high = [f.bounds[1] for f in self.interval_families for _ in f.params]
         return low, high
+
+    def periodic(self) -> list[bool]:
+        """Per dimension of the interval families, whether it is periodic (see ``Family.periodic``)."""
+        return [f.periodic for f in self.interval_families for _ in f.params]
 
     def init_half_widths(self) -> list[float]:
         """Per-dimension half-width of the interval a learned augmenter starts from (interval families)."""

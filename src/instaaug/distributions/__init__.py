@@ -4,12 +4,16 @@
 - ``CropCategorical``: a categorical over candidate boxes with jitter (the location-related parameterisation);
 - ``UniformCrops``: random crops (the baseline);
 - ``FlipBernoulli``: a horizontal flip with a per-input probability;
-- ``Product``: independent parts side by side (crop × ranges × flip), log_prob and entropy summed.
+- ``Product``: independent parts side by side (crop × ranges × flip), log_prob and entropy summed;
+- ``UniformMixture``: per-input mixtures of K boxes (unions of arcs), exact entropy;
+- ``FlowRanges`` (with its ``FlowHead``): per-input conditional normalizing flows, Monte Carlo entropy.
 """
 
 from .base import Draw, TransformDistribution
 from .crop import CROP_PARAMS, CropCategorical, UniformCrops
 from .flip import FlipBernoulli
+from .flow import FlowHead, FlowRanges
+from .mixture import UniformMixture
 from .product import Product
 from .uniform import DEFAULT_MIN_WIDTH, UniformRanges
 
@@ -19,8 +23,11 @@ __all__ = [
     "CropCategorical",
     "Draw",
     "FlipBernoulli",
+    "FlowHead",
+    "FlowRanges",
     "Product",
     "TransformDistribution",
     "UniformCrops",
+    "UniformMixture",
     "UniformRanges",
 ]

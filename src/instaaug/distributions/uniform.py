@@ -59,6 +59,11 @@ class UniformRanges(TransformDistribution):
         """(B, D) interval centres."""
         return (self.low + self.high) / 2
 
+    def mode(self) -> torch.Tensor:
+        """(B, D) a most probable point: every point of the box is one; the centre is the natural choice (it is
+        also the circular mean of an arc)."""
+        return self.mean
+
     def rsample(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Reparameterised samples (*sample_shape, B, D): ``low + u * (high - low)`` with u ~ U(0, 1)."""
         shape = (*sample_shape, *self.low.shape)

@@ -14,6 +14,7 @@ EXPERIMENTS = {
     "tta": "instaaug.experiments.tta",
     "amortised": "instaaug.experiments.amortised",
     "segment": "instaaug.experiments.segment",
+    "multimodal": "instaaug.experiments.multimodal",
 }
 
 

@@ -1,0 +1,95 @@
+"""Shapes with rotational symmetry, their label-preserving arcs, canonicalisation and `instaaug run multimodal`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from instaaug import InstaAug
+from instaaug.cli import main
+from instaaug.data.symmetric import HELD_OUT_SHAPES, SHAPES, TRAIN_SHAPES, draw, invariance_mask, symmetric_shapes
+from instaaug.experiments.multimodal import coverage_violation
+from instaaug.transforms import TransformStack
+
+
+@pytest.mark.parametrize("index", range(len(SHAPES)))
+def test_shapes_have_exactly_their_symmetry(index):
+    shape = SHAPES[index]
+    period = 2 * math.pi / shape.order
+    base = draw(torch.tensor([index]), torch.tensor([0.0]), torch.tensor([0.9]))
+    same = draw(torch.tensor([index]), torch.tensor([period]), torch.tensor([0.9]))
+    half = draw(torch.tensor([index]), torch.tensor([period / 2]), torch.tensor([0.9]))
+    assert float((same - base).abs().mean()) < 0.005  # invariant to its period
+    assert float((half - base).abs().mean()) > 0.05  # not to half of it: "up" and "down" differ
+
+
+def test_rotating_by_a_label_preserving_angle_undoes_the_tilt():
+    """Planted geometry: the augmenter's rotation by −a brings an image at tilt a back to the upright drawing, and
+    −a (and −a + kP) is inside the true set while −a + P/2 is not."""
+    stack = TransformStack(("rotation",))
+    for index in TRAIN_SHAPES:
+        tilt = torch.tensor([0.3])
+        tilted = draw(torch.tensor([index]), tilt, torch.tensor([0.9]))
+        upright = draw(torch.tensor([index]), torch.tensor([0.0]), torch.tensor([0.9]))
+        assert float((stack(tilted, -tilt[:, None]) - upright).abs().mean()) < 0.02
+        order = torch.tensor([SHAPES[index].order])
+        period = 2 * math.pi / SHAPES[index].order
+        angles = torch.tensor([-0.3, -0.3 + period - 2 * math.pi * (period == 2 * math.pi), -0.3 + period / 2])
+        assert invariance_mask(angles, order, tilt)[0].tolist() == [True, True, False]
+
+
+def test_the_true_sets_are_n_arcs_of_half_the_circle():
+    data = symmetric_shapes(300, TRAIN_SHAPES + HELD_OUT_SHAPES, seed=1)
+    angles = (torch.arange(3600) + 0.5) / 3600 * 2 * math.pi - math.pi
+    mask = invariance_mask(angles, data.order, data.tilt)
+    torch.testing.assert_close(mask.float().mean(1), torch.full((300,), 0.5), atol=2e-3, rtol=0)
+    arcs = (mask & ~mask.roll(1, dims=1)).sum(1)  # rising edges on the circle
+    assert torch.equal(arcs, data.order)
+    assert set(data.labels.tolist()) <= set(range(12)) and data.images.shape == (300, 1, 32, 32)
+
+
+def test_coverage_and_violation_of_exact_densities():
+    data = symmetric_shapes(60, TRAIN_SHAPES, seed=2)
+    angles = (torch.arange(720) + 0.5) / 720 * 2 * math.pi - math.pi
+    truth = invariance_mask(angles, data.order, data.tilt).float()
+    exact = truth / (truth.sum(1, keepdim=True) * 2 * math.pi / 720)  # uniform on the true set
+    scores = coverage_violation(exact, data, angles, 0.25)
+    assert scores["coverage_all"] == pytest.approx(1.0) and scores["violation_all"] == pytest.approx(0.0, abs=1e-6)
+    uniform = torch.full_like(exact, 1 / (2 * math.pi))  # the whole circle: half the mass outside
+    scores = coverage_violation(uniform, data, angles, 0.25)
+    assert scores["coverage_all"] == pytest.approx(1.0) and scores["violation_all"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_canonicalise_applies_the_mode_of_the_interval_part():
+    aug = InstaAug(("crop", "rotation"), mode="global", in_channels=1, phi_size=(32, 32))
+    with torch.no_grad():
+        aug.net.output.copy_(torch.tensor([-1.5, 0.5]))  # an asymmetric rotation interval
+    x = draw(torch.tensor([0, 1]), torch.tensor([0.2, -0.4]), torch.tensor([0.9, 0.9]))
+    with torch.no_grad():
+        dist = aug.eval().distribution(x)
+        centre = dist.part(type(dist.parts[1])).mode()
+    assert float(centre.abs().min()) > 0.05
+    params = torch.zeros(2, 5)
+    params[:, 4] = centre[:, 0]
+    torch.testing.assert_close(aug.canonicalise(x), aug.stack(x, params))
+    with pytest.raises(ValueError, match="interval families"):
+        InstaAug(("crop",), in_channels=1).canonicalise(x)
+
+
+def test_multimodal_experiment_quick_run(tmp_path, capsys):
+    out = tmp_path / "mm"
+    assert main(["run", "multimodal", "--quick", "--out", str(out), "--set", "methods=none,uniform,mixture"]) == 0
+    text = capsys.readouterr().out
+    assert "cov sym" in text and "upright-only" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    for method in ("uniform", "mixture"):
+        m = metrics["methods"][method]
+        assert {"coverage_sym", "violation_sym", "heldout_coverage_sym", "canonical_accuracy"} <= set(m)
+        assert 0 <= m["coverage_sym"] <= 1 and 0 <= m["violation_sym"] <= 1
+        assert (out / method / "weights.safetensors").is_file()
+    assert "coverage_sym" not in metrics["methods"]["none"]
+    assert (out / "multimodal_densities.png").is_file()
+    assert InstaAug.load(out / "mixture").config.distribution == "mixture"
