@@ -372,14 +372,12 @@ def plot_rotation_densities(
         ax.set_title(titles[i], fontsize=8)
         ax.axis("off")
         polar = fig.add_subplot(2, n, n + i + 1, projection="polar")
-        top = max(float(d[i].max()) for d in densities.values()) * 1.05
-        polar.fill_between(
-            theta, 0, top * truth[i].float().cpu().numpy(), color="lightgrey", step="mid", label="true set"
-        )
+        truth_curve = truth[i].float().cpu().numpy()
+        polar.fill_between(theta, 0, truth_curve, color="lightgrey", step="mid", label="true set")
         for name, density in densities.items():
-            colour = _METHOD_COLOURS.get(name)
-            polar.plot(theta, density[i].cpu().numpy(), lw=1.1, label=name, color=colour)
-        polar.set_ylim(0, top)
+            shape = density[i] / density[i].max().clamp_min(1e-12)
+            polar.plot(theta, shape.cpu().numpy(), lw=1.1, label=name, color=_METHOD_COLOURS.get(name))
+        polar.set_ylim(0, 1.05)
         polar.set_yticks([])
         polar.tick_params(labelsize=6)
     handles, labels = fig.axes[-1].get_legend_handles_labels()
