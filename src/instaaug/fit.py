@@ -42,8 +42,17 @@ from .step import squared_error_per_view
 from .train import TrainConfig, train
 from .transforms import DISCRETE_FAMILIES
 from .tta import TTAWrapper
-from .userdata import TASKS, Split, UserData, default_workers, load_user_data, loader_throughput, regression_metrics
-from .usermodel import INPUT_NORMS, build_model, load_model_weights
+from .userdata import (
+    TASKS,
+    Split,
+    UserData,
+    UserRunConfig,
+    default_workers,
+    load_user_data,
+    loader_throughput,
+    regression_metrics,
+)
+from .usermodel import build_model, load_model_weights
 
 METHODS = ("instaaug", "random", "augerino", "none")
 MODEL_FILE = "model.safetensors"
@@ -51,77 +60,37 @@ AUGMENTER_DIR = "augmenter"
 
 
 @dataclass(frozen=True)
-class FitConfig:
-    """Settings of ``instaaug fit`` (``--set key=value``; the training keys as ``train.KEY=VALUE``)."""
+class FitConfig(UserRunConfig):
+    """Settings of ``instaaug fit`` (``--set key=value``; the training keys as ``train.KEY=VALUE``): the shared
+    keys of ``UserRunConfig`` and these."""
 
-    #: the training data: an image folder (one sub-folder per class), the Tiny-ImageNet layout, or an npz.
-    data: str = ""
-    #: validation data of the same kind; empty: Tiny-ImageNet's val/ split, or a hold-out of val_fraction.
-    val: str = ""
-    #: the share of the training data held out for validation (seeded, stratified by class) when there is no val.
-    val_fraction: float = 0.1
-    #: every image is resized to image_size × image_size pixels.
-    image_size: int = 64
-    #: image channels: 1 or 3 (0: from the data).
-    channels: int = 0
     #: classification (cross-entropy; accuracy) or regression (squared error; R², MAE).
     task: str = "classification"
     #: regression targets: a CSV 'file,<target>,...' beside the folder (default DATA/targets.csv), or the npz key.
     targets: str = ""
-    #: a built-in model (small_cnn, preact_resnet18) or 'package.module:callable' returning an nn.Module.
-    model: str = "small_cnn"
-    #: keyword arguments of the model (JSON object), e.g. {"width": 32, "depth": 4}.
-    model_args: dict[str, Any] = field(default_factory=dict)
-    #: initial weights: a safetensors file or a torch.save file (read with weights_only=True); empty: none.
-    weights: str = ""
-    #: the model's input normalisation of [0, 1] images: none or imagenet (mean/std).
-    input_norm: str = "none"
-    #: the transform families to augment with (crop, rotation, translation, scale, hue, saturation, value,
-    #: contrast, flip).
-    augment: tuple[str, ...] = ("crop",)
     #: instaaug (learned per input), random (fixed ranges), augerino (one learned global range), none.
     method: str = "instaaug"
-    #: InstaAug options (JSON object of InstaAugConfig fields), e.g. {"width": 32, "entropy_range": [1, 2]}.
-    augment_options: dict[str, Any] = field(default_factory=dict)
     #: random: per family a half-width or [low, high] (JSON), e.g. {"rotation": 0.5, "crop": [0.5, 1]}.
     random_ranges: dict[str, Any] = field(default_factory=dict)
     #: Augerino's regularisation weight c (loss − c·‖width‖).
     augerino_weight: float = 0.01
-    #: views per image for the final test-time-augmentation measurements (sampled from the augmenter).
-    tta_views: tuple[int, ...] = (1, 4, 10)
-    #: memory (read once into tensors), stream (decode in DataLoader workers) or auto (stream above cache_limit_gb).
-    cache: str = "auto"
-    #: auto streams when the training images as float32 would take more than this many GiB.
-    cache_limit_gb: float = 4.0
-    #: DataLoader worker processes for streamed data (-1: the CPUs less one, at most 8).
-    workers: int = -1
-    #: torch's CPU threads (0: unchanged).
-    threads: int = 0
     #: the training loop's settings (the crop recipe's φ learning rate 1e-3 with cosine decay by default).
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=10, pretrain_epochs=1, aug_lr=1e-3, aug_lr_schedule="cosine")
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.augment, str):
-            object.__setattr__(self, "augment", tuple(a.strip() for a in self.augment.split(",") if a.strip()))
+        super().__post_init__()
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.input_norm not in INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {sorted(INPUT_NORMS)}, got {self.input_norm!r}")
-        for key in ("model_args", "augment_options", "random_ranges"):
-            if not isinstance(getattr(self, key), dict):
-                raise ValueError(f"{key} must be a JSON object, got {getattr(self, key)!r}")
+        if not isinstance(self.random_ranges, dict):
+            raise ValueError(f"random_ranges must be a JSON object, got {self.random_ranges!r}")
         if not self.augment and self.method != "none":
             raise ValueError("augment must name at least one transform family (or use method none)")
-        if not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1024 for n in self.tta_views):
-            raise ValueError(f"tta_views must be view counts in 1 … 1024, got {self.tta_views!r}")
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < -1:
-            raise ValueError(f"workers must be an int ≥ -1, got {self.workers!r}")
 
     @classmethod
     def quick(cls, **overrides: Any) -> FitConfig:
@@ -332,11 +301,10 @@ def run_fit(config: FitConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     outputs, targets, seconds = predict_outputs(model, data.val, device, workers=workers)
     results["none"] = {**score(outputs, targets, data.task), "seconds_per_image": seconds / len(data.val)}
     if config.method != "none":
+        merge = "mean" if data.task == "regression" else "logits"  # of the outputs: logits or predicted values
         for n in config.tta_views:
-            merge = "mean" if data.task == "regression" else "logits"
+            torch.manual_seed(config.train.seed)  # every entry draws its views from the same seed
             ensemble = TTAWrapper(model, aug, n, merge=merge)
-            generator_seed = config.train.seed * 1_000_003 + n
-            torch.manual_seed(generator_seed)
             outputs, targets, seconds = predict_outputs(model, data.val, device, wrapper=ensemble, workers=workers)
             results[f"tta-n{n}"] = {**score(outputs, targets, data.task), "seconds_per_image": seconds / len(data.val)}
     joint = [r for r in history if r.get("phase") == "joint"] or history

@@ -34,71 +34,43 @@ from .io import atomic_write_bytes, write_json
 from .provenance import provenance
 from .train import TrainConfig, train
 from .tta import MERGE_MODES, TTAWrapper
-from .userdata import TASKS, Split, UserData, default_workers, load_split, load_user_data
-from .usermodel import INPUT_NORMS, build_model, load_model_weights
+from .userdata import (
+    TASKS,
+    Split,
+    UserData,
+    UserRunConfig,
+    check_view_counts,
+    default_workers,
+    load_split,
+    load_user_data,
+)
+from .usermodel import build_model, load_model_weights
 
 
 @dataclass(frozen=True)
-class TTAConfig:
-    """Settings of ``instaaug tta`` (``--set key=value``; the training keys of φ as ``train.KEY=VALUE``)."""
+class TTAConfig(UserRunConfig):
+    """Settings of ``instaaug tta`` (``--set key=value``; the training keys of φ as ``train.KEY=VALUE``): the
+    shared keys of ``UserRunConfig`` (``augment``: the families φ learns; ``weights``: the frozen model's) and
+    these."""
 
-    #: the data φ learns on: an image folder (one sub-folder per class), the Tiny-ImageNet layout, or an npz.
-    data: str = ""
-    #: validation data of the same kind (measured only); empty: Tiny-ImageNet's val/ split or a hold-out.
-    val: str = ""
-    #: the share of the data held out for validation (seeded, stratified) when there is no val. The same as fit's
-    #: default, so that with the same data and seed both hold out the same images: a model from ``instaaug fit``
-    #: is then measured here on images it never trained on.
-    val_fraction: float = 0.1
-    #: every image is resized to image_size × image_size pixels.
-    image_size: int = 64
-    channels: int = 0
-    #: the frozen model: a built-in name (small_cnn, preact_resnet18) or 'package.module:callable'.
-    model: str = "small_cnn"
-    #: keyword arguments of the model (JSON object).
-    model_args: dict[str, Any] = field(default_factory=dict)
-    #: the model's trained weights: safetensors or a torch.save file (weights_only); empty only for a factory that
-    #: loads its own pre-trained weights.
-    weights: str = ""
-    #: the model's input normalisation of [0, 1] images: none or imagenet (mean/std).
-    input_norm: str = "none"
-    #: the families φ learns (crop: the location-related parameterisation; any others compose with it).
-    augment: tuple[str, ...] = ("crop",)
-    #: InstaAug options (JSON object of InstaAugConfig fields), e.g. {"levels": [1, 2], "global_crop": true}.
-    augment_options: dict[str, Any] = field(default_factory=dict)
     #: random-crop TTA: crop sides uniform in [random_min_scale, 1] (as RandomResizedCrop-style training).
     random_min_scale: float = 0.5
-    #: views per image of random and sampled-φ TTA.
-    tta_views: tuple[int, ...] = (1, 4, 10)
     #: numbers k of φ's most probable crops (top-k TTA; augmenters with crops only).
     top_views: tuple[int, ...] = (1, 4, 10)
     #: how the views' predictions are merged (see instaaug.tta.merge_predictions).
     merge: str = "logits"
-    cache: str = "auto"
-    cache_limit_gb: float = 4.0
-    workers: int = -1
-    threads: int = 0
     #: φ's training (the model stays frozen): the crop recipe's Adam at 1e-3 with cosine decay.
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=5, aug_lr=1e-3, aug_lr_schedule="cosine", batch_size=64)
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.augment, str):
-            object.__setattr__(self, "augment", tuple(a.strip() for a in self.augment.split(",") if a.strip()))
+        super().__post_init__()
         if not self.augment:
             raise ValueError("augment must name at least one transform family")
         if self.merge not in MERGE_MODES:
             raise ValueError(f"merge must be one of {MERGE_MODES}, got {self.merge!r}")
-        if self.input_norm not in INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {sorted(INPUT_NORMS)}, got {self.input_norm!r}")
-        for key in ("model_args", "augment_options"):
-            if not isinstance(getattr(self, key), dict):
-                raise ValueError(f"{key} must be a JSON object, got {getattr(self, key)!r}")
-        for key in ("tta_views", "top_views"):
-            values = getattr(self, key)
-            if not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1024 for n in values):
-                raise ValueError(f"{key} must be view counts in 1 … 1024, got {values!r}")
+        check_view_counts(self.top_views, "top_views")
         if not 0 < self.random_min_scale <= 1:
             raise ValueError(f"random_min_scale must lie in (0, 1], got {self.random_min_scale!r}")
         if self.train.epochs < 1:

@@ -36,9 +36,72 @@ from .data.loaders import (
     read_targets_csv,
 )
 from .train import TensorBatches
+from .usermodel import INPUT_NORMS
 
 TASKS = ("classification", "regression")
 CACHE_MODES = ("auto", "memory", "stream")
+
+
+@dataclass(frozen=True)
+class UserRunConfig:
+    """The keys ``instaaug fit`` and ``instaaug tta`` share: the user's data, model, augmented families and loading
+    (``FitConfig`` and ``TTAConfig`` add their own)."""
+
+    #: the training data: an image folder (one sub-folder per class), the Tiny-ImageNet layout, or an npz.
+    data: str = ""
+    #: validation data of the same kind (measured only); empty: Tiny-ImageNet's val/ split, or a hold-out.
+    val: str = ""
+    #: the share of the data held out for validation (seeded, stratified by class) when there is no val; fit and
+    #: tta hold out the same images for the same data and seed, so a model from fit is measured by tta on images
+    #: it never trained on.
+    val_fraction: float = 0.1
+    #: every image is resized to image_size × image_size pixels.
+    image_size: int = 64
+    #: image channels: 1 or 3 (0: from the data).
+    channels: int = 0
+    #: a built-in model (small_cnn, preact_resnet18) or 'package.module:callable' returning an nn.Module.
+    model: str = "small_cnn"
+    #: keyword arguments of the model (JSON object), e.g. {"width": 32, "depth": 4}.
+    model_args: dict[str, Any] = field(default_factory=dict)
+    #: the model's weights, a safetensors file or a torch.save file (read with weights_only=True): initial weights
+    #: for fit (empty: none), the trained model for tta (empty only for a factory that loads its own).
+    weights: str = ""
+    #: the model's input normalisation of [0, 1] images: none or imagenet (mean/std).
+    input_norm: str = "none"
+    #: the transform families (crop, rotation, translation, scale, hue, saturation, value, contrast, flip).
+    augment: tuple[str, ...] = ("crop",)
+    #: InstaAug options (JSON object of InstaAugConfig fields), e.g. {"width": 32, "levels": [1, 2]}.
+    augment_options: dict[str, Any] = field(default_factory=dict)
+    #: views per image of the final test-time-augmentation measurements.
+    tta_views: tuple[int, ...] = (1, 4, 10)
+    #: memory (read once into tensors), stream (decode in DataLoader workers) or auto (stream above cache_limit_gb).
+    cache: str = "auto"
+    #: auto streams when the training images as float32 would take more than this many GiB.
+    cache_limit_gb: float = 4.0
+    #: DataLoader worker processes for streamed data (-1: the CPUs less one, at most 8).
+    workers: int = -1
+    #: torch's CPU threads (0: unchanged).
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, str):
+            object.__setattr__(self, "augment", tuple(a.strip() for a in self.augment.split(",") if a.strip()))
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {sorted(INPUT_NORMS)}, got {self.input_norm!r}")
+        if self.cache not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {CACHE_MODES}, got {self.cache!r}")
+        for key in ("model_args", "augment_options"):
+            if not isinstance(getattr(self, key), dict):
+                raise ValueError(f"{key} must be a JSON object, got {getattr(self, key)!r}")
+        check_view_counts(self.tta_views, "tta_views")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < -1:
+            raise ValueError(f"workers must be an int ≥ -1, got {self.workers!r}")
+
+
+def check_view_counts(values: Any, key: str) -> None:
+    """View counts: ints in 1 … 1024, else a ValueError naming ``key``."""
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1024 for n in values):
+        raise ValueError(f"{key} must be view counts in 1 … 1024, got {values!r}")
 
 
 @dataclass
