@@ -11,7 +11,7 @@ import torch
 from instaaug import InstaAug
 from instaaug.cli import main
 from instaaug.data.symmetric import HELD_OUT_SHAPES, SHAPES, TRAIN_SHAPES, draw, invariance_mask, symmetric_shapes
-from instaaug.experiments.multimodal import coverage_violation
+from instaaug.experiments.multimodal import coverage_violation, oracle_views
 from instaaug.transforms import TransformStack
 
 
@@ -93,3 +93,28 @@ def test_multimodal_experiment_quick_run(tmp_path, capsys):
     assert "coverage_sym" not in metrics["methods"]["none"]
     assert (out / "multimodal_densities.png").is_file()
     assert InstaAug.load(out / "mixture").config.distribution == "mixture"
+
+
+def test_oracle_views_stay_inside_the_label_preserving_arcs():
+    data = symmetric_shapes(60, TRAIN_SHAPES, seed=4)
+    images, labels, angles = oracle_views(data, copies=3, seed=0)
+    assert images.shape == (180, 1, 32, 32) and torch.equal(labels, data.labels.repeat(3))
+    order, tilt = data.order.repeat(3), data.tilt.repeat(3)
+    period = 2 * math.pi / order
+    offset = torch.remainder(tilt + angles + period / 2, period) - period / 2
+    assert bool((offset.abs() < 0.9 * period / 4 + 1e-5).all())  # every view's angle keeps its label, with a margin
+    for arc in (1, 2, 3):  # every arc of the symmetric classes is used
+        period = 2 * math.pi / arc
+        k = torch.round(torch.remainder(angles + tilt, 2 * math.pi) / period) % arc
+        assert set(k[order == arc].long().tolist()) == set(range(arc))
+    torch.testing.assert_close(images, TransformStack(("rotation",))(data.images.repeat(3, 1, 1, 1), angles[:, None]))
+
+
+def test_frozen_variant_trains_phi_alone(tmp_path):
+    out = tmp_path / "mm"
+    argv = ["run", "multimodal", "--quick", "--out", str(out), "--set", "frozen=true", "--set", "methods=none,mixture"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["frozen"] is True and "coverage_sym" in metrics["methods"]["mixture"]
+    history = (out / "mixture" / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["phase"] == "joint" for line in history)  # no pre-training of a frozen model

@@ -52,6 +52,7 @@ from ..models import build_classifier
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_rotation_densities
 from ..train import TrainConfig, predict, train
+from ..transforms import TransformStack
 from .common import OWN_DATA_HINT, check_methods, torch_threads, write_metrics
 
 DESCRIPTION = "multimodal rotation invariances (1-, 2-, 3-fold symmetric shapes): uniform vs mixture vs flow"
@@ -103,6 +104,12 @@ class Config:
     coverage_threshold: float = 0.25
     #: epochs of the upright-only shape classifier of the alignment test.
     align_epochs: int = 4
+    #: train φ alone against a classifier frozen after training on views rotated within each image's true set
+    #: (``oracle_copies`` views per image for ``oracle_epochs``): learning the invariances a fixed, pre-trained
+    #: classifier already has, instead of training both jointly.
+    frozen: bool = False
+    oracle_copies: int = 4
+    oracle_epochs: int = 6
     threads: int = 0
     device: str = "cpu"
     figure_examples: int = 6
@@ -240,9 +247,39 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | No
         return _run(config, Path(out_dir))
 
 
+def oracle_views(data: SymmetricShapes, copies: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``copies`` views of every image, each rotated by an angle drawn uniformly from the inner 90% of the image's
+    label-preserving arcs: (images (copies·N, 1, H, W), labels (copies·N,), angles (copies·N,))."""
+    generator = torch.Generator().manual_seed(seed)
+    order = data.order.repeat(copies)
+    tilt = data.tilt.repeat(copies)
+    period = 2 * math.pi / order
+    arc = torch.floor(torch.rand(order.shape, generator=generator) * order)
+    offset = (torch.rand(order.shape, generator=generator) * 2 - 1) * 0.9 * period / 4
+    angle = torch.remainder(-tilt + arc * period + offset + math.pi, 2 * math.pi) - math.pi
+    images = TransformStack(("rotation",))(data.images.repeat(copies, 1, 1, 1), angle[:, None])
+    return images, data.labels.repeat(copies), angle
+
+
+def _frozen_classifier(config: Config, data: SymmetricShapes) -> nn.Module:
+    """A classifier trained on oracle views (see ``oracle_views``), then frozen."""
+    torch.manual_seed(config.seed)
+    model = build_classifier("small_cnn", 1, 2 * len(TRAIN_SHAPES), width=config.classifier_width, depth=3)
+    images, labels, _ = oracle_views(data, config.oracle_copies, config.seed + 2)
+    train(
+        model,
+        NoAugment(in_channels=1),
+        TaskObjective(),
+        (images, labels),
+        _train_config(config, config.oracle_epochs, 0),
+    )
+    return model.requires_grad_(False).eval()
+
+
 def _run(config: Config, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     train_data = symmetric_shapes(config.n_train, TRAIN_SHAPES, seed=config.seed)
+    frozen = _frozen_classifier(config, train_data) if config.frozen else None
     test = symmetric_shapes(config.n_test, TRAIN_SHAPES, seed=config.seed + 10_000)
     held_out = symmetric_shapes(config.n_test, HELD_OUT_SHAPES, seed=config.seed + 20_000)
     angles = (torch.arange(config.grid) + 0.5) / config.grid * 2 * math.pi - math.pi
@@ -252,17 +289,22 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     started = time.perf_counter()
     for method in config.methods:
         torch.manual_seed(config.seed)
-        model = build_classifier("small_cnn", 1, 2 * len(TRAIN_SHAPES), width=config.classifier_width, depth=3)
+        if frozen is not None:
+            model = frozen
+        else:
+            model = build_classifier("small_cnn", 1, 2 * len(TRAIN_SHAPES), width=config.classifier_width, depth=3)
         aug, objective = build_method(method, config)
         method_started = time.perf_counter()
-        history = train(
-            model,
-            aug,
-            objective,
-            (train_data.images, train_data.labels),
-            _train_config(config, config.epochs, config.pretrain_epochs),
-            out_dir=out / method,
-        )
+        history: list[dict[str, Any]] = []
+        if frozen is None or method != "none":  # a frozen classifier without augmentation has nothing to train
+            history = train(
+                model,
+                aug,
+                objective,
+                (train_data.images, train_data.labels),
+                _train_config(config, config.epochs, 0 if frozen is not None else config.pretrain_epochs),
+                out_dir=out / method,
+            )
         metrics: dict[str, Any] = {
             "accuracy": float(
                 (predict(model, test.images, device=config.device).argmax(-1) == test.labels).float().mean()
