@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .augment import Augmenter
 from .io import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .seeding import epoch_seed
 from .step import OPTIMIZERS, make_optimisers, train_step
 from .targets import Targets
 from .validation import check_images, check_labels, check_positive_int, trusted_inputs
@@ -243,11 +244,6 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         yield from self.shard(self.permutation())
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    # Rank 0 keeps the single-process seed; other ranks get unrelated streams (a 64-bit odd multiplier).
-    return (seed * 1_000_003 + epoch + rank * 0x9E3779B97F4A7C15) % (2**63)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -612,7 +608,7 @@ def train(
                     "is kept but the augmentation samples of the rest of this epoch are drawn afresh",
                     stacklevel=2,
                 )
-            resume_rng = (_epoch_seed(config.seed, start_epoch, rank) ^ (start_step * 0x2545F4914F6CDD1D)) % 2**63
+            resume_rng = (epoch_seed(config.seed, start_epoch, rank) ^ (start_step * 0x2545F4914F6CDD1D)) % 2**63
         keep_previous = True
         if writes:
             # The metrics file may hold lines written after this checkpoint: rewrite it from the checkpoint.
@@ -665,13 +661,13 @@ def train(
             mid = saved is not None and epoch == start_epoch
             first_step = start_step if mid else 0
             epoch_start = global_step - first_step
-            torch.manual_seed(_epoch_seed(config.seed, epoch, rank))
+            torch.manual_seed(epoch_seed(config.seed, epoch, rank))
             order: torch.Tensor | None = None
             if isinstance(batches, TensorBatches):
                 if mid:
                     order = saved["order"].cpu()  # type: ignore[index]
                 else:
-                    batches.generator.manual_seed(_epoch_seed(config.seed, epoch))
+                    batches.generator.manual_seed(epoch_seed(config.seed, epoch))
                     order = batches.permutation()
                 iterator: Iterator = batches.shard(order, first_step)
             else:

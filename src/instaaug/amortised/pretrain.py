@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..seeding import epoch_seed
 from ..train import TensorBatches
 from ..validation import check_positive_int, trusted_inputs
 from .backbones import ConditionedBackbone
@@ -83,10 +84,6 @@ class Pretrained:
     history: list[dict[str, Any]]
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch) % (2**63)
-
-
 def pretrain(
     backbone: ConditionedBackbone,
     space: InvarianceSpace,
@@ -125,8 +122,8 @@ def pretrain(
     step = 0
     encoder.train()
     for epoch in range(config.epochs):
-        batches.generator.manual_seed(_epoch_seed(config.seed, epoch))
-        view_gen.manual_seed(_epoch_seed(config.seed + 1, epoch))
+        batches.generator.manual_seed(epoch_seed(config.seed, epoch))
+        view_gen.manual_seed(epoch_seed(config.seed + 1, epoch))
         corner_loss = torch.zeros(num_corners, device=device)
         counts: Counter[str] = Counter()
         started = time.perf_counter()

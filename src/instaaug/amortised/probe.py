@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..seeding import epoch_seed
 from ..train import TensorBatches
 from ..validation import check_positive_int, trusted_inputs
 from .backbones import ConditionedBackbone
@@ -326,7 +327,7 @@ class InvarianceProbe(nn.Module):
         best = (-math.inf, copy.deepcopy(self.state_dict()))
         self.history = []
         for epoch in range(c.epochs):
-            batches.generator.manual_seed(c.seed * 1_000_003 + epoch)
+            batches.generator.manual_seed(epoch_seed(c.seed, epoch))
             self.train()
             loss_sum, steps = torch.zeros((), device=device), 0
             for xb, yb in batches:

@@ -37,6 +37,7 @@ import torch
 from kornia.color import rgb_to_grayscale
 from kornia.filters import gaussian_blur2d
 
+from ..seeding import epoch_seed
 from ..transforms import TransformStack, crop_resize
 from ..validation import value_checks_on
 
@@ -380,7 +381,7 @@ class CornerSampler:
 
     def corner(self, step: int) -> int:
         """The index (into ``space.corners``) of step ``step``'s corner."""
-        return random.Random(self.seed * 1_000_003 + step).randrange(len(self.space.corners))
+        return random.Random(epoch_seed(self.seed, step)).randrange(len(self.space.corners))
 
     def views(
         self, x: torch.Tensor, corner: int, generator: torch.Generator | None = None
