@@ -48,7 +48,7 @@ from .userdata import (
     UserData,
     UserRunConfig,
     default_workers,
-    load_user_data,
+    load_run_data,
     loader_throughput,
     regression_metrics,
 )
@@ -248,18 +248,7 @@ def run_fit(config: FitConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Train and measure as the module docstring says; returns the metrics written to ``metrics.json``."""
     out = Path(out_dir)
     torch.manual_seed(config.train.seed)
-    data = load_user_data(
-        config.data,
-        val=config.val,
-        val_fraction=config.val_fraction,
-        image_size=config.image_size,
-        task=config.task,
-        targets=config.targets,
-        channels=config.channels,
-        cache=config.cache,
-        cache_limit_gb=config.cache_limit_gb,
-        seed=config.train.seed,
-    )
+    data = load_run_data(config, config.train.seed, task=config.task, targets=config.targets)
     device = distributed.local_device(config.train.device)
     model = build_model(
         config.model,

@@ -41,8 +41,8 @@ from .userdata import (
     UserRunConfig,
     check_view_counts,
     default_workers,
+    load_run_data,
     load_split,
-    load_user_data,
 )
 from .usermodel import build_model, load_model_weights
 
@@ -165,16 +165,7 @@ def run_tta(config: TTAConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Learn φ against the frozen model and measure TTA, as the module docstring says; returns the metrics."""
     out = Path(out_dir)
     torch.manual_seed(config.train.seed)
-    data: UserData = load_user_data(
-        config.data,
-        val=config.val,
-        val_fraction=config.val_fraction,
-        image_size=config.image_size,
-        channels=config.channels,
-        cache=config.cache,
-        cache_limit_gb=config.cache_limit_gb,
-        seed=config.train.seed,
-    )
+    data: UserData = load_run_data(config, config.train.seed)
     device = distributed.local_device(config.train.device)
     model = load_frozen_model(
         config.model,

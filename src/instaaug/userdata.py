@@ -98,6 +98,23 @@ class UserRunConfig:
             raise ValueError(f"workers must be an int ≥ -1, got {self.workers!r}")
 
 
+def load_run_data(config: UserRunConfig, seed: int, *, task: str = "classification", targets: str = "") -> UserData:
+    """``load_user_data`` with a run config's data keys (``data``, ``val``, ``val_fraction``, ``image_size``,
+    ``channels``, ``cache``, ``cache_limit_gb``) and the run's seed."""
+    return load_user_data(
+        config.data,
+        val=config.val,
+        val_fraction=config.val_fraction,
+        image_size=config.image_size,
+        task=task,
+        targets=targets,
+        channels=config.channels,
+        cache=config.cache,
+        cache_limit_gb=config.cache_limit_gb,
+        seed=seed,
+    )
+
+
 def check_view_counts(values: Any, key: str) -> None:
     """View counts: ints in 1 … 1024, else a ValueError naming ``key``."""
     if not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1024 for n in values):
