@@ -158,3 +158,26 @@ def test_mixture_and_flow_augmenters_compose_train_save_and_load(tmp_path, distr
 def test_bad_distribution_options_are_refused(options, match):
     with pytest.raises((ValueError, TypeError), match=match):
         InstaAug(("rotation",), **options)
+
+
+@pytest.mark.parametrize(
+    "low_shape, high_shape, logits_shape, names, match",
+    [
+        ((2, 3, 1), (2, 3, 2), (2, 3), ("x",), "low and high"),
+        ((2, 3), (2, 3), (2, 3), ("x",), "low and high"),
+        ((2, 3, 1), (2, 3, 1), (2, 4), ("x",), "logits"),
+        ((2, 3, 1), (2, 3, 1), (2, 3), ("x", "y"), "names"),
+    ],
+)
+def test_mixture_rejects_mismatched_shapes(low_shape, high_shape, logits_shape, names, match):
+    with pytest.raises(ValueError, match=match):
+        UniformMixture(torch.zeros(low_shape), torch.ones(high_shape), torch.zeros(logits_shape), names)
+
+
+def test_mixture_head_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="components"):
+        MixtureRangeHead(([-1.0], [1.0]), 0, [0.2])
+    with pytest.raises(ValueError, match="init_half_width"):
+        MixtureRangeHead(([-1.0], [1.0]), 2, [2.0])
+    with pytest.raises(ValueError, match="one entry per dimension"):
+        MixtureRangeHead(([-1.0, -1.0], [1.0]), 2, [0.2])

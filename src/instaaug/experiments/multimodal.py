@@ -205,16 +205,8 @@ def alignment(config: Config, augmenters: dict[str, Augmenter], test: SymmetricS
     n = config.n_train // 2
     shape = torch.tensor(TRAIN_SHAPES)[torch.randint(len(TRAIN_SHAPES), (n,), generator=generator)]
     upright = draw(shape, torch.zeros(n), 0.8 + 0.2 * torch.rand(n, generator=generator))
-    torch.manual_seed(config.seed)
-    classifier = build_classifier("small_cnn", 1, len(TRAIN_SHAPES), width=config.classifier_width, depth=3)
     labels = torch.searchsorted(torch.tensor(TRAIN_SHAPES), shape)
-    train(
-        classifier,
-        NoAugment(in_channels=1),
-        TaskObjective(),
-        (upright, labels),
-        _train_config(config, config.align_epochs, 0),
-    )
+    classifier = _plain_classifier(config, len(TRAIN_SHAPES), upright, labels, config.align_epochs)
     up = test.labels % 2 == 0
     x, y, tilt, order = (
         test.images[up],
@@ -263,17 +255,24 @@ def oracle_views(data: SymmetricShapes, copies: int, seed: int) -> tuple[torch.T
 
 def _frozen_classifier(config: Config, data: SymmetricShapes) -> nn.Module:
     """A classifier trained on oracle views (see ``oracle_views``), then frozen."""
-    torch.manual_seed(config.seed)
-    model = build_classifier("small_cnn", 1, 2 * len(TRAIN_SHAPES), width=config.classifier_width, depth=3)
     images, labels, _ = oracle_views(data, config.oracle_copies, config.seed + 2)
-    train(
-        model,
-        NoAugment(in_channels=1),
-        TaskObjective(),
-        (images, labels),
-        _train_config(config, config.oracle_epochs, 0),
-    )
+    model = _plain_classifier(config, 2 * len(TRAIN_SHAPES), images, labels, config.oracle_epochs)
     return model.requires_grad_(False).eval()
+
+
+def _classifier(config: Config, classes: int) -> nn.Module:
+    """The experiment's small CNN for 1-channel images, freshly seeded."""
+    torch.manual_seed(config.seed)
+    return build_classifier("small_cnn", 1, classes, width=config.classifier_width, depth=3)
+
+
+def _plain_classifier(
+    config: Config, classes: int, images: torch.Tensor, labels: torch.Tensor, epochs: int
+) -> nn.Module:
+    """``_classifier`` trained on (images, labels) for ``epochs`` without augmentation."""
+    model = _classifier(config, classes)
+    train(model, NoAugment(in_channels=1), TaskObjective(), (images, labels), _train_config(config, epochs, 0))
+    return model
 
 
 def _run(config: Config, out: Path) -> dict[str, Any]:
@@ -288,11 +287,11 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     shown: dict[str, torch.Tensor] = {}
     started = time.perf_counter()
     for method in config.methods:
-        torch.manual_seed(config.seed)
         if frozen is not None:
+            torch.manual_seed(config.seed)  # φ starts from the run's seed
             model = frozen
         else:
-            model = build_classifier("small_cnn", 1, 2 * len(TRAIN_SHAPES), width=config.classifier_width, depth=3)
+            model = _classifier(config, 2 * len(TRAIN_SHAPES))
         aug, objective = build_method(method, config)
         method_started = time.perf_counter()
         history: list[dict[str, Any]] = []
