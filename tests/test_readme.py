@@ -93,6 +93,7 @@ TESTED_MARKERS = (
     "load_dataset",
     "amortised",
     "canonicalise",
+    "nt_xent_per_view",
 )
 
 

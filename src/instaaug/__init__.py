@@ -2,6 +2,7 @@
 
 from .augment import PRESETS, Augmenter, InstaAug, InstaAugConfig, InstaAugCrop
 from .baselines import Augerino, NoAugment, RandomAugment, RandomCrop
+from .compose import Then
 from .controller import EntropyController
 from .distributions import (
     CropCategorical,
@@ -13,7 +14,13 @@ from .distributions import (
     UniformMixture,
     UniformRanges,
 )
-from .objective import AugerinoObjective, InstaAugObjective, ObjectiveTerms, TaskObjective
+from .objective import (
+    AugerinoObjective,
+    ContrastiveInstaAugObjective,
+    InstaAugObjective,
+    ObjectiveTerms,
+    TaskObjective,
+)
 from .targets import Targets, ViewTargets
 from .transforms import FAMILIES, TransformStack
 from .tta import DenseTTAWrapper, TTAWrapper
@@ -28,6 +35,7 @@ __all__ = [
     "AugerinoObjective",
     "AugmentOutput",
     "Augmenter",
+    "ContrastiveInstaAugObjective",
     "CropCategorical",
     "DenseTTAWrapper",
     "EntropyController",
@@ -45,6 +53,7 @@ __all__ = [
     "TTAWrapper",
     "Targets",
     "TaskObjective",
+    "Then",
     "TransformDistribution",
     "TransformStack",
     "UniformCrops",

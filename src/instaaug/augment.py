@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .controller import EntropyController
+from .controller import EntropyController, PartControllers
 from .distributed import is_main_process
 from .distributions import (
     DEFAULT_MIN_WIDTH,
@@ -745,6 +745,36 @@ class InstaAug(Augmenter):
             if getattr(self.config, key) is not None:
                 options[name] = getattr(self.config, key)
         return EntropyController(*self.entropy_range, **{**options, **overrides})
+
+    def part_entropy_ranges(self) -> list[tuple[float, float]]:
+        """The default band of every part of the distribution, in part order: crop (the recipe's categorical band
+        plus the jitter's entropy), the interval families together, flip."""
+        widths = {name: (narrow, wide) for name, narrow, wide in self.config.entropy_widths}
+        bands: list[tuple[float, float]] = []
+        if self.config.has_crop:
+            bands.append((CROP_ENTROPY_RANGE[0] + self.jitter_entropy, CROP_ENTROPY_RANGE[1] + self.jitter_entropy))
+        if self.head is not None:
+            bands.append(self.stack.default_entropy_range(widths))
+        if self.has_flip:
+            bands.append(FLIP_ENTROPY_RANGE)
+        return bands
+
+    def part_controllers(self, **overrides: Any) -> PartControllers:
+        """One ``EntropyController`` per part, each in its ``part_entropy_ranges()`` band (with ``controller()``'s
+        λ settings): φ cannot then meet the band by widening one part alone."""
+        if self.config.entropy_range is not None:
+            raise ValueError(
+                "part_controllers() uses the parts' default bands; this augmenter sets one total "
+                "entropy_range (use controller(), or build PartControllers with bands of your own)"
+            )
+        settings = {name: getattr(self.controller(), name) for name in ("rate", "lam_min", "lam_max")}
+        lam = float(self.controller().lam)
+        return PartControllers(
+            [
+                EntropyController(*band, **{"lam_init": lam, **settings, **overrides})
+                for band in self.part_entropy_ranges()
+            ]
+        )
 
     def objective(self, **controller_overrides: Any) -> InstaAugObjective:
         """``InstaAugObjective`` with ``controller()``: the loss of InstaAug for this augmenter."""

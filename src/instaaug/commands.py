@@ -113,7 +113,12 @@ def add_parsers(sub: Any) -> None:
     )
     _add_data_and_model(fit, weights_help="initial weights: safetensors, or a torch.save file (weights_only)")
     fit.add_argument("--val", default=None, help="validation data (default: a stratified hold-out of --data)")
-    fit.add_argument("--task", choices=("classification", "regression"), default=None)
+    fit.add_argument(
+        "--task",
+        choices=("classification", "regression", "contrastive"),
+        default=None,
+        help="contrastive: self-supervised (SimCLR) pre-training of the model as an encoder, labels unused",
+    )
     fit.add_argument(
         "--targets",
         default=None,

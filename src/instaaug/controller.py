@@ -108,3 +108,81 @@ class EntropyController(nn.Module):
 
     def extra_repr(self) -> str:
         return f"band=[{self.h_min}, {self.h_max}], rate={self.rate}, lam∈[{self.lam_min}, {self.lam_max}]"
+
+
+class AnnealedEntropyPull(nn.Module):
+    """The InstaAug reference code's contrastive entropy term: a quadratic pull w·(H − H*(t))² towards a target H*
+    annealed linearly from ``start`` to ``end`` over ``steps`` steps (the paper's adaptive λ is not used there).
+
+    It plugs in where an ``EntropyController`` goes: the objective's −λ·H term has the pull's gradient when
+    λ = 2w·(H*(t) − H), so ``update`` sets λ from the batch's mean entropy for the next step (one step late; λ may
+    be negative, pulling the entropy down). Kept to compare with the controller, not as a recommendation.
+
+    Args:
+        start, end: the target entropy at the first step and from step ``steps`` on (nats).
+        steps: annealing steps (≥ 1).
+        weight: w > 0.
+        sync: average the entropy over processes when ``torch.distributed`` is initialised.
+    """
+
+    def __init__(self, start: float, end: float, steps: int, weight: float = 1.0, sync: bool = True) -> None:
+        super().__init__()
+        for name, value in (("start", start), ("end", end), ("weight", weight)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if weight <= 0:
+            raise ValueError(f"weight must be > 0, got {weight}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an int ≥ 1, got {steps!r}")
+        self.start, self.end, self.anneal_steps, self.weight = float(start), float(end), steps, float(weight)
+        self.sync = bool(sync)
+        self.register_buffer("lam", torch.tensor(0.0))
+        self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
+
+    def target(self) -> torch.Tensor:
+        """H*(t) at the current step (0-d)."""
+        t = (self.steps.float() / self.anneal_steps).clamp(max=1.0)
+        return self.start + (self.end - self.start) * t
+
+    @torch.no_grad()
+    def update(self, mean_entropy: torch.Tensor) -> torch.Tensor:
+        """Fold in a training batch's mean entropy (0-d) and set λ for the next step; returns it."""
+        h = mean_entropy.detach().to(self.lam)
+        if self.sync:
+            h = all_reduce_mean(h)
+        self.steps = self.steps + 1
+        self.lam = 2 * self.weight * (self.target() - h)
+        return self.lam
+
+    def extra_repr(self) -> str:
+        return f"target {self.start} → {self.end} over {self.anneal_steps} steps, weight={self.weight}"
+
+
+class PartControllers(nn.Module):
+    """One entropy controller per part of a composite distribution (``Product``: crop, intervals, flip, in order).
+
+    With one band on the total entropy, φ may meet it with whichever part costs the task least, e.g. keep the
+    crops fixed and widen the colour ranges instead. ``InstaAugObjective`` given a ``PartControllers`` adds
+    Σ_i λ_i·H_i, each part's λ_i kept by its own controller in that part's band.
+
+    Args:
+        controllers: one ``EntropyController`` per part, in the distribution's part order.
+    """
+
+    def __init__(self, controllers: list[EntropyController]) -> None:
+        super().__init__()
+        if not controllers:
+            raise ValueError("PartControllers needs at least one controller")
+        self.parts = nn.ModuleList(controllers)
+
+    @property
+    def lam(self) -> torch.Tensor:
+        """λ of every part (P,)."""
+        return torch.stack([c.lam for c in self.parts])
+
+    @torch.no_grad()
+    def update(self, part_entropies: torch.Tensor) -> torch.Tensor:
+        """Fold in a training batch's mean entropy of every part (P,); returns the new λs (P,)."""
+        if part_entropies.shape != (len(self.parts),):
+            raise ValueError(f"expected {len(self.parts)} part entropies, got shape {tuple(part_entropies.shape)}")
+        return torch.stack([c.update(h) for c, h in zip(self.parts, part_entropies, strict=True)])

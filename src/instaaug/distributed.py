@@ -66,6 +66,36 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     return _all_reduce(tensor, dist.ReduceOp.MAX) if is_distributed() else tensor
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every process's gradient for each part and returns this process's share."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad.chunk(dist.get_world_size())[dist.get_rank()]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's ``tensor`` (N, ...) concatenated in rank order (W·N, ...); the input itself when single.
+
+    Differentiable: each process's loss may depend on every part, so the backward pass sums, over the processes,
+    the gradients of their losses with respect to this process's part (one all-reduce). With each process's loss
+    the mean over its own N anchors and DDP averaging the parameter gradients, the update is the one a single
+    process computes for the mean over all W·N anchors (lightly's ``GatherLayer`` does the same). Every process
+    must pass the same shape.
+    """
+    if not is_distributed():
+        return tensor
+    return _GatherWithGrad.apply(tensor)
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every process's ``obj`` (picklable; exchanged between our own processes only), in rank order."""
     if not is_distributed():

@@ -33,7 +33,9 @@ from torch import nn
 from . import distributed
 from .augment import Augmenter, InstaAug
 from .baselines import Augerino, NoAugment, RandomAugment
+from .contrastive import InstanceContrast
 from .distributions import Product, UniformRanges
+from .fit_contrastive import CONTRASTIVE_METHODS, run_contrastive_fit
 from .io import save_tensors, write_json
 from .objective import AugerinoObjective, TaskObjective
 from .plots import plot_colour_ranges, plot_crop_examples, plot_sampled_views
@@ -53,8 +55,10 @@ from .userdata import (
     regression_metrics,
 )
 from .usermodel import build_model, load_model_weights
+from .validation import check_positive_int
 
 METHODS = ("instaaug", "random", "augerino", "none")
+FIT_TASKS = (*TASKS, "contrastive")
 MODEL_FILE = "model.safetensors"
 AUGMENTER_DIR = "augmenter"
 
@@ -64,7 +68,8 @@ class FitConfig(UserRunConfig):
     """Settings of ``instaaug fit`` (``--set key=value``; the training keys as ``train.KEY=VALUE``): the shared
     keys of ``UserRunConfig`` and these."""
 
-    #: classification (cross-entropy; accuracy) or regression (squared error; R², MAE).
+    #: classification (cross-entropy; accuracy), regression (squared error; R², MAE) or contrastive (SimCLR with
+    #: two views per image, labels unused; a linear probe measures the features when there are classes).
     task: str = "classification"
     #: regression targets: a CSV 'file,<target>,...' beside the folder (default DATA/targets.csv), or the npz key.
     targets: str = ""
@@ -74,6 +79,9 @@ class FitConfig(UserRunConfig):
     random_ranges: dict[str, Any] = field(default_factory=dict)
     #: Augerino's regularisation weight c (loss − c·‖width‖).
     augerino_weight: float = 0.01
+    #: contrastive: the model's output size (its features) and NT-Xent's temperature.
+    feature_dim: int = 128
+    temperature: float = 0.2
     #: the training loop's settings (the crop recipe's φ learning rate 1e-3 with cosine decay by default).
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=10, pretrain_epochs=1, aug_lr=1e-3, aug_lr_schedule="cosine")
@@ -83,8 +91,12 @@ class FitConfig(UserRunConfig):
         super().__post_init__()
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task not in FIT_TASKS:
+            raise ValueError(f"task must be one of {FIT_TASKS}, got {self.task!r}")
+        if self.task == "contrastive" and self.method not in CONTRASTIVE_METHODS:
+            raise ValueError(f"--task contrastive needs a method of {CONTRASTIVE_METHODS}, got {self.method!r}")
+        check_positive_int(self.feature_dim, "feature_dim")
+        InstanceContrast(self.temperature)  # a bad temperature fails here
         if not isinstance(self.random_ranges, dict):
             raise ValueError(f"random_ranges must be a JSON object, got {self.random_ranges!r}")
         if not self.augment and self.method != "none":
@@ -246,6 +258,8 @@ def save_figures(aug: Augmenter, data: UserData, out: Path, device: torch.device
 
 def run_fit(config: FitConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Train and measure as the module docstring says; returns the metrics written to ``metrics.json``."""
+    if config.task == "contrastive":
+        return run_contrastive_fit(config, out_dir)
     out = Path(out_dir)
     torch.manual_seed(config.train.seed)
     data = load_run_data(config, config.train.seed, task=config.task, targets=config.targets)

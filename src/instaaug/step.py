@@ -32,7 +32,8 @@ class StepOutput:
             absolute error).
         views: the number of views N.
         finite: 0-d bool tensor, whether the loss and φ's entropies were finite.
-        metric: what ``correct / views`` is: ``accuracy``, or ``mae`` for regression targets.
+        metric: what ``correct / views`` is: ``accuracy``, ``mae`` for regression targets, or the task loss's own
+            ``metric`` (e.g. ``positive_top1``).
     """
 
     metrics: dict[str, torch.Tensor]
@@ -136,7 +137,9 @@ def train_step(
         x: images (B, C, H, W) in [0, 1]; y: labels (B,), integer masks (B, 1, H, W) or real regression targets
             (B, D) (float).
         task_loss: per-view loss ``(logits, targets) → (N,)``; cross-entropy for labels, ``segmentation_loss``
-            (with the views' ``ViewTargets``) for masks, the squared error for real targets.
+            (with the views' ``ViewTargets``) for masks, the squared error for real targets. A task loss with a
+            ``hits(outputs, targets) → (correct, views)`` method and a ``metric`` name is scored by it instead
+            (``instaaug.contrastive.InstanceContrast``: self-supervised, with instance ids as the labels).
         pretraining: train f alone on the unaugmented images.
         amp: autocast the forward passes to bfloat16.
         max_grad_norm: clip the gradients of every optimised parameter to this total norm (0: no clipping).
@@ -173,5 +176,9 @@ def train_step(
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     for opt in stepping.values():
         opt.step()
+    hits = getattr(task_loss, "hits", None)
+    if hits is not None:  # a task loss with its own score (e.g. ``InstanceContrast``: positive retrieval)
+        correct, views = hits(logits.detach(), targets)
+        return StepOutput(metrics, correct, views, finite, task_loss.metric)  # type: ignore[union-attr]
     correct, views = _hits(logits.detach(), targets)
     return StepOutput(metrics, correct, views, finite, "mae" if regression else "accuracy")

@@ -77,6 +77,7 @@ _RESULT_KEYS = (
     "optimizer",
     "momentum",
     "aug_lr_warmup_epochs",
+    "aug_frozen_epochs",
 )
 AUG_LR_SCHEDULES = ("constant", "cosine")
 
@@ -100,6 +101,8 @@ class TrainConfig:
         aug_lr_warmup_epochs: raise φ's learning rate linearly from 0 over this many joint epochs first (then the
             schedule; the cosine then decays over the remaining joint epochs). The crop recipe of the paper warms
             φ up so that its first, uninformed steps do not push the crop distribution around.
+        aug_frozen_epochs: hold φ's learning rate at 0 for this many joint epochs before the warm-up and the
+            schedule (the InstaAug reference code's contrastive recipe freezes φ for the first half of training).
         weight_decay: f's weight decay (decoupled for AdamW).
         seed: the run's seed.
         device: where to train (under torchrun a bare ``cuda`` means this process's GPU, ``cuda:LOCAL_RANK``).
@@ -139,11 +142,12 @@ class TrainConfig:
     optimizer: str = "adamw"
     momentum: float = 0.9
     aug_lr_warmup_epochs: int = 0
+    aug_frozen_epochs: int = 0
 
     def __post_init__(self) -> None:
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.log_every, "log_every")
-        for key in ("epochs", "pretrain_epochs", "checkpoint_every", "aug_lr_warmup_epochs"):
+        for key in ("epochs", "pretrain_epochs", "checkpoint_every", "aug_lr_warmup_epochs", "aug_frozen_epochs"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
@@ -435,9 +439,12 @@ def _raise_if_nonfinite(bad: torch.Tensor, epoch: int, epoch_start: int, where: 
         )
 
 
-def _warmup_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
-    """φ's learning-rate factor at joint step ``step``: linear from 1/warmup to 1 over ``warmup`` steps, then 1
-    (constant) or a cosine decay to 0 at ``total``."""
+def _warmup_factor(step: int, warmup: int, total: int, cosine: bool, frozen: int = 0) -> float:
+    """φ's learning-rate factor at joint step ``step``: 0 for the first ``frozen`` steps, then linear from 1/warmup
+    to 1 over ``warmup`` steps, then 1 (constant) or a cosine decay to 0 at ``total``."""
+    if step < frozen:
+        return 0.0
+    step, total = step - frozen, total - frozen
     if step < warmup:
         return (step + 1) / warmup
     if not cosine:
@@ -549,11 +556,12 @@ def train(
         )
     aug_scheduler = None
     joint_steps = config.epochs * (steps_per_epoch or 0)
-    if "phi" in optimisers and steps_per_epoch and config.aug_lr_warmup_epochs:
-        warmup = min(config.aug_lr_warmup_epochs * steps_per_epoch, joint_steps)
+    if "phi" in optimisers and steps_per_epoch and (config.aug_lr_warmup_epochs or config.aug_frozen_epochs):
+        frozen = min(config.aug_frozen_epochs * steps_per_epoch, joint_steps)
+        warmup = min(config.aug_lr_warmup_epochs * steps_per_epoch, joint_steps - frozen)
         cosine = config.aug_lr_schedule == "cosine"
         aug_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimisers["phi"], lambda step: _warmup_factor(step, warmup, joint_steps, cosine)
+            optimisers["phi"], lambda step: _warmup_factor(step, warmup, joint_steps, cosine, frozen)
         )
     elif "phi" in optimisers and steps_per_epoch and config.aug_lr_schedule == "cosine":
         aug_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimisers["phi"], T_max=max(1, joint_steps))

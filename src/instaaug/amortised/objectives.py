@@ -1,7 +1,8 @@
 """Contrastive pre-training objectives over invariance corners: SimCLR's NT-Xent and MoCo-v2.
 
 Small, independent pieces that compose in one's own loop: projection heads (shared, or one per corner), the
-NT-Xent loss, MoCo's per-corner negative queues and its momentum encoder.
+NT-Xent loss (``instaaug.contrastive.nt_xent``, shared with contrastive InstaAug), MoCo's per-corner negative
+queues and its momentum encoder.
 """
 
 from __future__ import annotations
@@ -12,22 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contrastive import nt_xent
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
-    """SimCLR's normalised-temperature cross-entropy of two views' projections z1, z2 (N, d).
-
-    Each of the 2N projections has one positive (the other view of its image) and 2N − 2 negatives (every other
-    projection but itself); the loss is the mean over all 2N anchors, so gradients flow through both views.
-    Returns a scalar.
-    """
-    if z1.shape != z2.shape or z1.dim() != 2 or z1.shape[0] < 2:
-        raise ValueError(f"z1 and z2 must both be (N, d) with N ≥ 2, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    n = z1.shape[0]
-    z = F.normalize(torch.cat((z1, z2)), dim=1)
-    sim = z @ z.T / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    positive = torch.cat((torch.arange(n, 2 * n), torch.arange(n))).to(z.device)
-    return F.cross_entropy(sim, positive)
+__all__ = ["CornerQueues", "MomentumEncoder", "ProjectionHeads", "moco_loss", "nt_xent"]
 
 
 class ProjectionHeads(nn.Module):

@@ -15,6 +15,7 @@ EXPERIMENTS = {
     "amortised": "instaaug.experiments.amortised",
     "segment": "instaaug.experiments.segment",
     "multimodal": "instaaug.experiments.multimodal",
+    "contrastive": "instaaug.experiments.contrastive",
 }
 
 
