@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -38,12 +39,24 @@ def test_quick_run_writes_the_promised_metrics(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["experiment"] == "amortised" and metrics["config"]["threads"] == 1
     assert list(metrics["tasks"]) == ["digit", "colour", "position"]
+    # One ordinary model with every augmentation, and one per task's own corner (the task-specific comparison).
+    assert set(metrics["methods"]) == {"amortised", "unconditioned", "unconditioned_0,1", "unconditioned_1,0"}
+    for method in metrics["methods"].values():
+        assert method["chance_loss"] == pytest.approx(math.log(2 * 64 - 1))
     for name, task in metrics["tasks"].items():
         assert task["metric"] == ("r2" if name == "position" else "accuracy")
         assert set(task["learned_i"]) == {"spatial", "appearance"}
         assert all(0 <= v <= 1 for v in task["learned_i"].values())
         assert list(task["score_corners"]) == ["0,1", "1,0", "1,1"]
-        for value in [task["score_learned"], task["score_unconditioned"], *task["score_corners"].values()]:
+        assert task["task_corner"] == amortised.TASK_CORNERS[name]
+        assert (
+            task["score_task_specific"]
+            == task["score_ordinary_models"][
+                "unconditioned" if name == "digit" else f"unconditioned_{task['task_corner']}"
+            ]
+        )
+        scores = [task["score_learned"], task["score_unconditioned"], task["score_task_specific"]]
+        for value in [*scores, *task["score_corners"].values()]:
             assert isinstance(value, float) and value <= 1
             if task["metric"] == "accuracy":
                 assert value >= 0

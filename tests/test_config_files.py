@@ -132,3 +132,15 @@ def test_cli_reports_bad_config_files(tmp_path, capsys, text, message):
 def test_cli_reports_a_missing_config_file(tmp_path, capsys):
     assert main(["run", "rotation", "--config", str(tmp_path / "none.toml"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_nested_train_config_keeps_the_keys_it_does_not_name(tmp_path):
+    from instaaug.experiments.contrastive import Config as ContrastiveConfig
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"seeds": 1, "train": {"epochs": 5}}))
+    config = load_config(path, ContrastiveConfig)
+    assert config.train.epochs == 5 and config.train.batch_size == ContrastiveConfig().train.batch_size == 128
+    path.write_text(json.dumps({"train": {"epochs": "five"}}))
+    with pytest.raises(TypeError, match="epochs"):
+        load_config(path, ContrastiveConfig)

@@ -305,3 +305,33 @@ def test_readme_contrastive_example_runs(tmp_path, monkeypatch):
     namespace = run_readme_example("nt_xent_per_view")
     assert namespace["features"].shape == (32, 32)
     assert math.isfinite(float(namespace["terms"].loss.detach())) and float(namespace["terms"].surrogate) != 0
+
+
+def test_part_controllers_keep_each_part_in_its_own_band():
+    torch.manual_seed(0)
+    aug = InstaAug(("crop", "value", "flip"), in_channels=1, n_copies=2, output_size=(16, 16), depth=4, width=4)
+    controllers = aug.part_controllers(rate=2.0, lam_init=0.1, horizon=0.0)
+    assert [tuple(c.h_min for c in controllers.parts)] == [tuple(b[0] for b in aug.part_entropy_ranges())]
+    objective = InstaAugObjective(controllers)
+    out = aug(torch.rand(4, 1, 48, 48))
+    parts = out.distribution.parts
+    terms = objective(torch.rand(8), out)
+    # The entropy bonus is Σ λ_i·H_i with the λs before this step's update.
+    expected = sum(0.1 * p.entropy().mean() for p in parts)
+    bonus = terms.task_loss + terms.surrogate - terms.loss
+    assert torch.allclose(bonus, expected, atol=1e-5)
+    # Each λ moved by its own part's entropy against its own band (×2 below, ÷2 above, else unchanged).
+    for c, p in zip(controllers.parts, parts, strict=True):
+        h = float(p.entropy().mean().detach())
+        if min(abs(h - c.h_min), abs(h - c.h_max)) < 1e-3:
+            continue  # at an edge of the band (a fair coin's flip entropy is log 2, the band's top)
+        factor = 2.0 if h < c.h_min else 0.5 if h > c.h_max else 1.0
+        assert math.isclose(float(c.lam), 0.1 * factor, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="part entropies"):
+        controllers.update(torch.zeros(2))
+    with pytest.raises(ValueError, match="part"):
+        InstaAugObjective(controllers)(
+            torch.rand(8), InstaAug(("value",), in_channels=1, n_copies=2)(torch.rand(4, 1, 8, 8))
+        )
+    with pytest.raises(ValueError, match="entropy_range"):
+        InstaAug(("crop", "value"), in_channels=1, entropy_range=(0.0, 1.0)).part_controllers()

@@ -178,8 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with command_line(["instaaug", *argv]):
             return run_user_data_command(args)
     if args.command == "list":
+        width = max(map(len, EXPERIMENTS))
         for name in sorted(EXPERIMENTS):
-            print(f"{name:12s} {get_experiment(name).DESCRIPTION}")
+            print(f"{name:{width}s}  {get_experiment(name).DESCRIPTION}")
         return 0
     if args.command == "show":
         try:

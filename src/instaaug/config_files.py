@@ -131,6 +131,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise wrong
 
 
+def _default(field: dataclasses.Field) -> Any:
+    """A field's default value (calling its factory), or None when it has none."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
 def config_from_mapping(config_cls: type[T], values: Mapping[str, Any], base: T | None = None, source: str = "") -> T:
     """Build the dataclass ``config_cls`` from ``values``: unknown keys raise a ValueError listing the valid
     ones, values of the wrong type a TypeError naming the key. Keys not given come from ``base`` (default: the
@@ -144,9 +151,16 @@ def config_from_mapping(config_cls: type[T], values: Mapping[str, Any], base: T 
         raise ValueError(f"unknown config key(s) {unknown}{where}; valid keys: {sorted(fields)}")
     hints = typing.get_type_hints(config_cls)
     converted = {}
+    defaults = {f.name: f for f in dataclasses.fields(config_cls)}
     for key, value in values.items():
+        tp = hints.get(key, Any)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+            # A nested config (e.g. ``train``): keys not given keep the outer base's (or default's) values.
+            nested = getattr(base, key) if base is not None else _default(defaults[key])
+            converted[key] = config_from_mapping(tp, value, nested, f"{source}, key {key!r}" if source else key)
+            continue
         try:
-            converted[key] = _convert(value, hints.get(key, Any), key)
+            converted[key] = _convert(value, tp, key)
         except TypeError as e:
             raise TypeError(f"{e}{where}") from None
     if base is not None:

@@ -140,7 +140,7 @@ def plot_colour_ranges(
     grid = fig.add_gridspec(n, len(ratios), width_ratios=ratios, hspace=0.45, wspace=0.3)
     for i in range(n):
         ax = fig.add_subplot(grid[i, 0])
-        ax.imshow(to_image(images[i]))
+        ax.imshow(to_image(images[i]), cmap="gray", vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
         if labels is not None:
@@ -152,7 +152,7 @@ def plot_colour_ranges(
             shifted = adjust_hsv(images[i : i + 1].expand(views, -1, -1, -1), hue=shifts)
             for j in range(views):
                 ax = fig.add_subplot(grid[i, 1 + j])
-                ax.imshow(to_image(shifted[j]))
+                ax.imshow(to_image(shifted[j]), cmap="gray", vmin=0, vmax=1)
                 ax.axis("off")
                 ax.set_title(f"hue {float(shifts[j]):+.2f}", fontsize=6, pad=2)
         for d, name in enumerate(names):

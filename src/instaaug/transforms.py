@@ -15,6 +15,9 @@ family          parameters                 valid range    meaning
 ``value``       ``value``                  [-1, 1]        HSV value (brightness) multiplied by 1 + δ, clipped
 ``contrast``    ``contrast``               [-1, 1]        distance from the image's mean grey level multiplied
                                                           by 1 + δ, clipped to [0, 1]
+``gain``        ``gain_r/_g/_b``           [-1, 1]        each RGB channel multiplied by 1 + δ_c in linear light
+                                                          (sRGB decoded, scaled, clipped to [0, 1], re-encoded):
+                                                          a change of the illuminant's colour and intensity
 ``crop``        ``crop_x/_y/_w/_h``        [0, 1]         the box (centre x, centre y, width, height) the view
                                                           shows, in fractions of the image; identity at
                                                           (0.5, 0.5, 1, 1); drawn from ``CropCategorical`` (LRP)
@@ -23,10 +26,11 @@ family          parameters                 valid range    meaning
                                                           ``FlipBernoulli``
 ==============  =========================  =============  =====================================================
 
-``FAMILIES`` holds the interval families (the first seven, parameterised by ``UniformRanges``); ``crop`` and
+``FAMILIES`` holds the interval families (the first eight, parameterised by ``UniformRanges``); ``crop`` and
 ``flip`` are in ``DISCRETE_FAMILIES``. Crop, flip and the geometric families are composed into one affine map per
 sample and applied with a single resampling (``view_grid_matrix``: the view's output grid → the input image); colour
-families are applied in closed form in RGB (the results of an HSV round trip, without one). Colour is applied
+families are applied in closed form in RGB (the results of an HSV round trip, without one), the gain first (it
+acts on the light falling on the scene), then hue, saturation and value, then contrast. Colour is applied
 before geometry so that the padding of the resampling stays the padding value (black by default).
 """
 
@@ -104,6 +108,16 @@ FAMILIES: dict[str, Family] = {
         Family("saturation", ("saturation",), (-1.0, 1.0), "colour", "factor-1", 0.1, (0.4, 0.8), needs_rgb=True),
         Family("value", ("value",), (-1.0, 1.0), "colour", "factor-1", 0.1, (0.4, 0.8)),
         Family("contrast", ("contrast",), (-1.0, 1.0), "colour", "factor-1", 0.1, (0.4, 0.8)),
+        Family(
+            "gain",
+            ("gain_r", "gain_g", "gain_b"),
+            (-1.0, 1.0),
+            "colour",
+            "factor-1",
+            0.1,
+            (0.4, 0.8),
+            needs_rgb=True,
+        ),
     )
 }
 
@@ -306,6 +320,34 @@ def adjust_contrast(images: torch.Tensor, contrast: torch.Tensor) -> torch.Tenso
     return (mean + (images - mean) * (1 + contrast)[:, None, None, None]).clamp(0, 1)
 
 
+def srgb_to_linear(images: torch.Tensor) -> torch.Tensor:
+    """Decode sRGB values in [0, 1] (any shape) to linear light (IEC 61966-2-1), elementwise."""
+    # The power branch sees only values above its threshold: pow's gradient at 0 would be inf · 0 = NaN.
+    power = ((images.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4
+    return torch.where(images <= 0.04045, images / 12.92, power)
+
+
+def linear_to_srgb(images: torch.Tensor) -> torch.Tensor:
+    """Encode linear light in [0, 1] (any shape) as sRGB values (IEC 61966-2-1), elementwise."""
+    power = 1.055 * images.clamp_min(0.0031308) ** (1 / 2.4) - 0.055
+    # Rounding: 1.055 · 1 - 0.055 can come out a hair above 1.
+    return torch.where(images <= 0.0031308, images * 12.92, power).clamp(max=1)
+
+
+def adjust_gain(images: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """Multiply each RGB channel of images (N, 3, H, W) in [0, 1] by 1 + gain (N, 3) in linear light, clipped.
+
+    The white-balance change a new illuminant makes: sRGB is decoded to linear light, channel c is scaled by
+    1 + gain[:, c], clipped to [0, 1] (the sensor saturates) and re-encoded. gain = 0 is the identity.
+    """
+    if images.shape[1] != 3 or gain.shape != (images.shape[0], 3):
+        raise ValueError(
+            f"gain needs RGB images (N, 3, H, W) and gains (N, 3), got {tuple(images.shape)} and {tuple(gain.shape)}"
+        )
+    linear = srgb_to_linear(images.clamp(0, 1)) * (1 + gain)[:, :, None, None]
+    return linear_to_srgb(linear.clamp(0, 1))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Composition
 
@@ -410,6 +452,8 @@ class TransformStack:
     def colour(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Apply the colour families only: images (N, C, H, W), params (N, D)."""
         p = {name: params[:, cols] for name, cols in self._columns.items()}
+        if "gain" in p:  # first: a change of the light falling on the scene, before any camera-side edit
+            images = adjust_gain(images, p["gain"].to(images.dtype))
         if any(n in p for n in ("hue", "saturation", "value")):
             images = adjust_hsv(
                 images,

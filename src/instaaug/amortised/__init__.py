@@ -39,6 +39,7 @@ from .space import (
     check_invariance,
     get_group,
     image_space,
+    sound_space,
 )
 
 __all__ = [
@@ -76,4 +77,5 @@ __all__ = [
     "nt_xent",
     "pretrain",
     "score",
+    "sound_space",
 ]

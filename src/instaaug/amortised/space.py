@@ -18,7 +18,17 @@ group           input        augmentations (one random draw per view)
 ``time``        (B,1,F,T)    circular time shift up to ±25% of T, then a time mask of up to 20% of T
 ``frequency``   (B,1,F,T)    a frequency mask of up to 25% of F
 ``gain``        (B,1,F,T)    a gain: the input multiplied by exp(U(-0.7, 0.7))
+``timing``      power spec.  time stretch (rate 1.25^U(-1, 1)), circular time shift up to ±25% of T, fade in
+                             and out (each up to 30% of T), a time mask of up to 20% of T
+``pitch``       power spec.  pitch shift by U(-12, 12) semitones, a frequency mask of up to 20% of log-frequency
+``level``       power spec.  gain U(-15, 15) dB; with probability 0.8 white, pink or brown noise at an SNR of
+                             U(0, 30) dB
 ==============  ===========  ==============================================================================
+
+The ``time``, ``frequency`` and ``gain`` groups act on any (B, 1, F, T) spectrogram-like input as an image. The
+sound groups ``timing``, ``pitch`` and ``level`` act on STFT power spectrograms (B, 1, n_fft // 2 + 1, T) (see
+``instaaug.audio.augment``: each is what the operation does to the sound); ``sound_space()`` pairs them with a
+log-mel front end, so views (and downstream inputs, via ``InvarianceSpace.prepare``) are log-mel spectrograms.
 
 Every augmentation is batched (per-sample parameters, no Python loop over samples) and takes an optional
 ``torch.Generator``.
@@ -37,6 +47,7 @@ import torch
 from kornia.color import rgb_to_grayscale
 from kornia.filters import gaussian_blur2d
 
+from ..audio import LogMel, MelConfig, level_augment, pitch_augment, timing_augment
 from ..seeding import epoch_seed
 from ..transforms import TransformStack, crop_resize
 from ..validation import value_checks_on
@@ -207,6 +218,16 @@ GROUPS: dict[str, Callable[..., AugmentationGroup]] = {
     "time": _group("time", ("time_shift", "time_mask"), "invariant to when things happen", time_augment),
     "frequency": _group("frequency", ("frequency_mask",), "invariant to a missing frequency band", frequency_augment),
     "gain": _group("gain", ("gain",), "invariant to loudness", gain_augment),
+    "timing": _group(
+        "timing",
+        ("time_stretch", "time_shift", "fade", "time_mask"),
+        "invariant to when a sound happens and how long it lasts",
+        timing_augment,
+    ),
+    "pitch": _group("pitch", ("pitch_shift", "frequency_mask"), "invariant to pitch", pitch_augment),
+    "level": _group(
+        "level", ("gain", "white_pink_brown_noise"), "invariant to loudness and background noise", level_augment
+    ),
 }
 
 
@@ -282,6 +303,9 @@ class InvarianceSpace:
         corners: the trained corners as 0/1 sequences of length M; by default every corner with at least
             ``min_active`` groups on (the all-off corner makes the two views identical, a degenerate task).
         min_active: see ``corners``.
+        frontend: an optional map applied after the augmentations (and by ``prepare`` to un-augmented inputs),
+            e.g. ``LogMel``: the groups then act on raw inputs (power spectrograms) and the backbone sees the
+            front end's output.
 
     Attributes:
         names: the M group names.
@@ -293,7 +317,11 @@ class InvarianceSpace:
         groups: Sequence[str | AugmentationGroup],
         corners: Sequence[Sequence[int]] | None = None,
         min_active: int = 1,
+        frontend: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        if frontend is not None and not callable(frontend):
+            raise TypeError(f"frontend must be callable (inputs → backbone inputs), got {type(frontend).__name__}")
+        self.frontend = frontend
         if isinstance(groups, str | AugmentationGroup):
             groups = (groups,)
         self.groups = tuple(g if isinstance(g, AugmentationGroup) else get_group(g) for g in groups)
@@ -347,11 +375,16 @@ class InvarianceSpace:
         return {g.name: {"ops": list(g.ops), "meaning": g.meaning} for g in self.groups}
 
     def augment(self, x: torch.Tensor, corner: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Apply the groups that are on in ``corner`` to x (N, C, H, W), and only those; returns (N, C, H, W)."""
+        """Apply the groups that are on in ``corner`` to x (N, C, H, W), and only those, then the front end (if
+        any); returns (N, C, H, W) (the front end's shape with one)."""
         for group, bit in zip(self.groups, self.corners[corner], strict=True):
             if bit:
                 x = group.augment(x, generator)
-        return x
+        return self.prepare(x)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Un-augmented inputs as the backbone sees them: the front end's output, or x itself without one."""
+        return x if self.frontend is None else self.frontend(x)
 
     def __repr__(self) -> str:
         return f"InvarianceSpace({list(self.names)!r}, corners={self.corner_keys()!r})"
@@ -365,6 +398,12 @@ def image_space(**corner_options: Any) -> InvarianceSpace:
 def audio_space(**corner_options: Any) -> InvarianceSpace:
     """The default space for spectrograms (B, 1, F, T): M = 3 groups ``("time", "frequency", "gain")``."""
     return InvarianceSpace(("time", "frequency", "gain"), **corner_options)
+
+
+def sound_space(mel: MelConfig | None = None, **corner_options: Any) -> InvarianceSpace:
+    """The space for sound: M = 3 groups ``("timing", "pitch", "level")`` acting on STFT power spectrograms
+    (B, 1, n_fft // 2 + 1, T), with a ``LogMel`` front end (``mel``) giving (B, 1, n_mels, T) views."""
+    return InvarianceSpace(("timing", "pitch", "level"), frontend=LogMel(mel), **corner_options)
 
 
 class CornerSampler:

@@ -13,9 +13,11 @@ EXPERIMENTS = {
     "crop": "instaaug.experiments.crop",
     "tta": "instaaug.experiments.tta",
     "amortised": "instaaug.experiments.amortised",
+    "amortised-audio": "instaaug.experiments.amortised_audio",
     "segment": "instaaug.experiments.segment",
     "multimodal": "instaaug.experiments.multimodal",
     "contrastive": "instaaug.experiments.contrastive",
+    "lighting": "instaaug.experiments.lighting",
 }
 
 

@@ -1,0 +1,648 @@
+"""`instaaug run lighting`: colour invariance under a change of light (the paper's RawFooT result, Tables 3–4 and
+Figure D.1, at small scale).
+
+Texture classes are regions of real photographs (``instaaug.data.lighting``); every method trains a fresh copy of
+the same classifier (same initial weights per seed) on patches under the training light (a 4500 K black body, the
+"D45-like" light) and is tested on patches of the other half of each region under all 46 lighting conditions,
+rendered physically (sRGB → linear, × the illuminant per channel, clipped, → sRGB). Methods:
+
+- ``none``: no augmentation;
+- ``random_hsv``: fixed random hue/saturation/value jitter, the best of a sweep (``sweep``) chosen by accuracy on
+  held-out *training* patches (``validation``: under all 46 lights, or under the training lights only), trained
+  with the first seed; never on the test patches;
+- ``random_gain``: fixed random per-channel gain (white-balance jitter, the ``gain`` family) of half-width
+  ``random_gain``;
+- ``augerino``: one learned global range over hue, saturation, value and contrast;
+- ``instaaug``: InstaAug over hue, saturation, value and contrast (the paper's setting);
+- ``instaaug_gain``: InstaAug over the same families and ``gain``.
+
+Each is measured without and with test-time augmentation (``tta_samples`` views from its own augmenter, logits
+averaged; ``none`` has none, so its two numbers agree), on all conditions, the easy and the hard group
+(``instaaug.data.lighting.LIGHT_GROUPS``: chromatic distance from the training light) and the training light; mean
+and standard deviation over ``seeds``. ``--set train_lights=1,2,4,8`` adds the Table 4 analogue: the same methods
+trained with the patches spread over 1, 2, 4 and 8 lights (``TRAIN_LIGHT_ORDER``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import plots
+from ..augment import Augmenter
+from ..data.lighting import (
+    LIGHT_GROUPS,
+    LIGHTS,
+    TRAIN_LIGHT,
+    TRAIN_LIGHT_ORDER,
+    LightingData,
+    light_gains,
+    lit_copies,
+    make_lighting_dataset,
+    mean_hsv,
+    render,
+)
+from ..data.photos import FOLDER_PHOTOS, PHOTOGRAPHS
+from ..models import build_classifier
+from ..train import accuracy, predict
+from ..transforms import FAMILIES
+from ..tta import TTAWrapper
+from .common import (
+    OWN_DATA_HINT,
+    check_methods,
+    fit_method,
+    learned_ranges,
+    summarise_seeds,
+    torch_threads,
+    train_config_of,
+    write_metrics,
+)
+
+DESCRIPTION = "textures of real photographs under 46 lights: learned colour invariance (paper Tables 3-4, Fig. D.1)"
+METHODS = ("none", "random_hsv", "random_gain", "augerino", "instaaug", "instaaug_gain")
+HSV = ("hue", "saturation", "value")
+#: The families of Augerino and InstaAug (the paper's setting), and of InstaAug with the per-channel gain.
+COLOUR = (*HSV, "contrast")
+COLOUR_GAIN = (*COLOUR, "gain")
+#: method → (the kind ``build_method`` knows, the transform families).
+_METHOD_SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "none": ("none", ()),
+    "random_hsv": ("random", HSV),
+    "random_gain": ("random", ("gain",)),
+    "augerino": ("augerino", COLOUR),
+    "instaaug": ("instaaug", COLOUR),
+    "instaaug_gain": ("instaaug", COLOUR_GAIN),
+}
+VALIDATION_MODES = ("all_lights", "train_lights")
+RANGES_FIGURE = "lighting_ranges.png"
+LIGHTS_FIGURE = "lighting_accuracy.png"
+TABLE4_FIGURE = "lighting_train_lights.png"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the lighting experiment (override any with ``--set key=value``).
+
+    Attributes:
+        seed: the data (patch positions); also the provenance seed.
+        seeds: the training seeds (initial weights, shuffling, augmentation samples); results are mean ± std.
+            An int N (``--seeds N``) means seeds 0 … N - 1.
+        photos: photographs of ``instaaug.data.photos.PHOTOGRAPHS``; each gives ``grid``² classes.
+        grid, photo_size, patch, stripe, n_train, n_val, n_test, val_fraction: the dataset (see
+            ``make_lighting_dataset``): per class ``n_train`` training, ``n_val`` validation (held-out right part of
+            the training stripes) and ``n_test`` test patches (the other stripes).
+        train_lights: numbers k of training lights (the first k of ``TRAIN_LIGHT_ORDER``; the training patches are
+            spread evenly over them). The first value gives the main table; more values add the Table 4 analogue.
+        methods: a subset of ``METHODS``.
+        sweep: the ``random_hsv`` sweep, flattened (hue, saturation, value) half-width triples.
+        validation: what the sweep is chosen on, always held-out training patches: ``all_lights`` (each patch under
+            one of the 46 lights in turn: the lights are known, the test patches are not) or ``train_lights``.
+        random_gain: the half-width of the ``random_gain`` baseline (each channel × 1 + δ, δ ~ U[-w, w]).
+        epochs, pretrain_epochs, batch_size, lr, aug_lr: training (``TrainConfig``; Adam(W)); ``pretrain_epochs``
+            of f alone first, for every method.
+        width, depth: the classifier (``small_cnn``); aug_width, aug_depth: InstaAug's φ.
+        entropy_offset: nats added to both ends of each InstaAug method's default entropy band (the sum over its
+            dimensions of log of the families' narrow and wide widths).
+        symmetric: InstaAug's intervals centred on the identity ([-w, w] per input) instead of free [low, high]:
+            free intervals drift to one side (e.g. only ever more saturated), so that the unaugmented test patch
+            lies at the edge of what the classifier was trained on (seed 0, exploratory: accuracy under the
+            training light 55 % with free intervals, 72 % symmetric, 72 % without augmentation).
+        lam_init, lam_rate, lam_max: the entropy controller.
+        augerino_weight: Augerino's width-norm weight.
+        tta_samples: views per test input with test-time augmentation.
+        threads: torch's intra-op threads (0: torch's default); ``--set threads=1`` on a machine shared with other
+            busy processes.
+        figure_images: test patches in the Figure D.1 analogue (spread over brightness).
+    """
+
+    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    photos: tuple[str, ...] = FOLDER_PHOTOS
+    grid: int = 2
+    photo_size: int = 256
+    patch: int = 32
+    stripe: int = 40
+    n_train: int = 150
+    n_val: int = 30
+    n_test: int = 12
+    val_fraction: float = 0.25
+    train_lights: tuple[int, ...] = (1,)
+    methods: tuple[str, ...] = METHODS
+    sweep: tuple[float, ...] = (0.05, 0.3, 0.3, 0.0, 0.2, 0.8, 0.1, 0.5, 0.5, 0.02, 0.1, 0.5)
+    validation: str = "all_lights"
+    random_gain: float = 0.5
+    epochs: int = 8
+    pretrain_epochs: int = 1
+    batch_size: int = 64
+    lr: float = 3e-3
+    aug_lr: float = 3e-3
+    width: int = 16
+    depth: int = 3
+    aug_width: int = 16
+    aug_depth: int = 3
+    entropy_offset: float = 0.0
+    symmetric: bool = True
+    lam_init: float = 0.05
+    lam_rate: float = 1.02
+    lam_max: float = 1.0
+    augerino_weight: float = 0.01
+    tta_samples: int = 4
+    threads: int = 0
+    figure_images: int = 6
+
+    @classmethod
+    def quick(cls) -> Config:
+        """A small variant for tests and smoke runs (seconds)."""
+        return cls(
+            seeds=(0,),
+            photos=("china", "flower"),
+            n_train=24,
+            n_val=6,
+            n_test=4,
+            epochs=1,
+            pretrain_epochs=0,
+            width=8,
+            aug_width=8,
+            depth=2,
+            aug_depth=2,
+            sweep=(0.05, 0.3, 0.3, 0.0, 0.2, 0.8),
+            tta_samples=2,
+            figure_images=3,
+            threads=1,  # tiny batches: on 2 busy cores 8 s with one thread, 33 s with two (measured)
+        )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
+        ints = ("grid", "photo_size", "patch", "stripe", "n_train", "n_val", "n_test", "batch_size", "width")
+        for key in (*ints, "depth", "aug_width", "aug_depth", "tta_samples", "figure_images"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be an int ≥ 1, got {value!r}")
+        for key in ("epochs", "pretrain_epochs", "threads"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
+        if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):  # ``--seeds N``: seeds 0 … N - 1
+            if self.seeds < 1:
+                raise ValueError(f"seeds must be ≥ 1, got {self.seeds}")
+            object.__setattr__(self, "seeds", tuple(range(self.seeds)))
+        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of ints, got {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must not repeat, got {self.seeds}")
+        unknown = [p for p in self.photos if p not in PHOTOGRAPHS]
+        if unknown or not self.photos:
+            raise ValueError(f"photos must be names from {sorted(PHOTOGRAPHS)}, got {list(self.photos)}")
+        most = len(TRAIN_LIGHT_ORDER)
+        if not self.train_lights or not all(
+            isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= most for k in self.train_lights
+        ):
+            raise ValueError(f"train_lights must be numbers of training lights in 1 … {most}, got {self.train_lights}")
+        if len(set(self.train_lights)) != len(self.train_lights):
+            raise ValueError(f"train_lights must not repeat, got {self.train_lights}")
+        if "random_hsv" in self.methods:
+            if not self.sweep or len(self.sweep) % 3:
+                raise ValueError(
+                    f"sweep must hold (hue, saturation, value) half-width triples, flattened; got {self.sweep}"
+                )
+            for h, s, v in self.sweep_settings():
+                if not (0 <= h <= 0.5 and 0 <= s <= 1 and 0 <= v <= 1) or h == s == v == 0:
+                    raise ValueError(
+                        f"sweep setting {(h, s, v)}: need 0 ≤ hue ≤ 0.5, 0 ≤ saturation, value ≤ 1, not all 0"
+                    )
+        if self.validation not in VALIDATION_MODES:
+            raise ValueError(f"validation must be one of {VALIDATION_MODES}, got {self.validation!r}")
+        if not 0 < self.random_gain <= 1:
+            raise ValueError(f"random_gain must lie in (0, 1], got {self.random_gain}")
+        for key in ("lr", "aug_lr", "lam_init", "lam_rate", "lam_max", "augerino_weight"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{key} must be a number > 0, got {value!r}")
+        if not math.isfinite(self.entropy_offset):
+            raise ValueError(f"entropy_offset must be finite, got {self.entropy_offset}")
+
+    def sweep_settings(self) -> list[tuple[float, float, float]]:
+        """The ``sweep`` as (hue, saturation, value) half-width triples."""
+        values = [float(v) for v in self.sweep]
+        return [(values[i], values[i + 1], values[i + 2]) for i in range(0, len(values), 3)]
+
+    def data(self) -> LightingData:
+        """The run's patches (under the training light), from ``seed``."""
+        return make_lighting_dataset(
+            photos=self.photos,
+            grid=self.grid,
+            photo_size=self.photo_size,
+            patch=self.patch,
+            stripe=self.stripe,
+            n_train=self.n_train,
+            n_val=self.n_val,
+            n_test=self.n_test,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+        )
+
+    def build_options(self, method: str, hsv: tuple[float, float, float] | None = None) -> dict[str, Any]:
+        """The ``fit_method`` options of ``method``; ``hsv``: the ``random_hsv`` half-widths."""
+        if method == "random_hsv":
+            assert hsv is not None
+            return {"random_ranges": {name: w for name, w in zip(HSV, hsv, strict=True) if w > 0}}
+        if method == "random_gain":
+            return {"random_ranges": {"gain": self.random_gain}}
+        if method == "augerino":
+            return {"augerino_weight": self.augerino_weight}
+        if method in ("instaaug", "instaaug_gain"):
+            families = [FAMILIES[name] for name in _METHOD_SPECS[method][1]]
+            low = sum(math.log(f.entropy_widths[0]) * len(f.params) for f in families)
+            high = sum(math.log(f.entropy_widths[1]) * len(f.params) for f in families)
+            return {
+                "instaaug_options": {
+                    "width": self.aug_width,
+                    "depth": self.aug_depth,
+                    "entropy_range": (low + self.entropy_offset, high + self.entropy_offset),
+                    "symmetric": self.symmetric,
+                },
+                "controller_options": {"lam_init": self.lam_init, "rate": self.lam_rate, "lam_max": self.lam_max},
+            }
+        return {}
+
+
+def _transforms(method: str, hsv: tuple[float, float, float] | None) -> tuple[str, ...]:
+    """The families ``method`` is built over (``random_hsv``: those of non-zero half-width)."""
+    if method == "random_hsv":
+        assert hsv is not None
+        return tuple(name for name, w in zip(HSV, hsv, strict=True) if w > 0)
+    return _METHOD_SPECS[method][1]
+
+
+def _fit(
+    config: Config,
+    method: str,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    seed: int,
+    out_dir: Path,
+    hsv: tuple[float, float, float] | None = None,
+) -> tuple[nn.Module, Augmenter, dict[str, Any], float]:
+    """Train ``method`` with training seed ``seed``: (model, augmenter, last epoch's record, seconds)."""
+    torch.manual_seed(seed)  # the same initial classifier for every method of a seed
+    model = build_classifier("small_cnn", 3, num_classes, width=config.width, depth=config.depth)
+    train_config = dataclasses.replace(train_config_of(config), seed=seed)
+    result = fit_method(
+        _METHOD_SPECS[method][0],
+        model,
+        train_data,
+        _transforms(method, hsv),
+        train_config,
+        out_dir,
+        **config.build_options(method, hsv),
+    )
+    return result.model, result.aug, result.history[-1], result.seconds
+
+
+def _lit_by_turns(images: torch.Tensor, lights: tuple[int, ...]) -> torch.Tensor:
+    """Images (N, 3, H, W), image i under light ``lights[i mod len(lights)]``."""
+    return lit_copies(images, lights)
+
+
+@torch.no_grad()
+def per_light_accuracy(
+    model: nn.Module,
+    aug: Augmenter | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    tta_samples: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Accuracy (L,) of ``model`` on images (N, 3, H, W) under each of the L = 46 lights, and with test-time
+    augmentation by ``aug`` (``tta_samples`` views, logits averaged; None without ``aug``)."""
+    gains = light_gains()
+    plain, tta = [], []
+    wrapper = TTAWrapper(model, aug, n_samples=tta_samples, chunk_size=None) if aug is not None else None
+    generator = torch.Generator().manual_seed(seed)
+    # Light by light: the lit copies of all 46 lights at once would hold 46 × N images.
+    for gain in gains:
+        lit = render(images, gain)
+        plain.append(accuracy(predict(model, lit, batch_size=1024), labels))
+        if wrapper is not None:
+            wrapper.eval()
+            logits = torch.cat([wrapper(xb, generator=generator) for xb in lit.split(256)])
+            tta.append(accuracy(logits, labels))
+    return torch.tensor(plain), (torch.tensor(tta) if wrapper is not None else None)
+
+
+def _group_metrics(per_light: torch.Tensor, suffix: str = "") -> dict[str, float]:
+    """Mean accuracy over all lights, the easy and the hard group, and the training light, from (L,)."""
+    return {
+        f"accuracy{suffix}": float(per_light.mean()),
+        f"accuracy_easy{suffix}": float(per_light[list(LIGHT_GROUPS["easy"])].mean()),
+        f"accuracy_hard{suffix}": float(per_light[list(LIGHT_GROUPS["hard"])].mean()),
+        f"accuracy_train_light{suffix}": float(per_light[TRAIN_LIGHT]),
+    }
+
+
+def _evaluate(
+    config: Config,
+    model: nn.Module,
+    aug: Augmenter,
+    method: str,
+    data: LightingData,
+    seed: int,
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """The metrics of one trained run, with its per-light accuracies (L,) without and with TTA."""
+    plain, tta = per_light_accuracy(
+        model, aug if method != "none" else None, data.test_images, data.test_labels, config.tta_samples, seed
+    )
+    tta = plain if tta is None else tta
+    metrics = {**_group_metrics(plain), **_group_metrics(tta, "_tta")}
+    if method != "none":
+        low, high = learned_ranges(aug, data.test_images)
+        for d, name in enumerate(aug.stack.param_names):
+            metrics[f"{name}_low"] = float(low[:, d].mean())
+            metrics[f"{name}_high"] = float(high[:, d].mean())
+            metrics[f"{name}_width"] = float((high[:, d] - low[:, d]).mean())
+    return metrics, plain, tta
+
+
+def _sweep(
+    config: Config,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    data: LightingData,
+    lights: tuple[int, ...],
+    out: Path,
+) -> tuple[tuple[float, float, float], list[dict[str, Any]], dict[str, Any]]:
+    """Choose ``random_hsv``'s half-widths by validation accuracy (first seed); returns the best setting, every
+    setting's record, and the best run (model, augmenter, last record, seconds) for reuse."""
+    shown = lights if config.validation == "train_lights" else tuple(range(len(LIGHTS)))
+    val_x = _lit_by_turns(data.val_images, shown)
+    seed = config.seeds[0]
+    records: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    for i, hsv in enumerate(config.sweep_settings()):
+        fitted = _fit(config, "random_hsv", train_data, data.num_classes, seed, out / f"sweep{i}", hsv)
+        val = accuracy(predict(fitted[0], val_x, batch_size=1024), data.val_labels)
+        records.append({"hue": hsv[0], "saturation": hsv[1], "value": hsv[2], "val_accuracy": val})
+        if not best or val > best["val"]:
+            best = {"val": val, "hsv": hsv, "fitted": fitted}
+    return best["hsv"], records, best["fitted"]
+
+
+def _run_lights(config: Config, data: LightingData, k: int, out: Path) -> dict[str, Any]:
+    """Every method and seed with the first ``k`` training lights: per-method summaries, per-light accuracies
+    (mean over seeds), the sweep, and seed-0 augmenters for the figure."""
+    lights = TRAIN_LIGHT_ORDER[:k]
+    train_data = (_lit_by_turns(data.train_images, lights) if k > 1 else data.train_images, data.train_labels)
+    shown = lights if config.validation == "train_lights" else tuple(range(len(LIGHTS)))
+    val_x = _lit_by_turns(data.val_images, shown)
+    hsv, sweep, reuse = None, None, None
+    if "random_hsv" in config.methods:
+        hsv, sweep, reuse = _sweep(config, train_data, data, lights, out / "sweep")
+    results: dict[str, Any] = {}
+    per_light: dict[str, list[float]] = {}
+    augs: dict[str, Augmenter] = {}
+    for method in config.methods:
+        runs, plains = [], []
+        for seed in config.seeds:
+            if method == "random_hsv" and seed == config.seeds[0] and reuse is not None:
+                model, aug, last, seconds = reuse  # the sweep's run of the chosen setting: the same run
+            else:
+                model, aug, last, seconds = _fit(
+                    config, method, train_data, data.num_classes, seed, out / method / f"seed{seed}", hsv
+                )
+            metrics, plain, _ = _evaluate(config, model, aug, method, data, seed)
+            metrics["val_accuracy"] = accuracy(predict(model, val_x, batch_size=1024), data.val_labels)
+            metrics["train_accuracy"] = float(last["train_accuracy"])
+            metrics["train_seconds"] = seconds
+            if method.startswith("instaaug"):
+                metrics["final_lambda"] = float(last["lam"])
+                metrics["final_train_entropy"] = float(last["entropy"])
+            runs.append(metrics)
+            plains.append(plain)
+            if seed == config.seeds[0]:
+                augs[method] = aug
+        results[method] = summarise_seeds(runs)
+        results[method]["per_seed_accuracy"] = [r["accuracy"] for r in runs]
+        if method == "random_hsv":
+            results[method]["chosen"] = {"hue": hsv[0], "saturation": hsv[1], "value": hsv[2]}  # type: ignore[index]
+        per_light[method] = torch.stack(plains).mean(0).tolist()
+    return {"methods": results, "per_light": per_light, "sweep": sweep, "augs": augs}
+
+
+def targets(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's targets, measured: name → {"met", "value"} (value: the margin, in accuracy fractions)."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def margin(a: str, b: str, key: str = "accuracy") -> float | None:
+        if a in methods and b in methods:
+            return float(methods[a][key] - methods[b][key])
+        return None
+
+    checks = (
+        ("instaaug_vs_random_hsv_all", margin("instaaug", "random_hsv"), 0.01),
+        ("instaaug_vs_random_hsv_hard", margin("instaaug", "random_hsv", "accuracy_hard"), None),
+        ("instaaug_vs_augerino", margin("instaaug", "augerino"), 0.0),
+        ("instaaug_gain_vs_random_gain", margin("instaaug_gain", "random_gain"), 0.0),
+    )
+    all_margin = checks[0][1]
+    for name, value, threshold in checks:
+        if value is None:
+            continue
+        if threshold is None:  # a larger gain on the hard group than on all conditions
+            met = all_margin is not None and value > all_margin and all_margin >= 0.01
+        else:
+            met = value >= threshold if threshold > 0 else value > threshold
+        found[name] = {"met": bool(met), "value": value}
+    return found
+
+
+def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
+    """Run the experiment; writes ``metrics.json``, the figures and every run's training log.
+
+    Args:
+        config: the settings.
+        out_dir: the output directory (created).
+        data: must be None: the dataset is generated from photographs installed packages ship.
+    Returns:
+        the contents of ``metrics.json``.
+    """
+    if data is not None:
+        raise ValueError(
+            f"the lighting experiment generates its own dataset and takes no data file (got --data {data!r}); "
+            f"drop --data, or change the generator with --set photos=..., --set n_train=...; {OWN_DATA_HINT}"
+        )
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a lighting.Config, got {type(config).__name__}")
+    with torch_threads(config.threads):
+        return _run(config, Path(out_dir))
+
+
+def _run(config: Config, out: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    data = config.data()
+    by_k: dict[int, dict[str, Any]] = {}
+    for k in config.train_lights:
+        by_k[k] = _run_lights(config, data, k, out / (f"lights{k}" if len(config.train_lights) > 1 else ""))
+    main = by_k[config.train_lights[0]]
+    figures = [_lights_figure(main["per_light"], out / LIGHTS_FIGURE).name]
+    shown = _ranges_figure(config, main["augs"], data, out / RANGES_FIGURE)
+    if shown is not None:
+        figures.append(shown["figure"])
+    extra: dict[str, Any] = {
+        "train_lights": config.train_lights[0],
+        "sweep": main["sweep"],
+        "per_light": main["per_light"],
+        "lights": [
+            {"id": light.id, "name": light.name, "gain": list(light.gain), "group": light.group} for light in LIGHTS
+        ],
+        "targets": targets(main["methods"]),
+    }
+    if shown is not None:
+        extra["figure_d1"] = shown["stats"]
+    if len(config.train_lights) > 1:
+        extra["table4"] = {str(k): result["methods"] for k, result in by_k.items()}
+        extra["table4_sweeps"] = {str(k): result["sweep"] for k, result in by_k.items()}
+        extra["table4_ordering"] = _table4_ordering(extra["table4"])
+        figures.append(_table4_figure(extra["table4"], out / TABLE4_FIGURE).name)
+    seconds = time.perf_counter() - started
+    write_metrics(out, "lighting", main["methods"], config, figures=figures, seconds=seconds, **extra)
+    return {
+        "experiment": "lighting",
+        "methods": main["methods"],
+        "config": dataclasses.asdict(config),
+        "figures": figures,
+        "seconds": seconds,
+        **extra,
+    }
+
+
+def _table4_ordering(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Whether InstaAug beats the best random H/S/V setting for every number of training lights, with margins."""
+    margins = {
+        k: float(m["instaaug"]["accuracy"] - m["random_hsv"]["accuracy"])
+        for k, m in table.items()
+        if "instaaug" in m and "random_hsv" in m
+    }
+    return {"instaaug_minus_random_hsv": margins, "met": bool(margins) and all(v > 0 for v in margins.values())}
+
+
+def _lights_figure(per_light: dict[str, list[float]], path: Path) -> Path:
+    """Accuracy per lighting condition (mean over seeds) per method, easy lights shaded."""
+    fig, ax = plots.plt.subplots(figsize=(12, 3.6))
+    ids = [light.id for light in LIGHTS]
+    for i in LIGHT_GROUPS["easy"]:
+        ax.axvspan(ids[i] - 0.5, ids[i] + 0.5, color="0.92", lw=0)
+    for method, values in per_light.items():
+        ax.plot(ids, values, marker="o", ms=3, lw=1, label=method)
+    ax.set_xticks(ids)
+    ax.set_xticklabels(ids, fontsize=6)
+    ax.set_xlim(0.5, len(ids) + 0.5)
+    ax.set_xlabel("lighting condition (id; grey: easy group, 1: the training light)")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7, ncol=3, frameon=False)
+    ax.set_title("accuracy under each light (mean over seeds)", fontsize=10)
+    return plots.save_figure(fig, path)
+
+
+def _table4_figure(table: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Accuracy over all conditions against the number of training lights, per method (± std over seeds)."""
+    fig, ax = plots.plt.subplots(figsize=(5, 3.4))
+    ks = [int(k) for k in table]
+    methods = list(next(iter(table.values())))
+    for method in methods:
+        mean = [table[str(k)][method]["accuracy"] for k in ks]
+        std = [table[str(k)][method]["accuracy_std"] for k in ks]
+        ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.set_xlabel("training lights")
+    ax.set_ylabel("accuracy, all 46 lights")
+    ax.legend(fontsize=7, frameon=False)
+    return plots.save_figure(fig, path)
+
+
+def _ranges_figure(config: Config, augs: dict[str, Augmenter], data: LightingData, path: Path) -> dict[str, Any] | None:
+    """The Figure D.1 analogue: per test patch (spread over brightness), InstaAug's learned H, S, V, contrast
+    ranges beside the patch's own mean H, S, V, with Augerino's global range beneath; and how InstaAug's value
+    range follows brightness (the correlation of each patch's mean V with its range's centre, all test patches)."""
+    if "instaaug" not in augs:
+        return None
+    aug = augs["instaaug"]
+    names = aug.stack.param_names
+    hsv = mean_hsv(data.test_images)
+    low, high = learned_ranges(aug, data.test_images)
+    v_col = names.index("value")
+    centre = (low[:, v_col] + high[:, v_col]) / 2
+    width = high[:, v_col] - low[:, v_col]
+    dark, bright = hsv[:, 2] <= hsv[:, 2].quantile(0.25), hsv[:, 2] >= hsv[:, 2].quantile(0.75)
+    stats = {
+        "value_centre_vs_brightness_corr": _correlation(hsv[:, 2], centre),
+        "value_width_vs_brightness_corr": _correlation(hsv[:, 2], width),
+        "value_centre_darkest_quartile": float(centre[dark].mean()),
+        "value_centre_brightest_quartile": float(centre[bright].mean()),
+        "value_width_darkest_quartile": float(width[dark].mean()),
+        "value_width_brightest_quartile": float(width[bright].mean()),
+    }
+    order = torch.argsort(hsv[:, 2])
+    picks = order[torch.linspace(0, len(order) - 1, config.figure_images).round().long()]
+    reference = None
+    if "augerino" in augs:
+        ref_low, ref_high = learned_ranges(augs["augerino"], data.test_images[:1])
+        reference = (ref_low[0], ref_high[0])
+        stats["augerino_value_range"] = [float(ref_low[0, v_col]), float(ref_high[0, v_col])]
+    labels = [
+        f"{data.class_names[int(data.test_labels[i])]}\nH {h:.2f} S {s:.2f} V {v:.2f}"
+        for i, (h, s, v) in zip(picks.tolist(), hsv[picks].tolist(), strict=True)
+    ]
+    figure = plots.plot_colour_ranges(
+        data.test_images[picks],
+        low[picks],
+        high[picks],
+        names,
+        path,
+        labels=labels,
+        reference=reference,
+        reference_label="augerino (global)",
+        title="learned colour ranges per test patch (instaaug), by the patch's mean H, S, V",
+    )
+    return {"figure": figure.name, "stats": stats}
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Pearson's correlation of a, b (N,); None when either is constant (symmetric intervals: centre 0)."""
+    if float(a.std()) < 1e-8 or float(b.std()) < 1e-8:
+        return None
+    return float(torch.corrcoef(torch.stack((a, b)))[0, 1])
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    """Accuracy ± std per method (all lights, with TTA, easy, hard, training light) and the targets."""
+    header = f"{'method':14s} {'all':>13s} {'all (TTA)':>13s} {'easy':>13s} {'hard':>13s} {'train light':>13s}"
+    lines = [header, "-" * len(header)]
+
+    def cell(values: dict[str, Any], key: str) -> str:
+        if not isinstance(values.get(key), int | float):
+            return "-".rjust(13)
+        return f"{100 * values[key]:6.1f} ± {100 * values.get(key + '_std', 0.0):4.1f}"
+
+    for method, values in metrics["methods"].items():
+        keys = ("accuracy", "accuracy_tta", "accuracy_easy", "accuracy_hard", "accuracy_train_light")
+        lines.append(f"{method:14s} " + " ".join(cell(values, k) for k in keys))
+    for name, result in metrics.get("targets", {}).items():
+        verdict = "met" if result["met"] else "NOT met"
+        lines.append(f"target {name}: {verdict} ({100 * result['value']:+.1f} points)")
+    table = metrics.get("table4")
+    if table:
+        lines.append("accuracy (all lights) by number of training lights:")
+        for k, methods in table.items():
+            row = ", ".join(f"{m} {100 * v['accuracy']:.1f}" for m, v in methods.items())
+            lines.append(f"  {k}: {row}")
+    return "\n".join(lines)
