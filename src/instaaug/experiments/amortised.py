@@ -199,6 +199,37 @@ def _backbone(config: Config, space: InvarianceSpace) -> ConditionedBackbone:
     )
 
 
+def pretrain_record(
+    model: ConditionedBackbone, space: InvarianceSpace, result: Any, batch_size: int, seconds: float
+) -> dict[str, Any]:
+    """What ``metrics.json`` records of a pre-trained model: its corners, first and final NT-Xent beside the chance
+    level ln(2·batch − 1), the final loss per corner, the time and the parameter counts."""
+    history = result.history
+    return {
+        "corners": space.corner_keys(),
+        "final_loss": history[-1]["loss"] if history else None,
+        "first_loss": history[0]["loss"] if history else None,
+        "chance_loss": math.log(2 * batch_size - 1),
+        "final_corner_loss": history[-1]["corner_loss"] if history else {},
+        "pretrain_seconds": round(seconds, 1),
+        "parameters": model.parameter_counts(),
+    }
+
+
+def probe_settings(config: Any, seed: int) -> ProbeConfig:
+    """The probe's settings from an amortised experiment's config (vision or audio)."""
+    return ProbeConfig(
+        epochs=config.probe_epochs,
+        lr=config.probe_lr,
+        i_lr=config.i_lr,
+        parametrisation=config.parametrisation,
+        readout_steps=config.readout_steps,
+        batch_size=config.batch_size,
+        seed=seed,
+        device=config.device,
+    )
+
+
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Pre-train the conditioned and the ordinary model, probe every task, write metrics.json and the figure."""
     if data is not None:
@@ -253,26 +284,9 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         model.save(out / name)
         models[name] = model
         model_corner[name] = model_space.corners[0]
-        methods[name] = {
-            "corners": model_space.corner_keys(),
-            "final_loss": result.history[-1]["loss"] if result.history else None,
-            "first_loss": result.history[0]["loss"] if result.history else None,
-            "chance_loss": math.log(2 * config.batch_size - 1),
-            "final_corner_loss": result.history[-1]["corner_loss"] if result.history else {},
-            "pretrain_seconds": round(time.perf_counter() - t0, 1),
-            "parameters": model.parameter_counts(),
-        }
+        methods[name] = pretrain_record(model, model_space, result, config.batch_size, time.perf_counter() - t0)
 
-    probe_config = ProbeConfig(
-        epochs=config.probe_epochs,
-        lr=config.probe_lr,
-        i_lr=config.i_lr,
-        parametrisation=config.parametrisation,
-        readout_steps=config.readout_steps,
-        batch_size=config.batch_size,
-        seed=s,
-        device=config.device,
-    )
+    probe_config = probe_settings(config, s)
     tasks: dict[str, dict[str, Any]] = {}
     for task in config.tasks:
         kind, k = TASKS[task]

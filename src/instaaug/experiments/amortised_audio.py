@@ -22,7 +22,6 @@ of each fixed i are computed once and shared by every task.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -36,7 +35,6 @@ from ..amortised import (
     InvarianceProbe,
     InvarianceSpace,
     PretrainConfig,
-    ProbeConfig,
     build_backbone,
     extract_features,
     fit_readout,
@@ -47,7 +45,7 @@ from ..amortised import (
 from ..amortised.space import get_group
 from ..audio import LogMel, MelConfig, power_spectrogram
 from ..data.audio import SOURCES, SynthSounds, plot_examples, synth_sounds
-from .amortised import plot_learned_invariances
+from .amortised import plot_learned_invariances, pretrain_record, probe_settings
 from .common import torch_threads, write_metrics
 
 DESCRIPTION = "amortised invariance on synthesised sounds: learned i for source / pitch / onset / loudness tasks"
@@ -225,26 +223,9 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         model.save(out / name)
         models[name] = model
         model_corner[name] = tuple(float(v) for v in keys[0].split(","))
-        methods[name] = {
-            "corners": model_space.corner_keys(),
-            "final_loss": result.history[-1]["loss"] if result.history else None,
-            "first_loss": result.history[0]["loss"] if result.history else None,
-            "chance_loss": math.log(2 * config.batch_size - 1),
-            "final_corner_loss": result.history[-1]["corner_loss"] if result.history else {},
-            "pretrain_seconds": round(time.perf_counter() - t0, 1),
-            "parameters": model.parameter_counts(),
-        }
+        methods[name] = pretrain_record(model, model_space, result, config.batch_size, time.perf_counter() - t0)
 
-    probe_config = ProbeConfig(
-        epochs=config.probe_epochs,
-        lr=config.probe_lr,
-        i_lr=config.i_lr,
-        parametrisation=config.parametrisation,
-        readout_steps=config.readout_steps,
-        batch_size=config.batch_size,
-        seed=s,
-        device=config.device,
-    )
+    probe_config = probe_settings(config, s)
     cache: dict[tuple[str, tuple[float, ...]], list[torch.Tensor]] = {}
 
     def features(model: str, i: tuple[float, ...]) -> list[torch.Tensor]:
