@@ -215,11 +215,9 @@ def build_encoder(config: Config) -> ProjectedEncoder:
     return ProjectedEncoder(encoder, encoder.out_channels, config.projection_hidden, config.projection_dim)
 
 
-def _colour_ranges(config: Config, with_flip: bool) -> dict[str, Any]:
-    ranges: dict[str, Any] = {name: config.colour_jitter for name in COLOUR}
-    if with_flip:
-        ranges["flip"] = config.flip_probability
-    return ranges
+def _colour_ranges(config: Config) -> dict[str, Any]:
+    """The random colour recipe: brightness and contrast ±``colour_jitter``, flips with ``flip_probability``."""
+    return {**{name: config.colour_jitter for name in COLOUR}, "flip": config.flip_probability}
 
 
 def _learned(config: Config, transforms: tuple[str, ...], mode: str) -> InstaAug:
@@ -247,11 +245,11 @@ def build_method(method: str, config: Config, steps_per_epoch: int) -> tuple[nn.
     if method.startswith("random-crop-") and method != "random-crop-colour":
         return RandomCrop(float(method.rsplit("-", 1)[1]), output_size=size, in_channels=1, n_copies=2), TaskObjective()
     if method == "random-crop-colour":
-        ranges = {"crop": (config.colour_min_scale, 1.0), **_colour_ranges(config, True)}
+        ranges = {"crop": (config.colour_min_scale, 1.0), **_colour_ranges(config)}
         aug = RandomAugment(("crop", *COLOUR, "flip"), ranges, in_channels=1, n_copies=2, output_size=size)
         return aug, TaskObjective()
     if method == "instaaug-crop":
-        colour = RandomAugment((*COLOUR, "flip"), _colour_ranges(config, True), in_channels=1)
+        colour = RandomAugment((*COLOUR, "flip"), _colour_ranges(config), in_channels=1)
         learned: InstaAug = _learned(config, ("crop",), "instance")
         augmenter: nn.Module = Then(learned, colour.requires_grad_(False))
     elif method in ("instaaug", "instaaug-global"):
