@@ -117,9 +117,9 @@ class Config:
     min_inside: float = 0.8
     #: each part of φ's distribution has its own band (a band on the total let φ keep the crops fixed and widen
     #: the colour ranges instead). Crop: the categorical part, nats (e^0.5–e^1.0: 1.6–2.7 effective candidates of
-    #: 12). Colour: brightness and contrast intervals between ``colour_widths`` wide each. Flip: nats. The floors
-    #: of colour and flip are low because on held-out images random flips and colour jitter cost the probe 5–7
-    #: points here (see ``warmup_min_scale``): φ may turn them (almost) off.
+    #: 12). Colour: brightness and contrast intervals between ``colour_widths`` wide each. Flip: nats. The floors of
+    #: colour and flip are low because on held-out images random flips and colour jitter cost the probe 5–7 points
+    #: here (see ``warmup_min_scale``): φ may turn them (almost) off. How the rest was chosen: see the README.
     crop_entropy_range: tuple[float, float] = (0.5, 1.0)
     colour_widths: tuple[float, float] = (0.1, 0.4)
     flip_entropy_range: tuple[float, float] = (0.05, 0.6931)
