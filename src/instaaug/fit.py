@@ -54,7 +54,7 @@ from .userdata import (
     loader_throughput,
     regression_metrics,
 )
-from .usermodel import build_model, load_model_weights
+from .usermodel import build_model_with_weights
 from .validation import check_positive_int
 
 METHODS = ("instaaug", "random", "augerino", "none")
@@ -264,16 +264,14 @@ def run_fit(config: FitConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     torch.manual_seed(config.train.seed)
     data = load_run_data(config, config.train.seed, task=config.task, targets=config.targets)
     device = distributed.local_device(config.train.device)
-    model = build_model(
+    model = build_model_with_weights(
         config.model,
+        config.weights,
         in_channels=data.channels,
         outputs=data.outputs,
         args=config.model_args,
         input_norm=config.input_norm,
-    )
-    if config.weights:
-        load_model_weights(model, config.weights)
-    model.to(device)
+    ).to(device)
     check_model_output(model, data, device)
     aug, objective = build_augmenter(
         config.method,

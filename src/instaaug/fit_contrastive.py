@@ -33,7 +33,7 @@ from .plots import plot_sampled_views
 from .provenance import provenance
 from .train import train
 from .userdata import Split, UserData, default_workers, load_run_data, loader_throughput
-from .usermodel import build_model, load_model_weights
+from .usermodel import build_model_with_weights
 
 #: The methods that draw two different views per image (``none`` has nothing to contrast; Augerino's objective is
 #: a supervised one).
@@ -128,15 +128,14 @@ def run_contrastive_fit(config: Any, out_dir: str | os.PathLike) -> dict[str, An
     torch.manual_seed(config.train.seed)
     data = load_run_data(config, config.train.seed, task="classification")
     device = distributed.local_device(config.train.device)
-    encoder = build_model(
+    encoder = build_model_with_weights(
         config.model,
+        config.weights,
         in_channels=data.channels,
         outputs=config.feature_dim,
         args=config.model_args,
         input_norm=config.input_norm,
     )
-    if config.weights:
-        load_model_weights(encoder, config.weights)
     model = ProjectedEncoder(encoder, config.feature_dim, hidden=config.feature_dim).to(device)
     _check_features(model, data, device, config.feature_dim)
     aug, objective = build_contrastive_augmenter(

@@ -44,7 +44,7 @@ from .userdata import (
     load_run_data,
     load_split,
 )
-from .usermodel import build_model, load_model_weights
+from .usermodel import build_model_with_weights
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,9 @@ def load_frozen_model(
     device: torch.device,
 ) -> nn.Module:
     """The user's model with its weights, frozen (no gradients) and in eval mode, on ``device``."""
-    model = build_model(spec, in_channels=in_channels, outputs=outputs, args=args, input_norm=input_norm)
-    if weights:
-        load_model_weights(model, weights)
+    model = build_model_with_weights(
+        spec, weights, in_channels=in_channels, outputs=outputs, args=args, input_norm=input_norm
+    )
     return model.requires_grad_(False).eval().to(device)
 
 

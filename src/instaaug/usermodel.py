@@ -102,6 +102,16 @@ def build_model(
     return model
 
 
+def build_model_with_weights(
+    spec: str, weights: str, *, in_channels: int, outputs: int, args: Mapping[str, Any], input_norm: str
+) -> nn.Module:
+    """``build_model``, then ``load_model_weights`` from ``weights`` when it is not empty."""
+    model = build_model(spec, in_channels=in_channels, outputs=outputs, args=args, input_norm=input_norm)
+    if weights:
+        load_model_weights(model, weights)
+    return model
+
+
 def load_model_weights(model: nn.Module, path: str) -> None:
     """Load initial weights into ``model`` (strictly: every parameter and buffer, nothing else) from a safetensors
     file or a weights-only ``torch.save`` file. A state dict saved from a ``DistributedDataParallel`` or
