@@ -19,7 +19,8 @@ from instaaug.contrastive import InstanceContrast, ProjectedEncoder, nt_xent, nt
 from instaaug.controller import AnnealedEntropyPull
 from instaaug.io import load_tensors, save_tensors
 from instaaug.objective import ContrastiveInstaAugObjective, InstaAugObjective
-from instaaug.train import TrainConfig, _warmup_factor, train
+from instaaug.schedules import warmup_factor
+from instaaug.train import TrainConfig, train
 from instaaug.views import AugmentOutput
 
 
@@ -228,7 +229,7 @@ def test_annealed_entropy_pull_has_the_quadratic_pulls_gradient():
 
 
 def test_aug_frozen_epochs_hold_phi_then_warm_up():
-    assert [_warmup_factor(s, 2, 8, cosine=False, frozen=4) for s in range(8)] == [0, 0, 0, 0, 0.5, 1, 1, 1]
+    assert [warmup_factor(s, 2, 8, cosine=False, frozen=4) for s in range(8)] == [0, 0, 0, 0, 0.5, 1, 1, 1]
     with pytest.raises(ValueError, match="aug_frozen_epochs"):
         TrainConfig(aug_frozen_epochs=-1)
 

@@ -27,8 +27,9 @@ from instaaug.data.photos import FOLDER_PHOTOS, write_photo_folder
 from instaaug.experiments import get_experiment
 from instaaug.experiments.common import apply_overrides, write_metrics
 from instaaug.fit import FitConfig, apply_preset
+from instaaug.schedules import warmup_factor
 from instaaug.step import make_optimisers
-from instaaug.train import TrainConfig, _warmup_factor
+from instaaug.train import TrainConfig
 from instaaug.tta_run import TTAConfig
 from instaaug.userdata import load_user_data, regression_metrics, stratified_split
 from instaaug.usermodel import build_model, load_model_weights
@@ -198,10 +199,10 @@ def test_sgd_optimiser_and_phi_warmup_schedule():
     optimisers = make_optimisers(model, aug, lr=0.2, optimizer="sgd", momentum=0.8, weight_decay=1e-4)
     assert isinstance(optimisers["f"], torch.optim.SGD) and optimisers["f"].defaults["momentum"] == 0.8
     assert isinstance(optimisers["phi"], torch.optim.Adam)
-    factors = [_warmup_factor(s, 4, 12, cosine=True) for s in range(12)]
+    factors = [warmup_factor(s, 4, 12, cosine=True) for s in range(12)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0] and factors[4] == 1.0 and factors[-1] < 0.05
     assert all(a >= b for a, b in itertools.pairwise(factors[3:]))
-    assert _warmup_factor(10, 4, 12, cosine=False) == 1.0
+    assert warmup_factor(10, 4, 12, cosine=False) == 1.0
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="adam")
 

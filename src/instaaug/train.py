@@ -29,16 +29,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import hashlib
-import itertools
-import json
-import math
 import os
-import random
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,37 +44,39 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .augment import Augmenter
-from .io import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .batching import TensorBatches, epoch_batches
+from .checkpointing import (
+    CHECKPOINT_FILE,
+    PREVIOUS_CHECKPOINT_FILE,
+    Checkpointer,
+    check_same_run,
+    load_for_resume,
+    read_train_checkpoint,
+    set_rng_state,
+)
+from .schedules import AUG_LR_SCHEDULES, make_schedulers
 from .seeding import epoch_seed
 from .step import OPTIMIZERS, make_optimisers, train_step
 from .targets import Targets
+from .train_log import METRICS_FILE, TENSORBOARD_DIR, EpochMeter, MetricsLog, NonFiniteFlag
 from .validation import check_images, check_labels, check_positive_int, trusted_inputs
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-#: The checkpoint before the latest one, kept so that a damaged latest file never leaves a run without a good one.
-PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.safetensors"
-METRICS_FILE = "metrics.jsonl"
-#: TensorBoard event files go to ``out_dir/tensorboard`` (with ``TrainConfig.tensorboard``).
-TENSORBOARD_DIR = "tensorboard"
-_CHECKPOINT_FORMAT = "instaaug.train"
-_CHECKPOINT_VERSION = 2
-#: Settings that change a run's result: resuming with other values would silently mix two runs.
-_RESULT_KEYS = (
-    "epochs",
-    "pretrain_epochs",
-    "batch_size",
-    "lr",
-    "aug_lr",
-    "aug_lr_schedule",
-    "weight_decay",
-    "seed",
-    "amp",
-    "optimizer",
-    "momentum",
-    "aug_lr_warmup_epochs",
-    "aug_frozen_epochs",
-)
-AUG_LR_SCHEDULES = ("constant", "cosine")
+__all__ = [  # what other modules and users import from here; the checkpoint and log names live beside their code
+    "CHECKPOINT_FILE",
+    "METRICS_FILE",
+    "PREVIOUS_CHECKPOINT_FILE",
+    "TENSORBOARD_DIR",
+    "TensorBatches",
+    "TrainConfig",
+    "accuracy",
+    "check_regression_targets",
+    "current_train_overrides",
+    "predict",
+    "read_train_checkpoint",
+    "to_channels_last",
+    "train",
+    "train_overrides",
+]
 
 
 @dataclass
@@ -194,264 +191,6 @@ def current_train_overrides() -> dict[str, Any]:
     return dict(_OVERRIDES.get() or {})
 
 
-class TensorBatches:
-    """Mini-batches of in-memory tensors (x, y), shuffled with a ``torch.Generator`` each time it is iterated.
-
-    Distributed (``world_size`` > 1): every process draws the same order (seed ``generator`` alike on all ranks),
-    cuts it into the same global batches of ``batch_size`` inputs and takes every ``world_size``-th input of each
-    from position ``rank`` on, like ``DistributedSampler``. The shards of a global batch together are exactly the
-    batch a single process would use; a last, partial batch is padded by wrapping around the order to a multiple
-    of ``world_size``, so every rank takes the same number of steps with equal shares.
-    """
-
-    def __init__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        batch_size: int,
-        shuffle: bool = True,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
-        if batch_size % world_size:
-            raise ValueError(
-                f"batch_size (the global batch) must be a multiple of the number of processes, got {batch_size} "
-                f"over {world_size} processes"
-            )
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in [0, {world_size}), got {rank}")
-        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-        self.rank, self.world_size = rank, world_size
-        self.generator = torch.Generator()
-
-    def __len__(self) -> int:
-        return math.ceil(self.x.shape[0] / self.batch_size)
-
-    def permutation(self) -> torch.Tensor:
-        """The order (N,) of one epoch: a permutation drawn from ``generator``, or 0 … N-1 without shuffling."""
-        n = self.x.shape[0]
-        return torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-
-    def shard(self, order: torch.Tensor, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's batches (x (b, C, H, W), y (b,)) of the global batches of ``order`` from batch ``start`` on."""
-        for i in range(start, len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            if self.world_size > 1:
-                pad = -idx.shape[0] % self.world_size
-                if pad:
-                    idx = torch.cat([idx, order[torch.arange(pad) % order.shape[0]]])
-                idx = idx[self.rank :: self.world_size]
-            yield self.x[idx], self.y[idx]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        yield from self.shard(self.permutation())
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# RNG state and checkpoint files
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's random states: torch (CPU and the training GPU), Python's ``random`` and NumPy's."""
-    version, words, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": {"version": version, "words": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy comes with matplotlib
-        return state
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - the legacy global state is what user code draws from
-    state["numpy"] = {
-        "kind": kind,
-        "keys": torch.from_numpy(keys.astype(np.int64)),
-        "pos": int(pos),
-        "has_gauss": int(has_gauss),
-        "cached": float(cached),
-    }
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(w) for w in py["words"].tolist()), py["gauss"]))
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-    if state.get("numpy") is not None:
-        import numpy as np
-
-        npy = state["numpy"]
-        keys = npy["keys"].cpu().numpy().astype(np.uint32)
-        np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached"]))  # noqa: NPY002
-
-
-def _tensors_in(obj: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
-    if isinstance(obj, torch.Tensor):
-        yield path, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _tensors_in(v, f"{path}.{k}")
-    elif isinstance(obj, list | tuple):
-        for i, v in enumerate(obj):
-            yield from _tensors_in(v, f"{path}.{i}")
-
-
-def _digest(state: dict[str, Any]) -> str:
-    """SHA-256 over every tensor of ``state`` (name, dtype, shape, bytes): flipped bits in the data are caught too."""
-    h = hashlib.sha256()
-    for name, t in _tensors_in({k: v for k, v in state.items() if k != "digest"}):
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def read_train_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and verify a checkpoint written by ``train``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a truncated or corrupted file (unreadable, or its tensors do not match their stored SHA-256),
-            naming the file and, when there is one, the previous good checkpoint kept beside it.
-    """
-    path = Path(path)
-    previous = path.with_name(PREVIOUS_CHECKPOINT_FILE)
-    hint = (
-        f" The previous checkpoint is kept at {previous}; to resume from it, move it to {path}."
-        if previous.is_file() and previous != path
-        else ""
-    )
-    try:
-        state = load_checkpoint(path, device)
-    except ValueError as e:
-        raise ValueError(f"cannot resume: {e}{hint}") from None
-    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-        raise ValueError(f"cannot resume: {path} is not a training checkpoint (no model or epoch in it).{hint}")
-    if "digest" in state and state["digest"] != _digest(state):
-        raise ValueError(
-            f"cannot resume: {path} is corrupted: its tensors do not match the SHA-256 stored with them.{hint}"
-        )
-    if state.get("version", 1) > _CHECKPOINT_VERSION:
-        raise ValueError(f"cannot resume: {path} has checkpoint version {state['version']}, newer than this instaaug")
-    return state
-
-
-def _write_checkpoint(out_path: Path, state: dict[str, Any], keep_previous: bool) -> None:
-    """Atomically replace the checkpoint; the one it replaces (known good) first becomes the previous one."""
-    current = out_path / CHECKPOINT_FILE
-    state["digest"] = _digest(state)
-    if keep_previous and current.is_file():
-        previous = out_path / PREVIOUS_CHECKPOINT_FILE
-        tmp = previous.with_name(f".{previous.name}.link")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(current, tmp)  # a second name for the same bytes; the latest file never goes missing
-            os.replace(tmp, previous)
-        except OSError:  # file systems without hard links
-            atomic_write_bytes(previous, current.read_bytes())
-    save_checkpoint(current, state)
-
-
-def _load_for_resume(out_path: Path) -> dict[str, Any] | None:
-    """Rank 0 reads the checkpoint (None if there is none) and sends it to every rank; errors reach every rank."""
-    payload: tuple[str, Any] = ("none", None)
-    if distributed.is_main_process():
-        path = out_path / CHECKPOINT_FILE
-        previous = out_path / PREVIOUS_CHECKPOINT_FILE
-        if not path.is_file() and previous.is_file():
-            # Only possible if a run was killed between keeping the previous checkpoint and writing the new one
-            # on a file system without hard links.
-            warnings.warn(f"{path} is missing; resuming from the previous checkpoint {previous}", stacklevel=3)
-            path = previous
-        if path.is_file():
-            try:
-                payload = ("ok", read_train_checkpoint(path))
-            except ValueError as e:
-                payload = ("error", str(e))
-    kind, value = distributed.broadcast_object(payload)
-    if kind == "error":
-        raise ValueError(value)
-    return value
-
-
-def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    differ = {k: (saved[k], getattr(config, k)) for k in _RESULT_KEYS if k in saved and saved[k] != getattr(config, k)}
-    if differ:
-        details = ", ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, (old, new) in differ.items())
-        raise ValueError(f"cannot resume from {path}: it was written by a run with other settings ({details})")
-
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    return obj
-
-
-def _resumed_sums(
-    accum: list[dict[str, Any]], rank: int, world: int, device: torch.device
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
-    """This rank's running sums of a resumed epoch: its own with the same world size; otherwise rank 0 takes the
-    saved ranks' total and the others start at zero (the epoch's all-reduce adds them up the same)."""
-    if len(accum) == world:
-        mine = accum[rank]
-        return {k: v.to(device) for k, v in mine["sums"].items()}, mine["correct"].to(device), int(mine["views"])
-    sums = {k: sum(a["sums"][k] for a in accum).to(device) for k in accum[0]["sums"]}
-    correct = sum(a["correct"] for a in accum).to(device)
-    views = sum(int(a["views"]) for a in accum)
-    if rank == 0:
-        return sums, correct, views
-    return {k: torch.zeros_like(v) for k, v in sums.items()}, torch.zeros_like(correct), 0
-
-
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _open_tensorboard(out_path: Path, purge_step: int | None) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        warnings.warn(
-            "TrainConfig.tensorboard is on but the tensorboard package is not installed (pip install tensorboard); "
-            "metrics go to metrics.jsonl only",
-            stacklevel=3,
-        )
-        return None
-    return SummaryWriter(str(out_path / TENSORBOARD_DIR), purge_step=purge_step)
-
-
-def _raise_if_nonfinite(bad: torch.Tensor, epoch: int, epoch_start: int, where: str) -> None:
-    """One host read of the first non-finite step (-1: none), agreed by all ranks; raise naming it."""
-    first = int(distributed.all_reduce_max(bad))
-    if first >= 0:
-        raise FloatingPointError(
-            f"non-finite values (NaN/Inf) in the loss or in φ's output at step {first} (epoch {epoch + 1}, step "
-            f"{first - epoch_start} of the epoch), found {where}; training stopped and no checkpoint was written "
-            "after it (the last checkpoint, if any, holds the weights from before). Lower the learning rates, "
-            "check the data, or try amp=False."
-        )
-
-
-def _warmup_factor(step: int, warmup: int, total: int, cosine: bool, frozen: int = 0) -> float:
-    """φ's learning-rate factor at joint step ``step``: 0 for the first ``frozen`` steps, then linear from 1/warmup
-    to 1 over ``warmup`` steps, then 1 (constant) or a cosine decay to 0 at ``total``."""
-    if step < frozen:
-        return 0.0
-    step, total = step - frozen, total - frozen
-    if step < warmup:
-        return (step + 1) / warmup
-    if not cosine:
-        return 1.0
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 def check_regression_targets(y: Any, batch: int) -> None:
     """Validate real regression targets: a float tensor (B,) or (B, D) of finite values."""
     if not isinstance(y, torch.Tensor) or not y.is_floating_point():
@@ -514,188 +253,42 @@ def train(
         ValueError: bad data, a checkpoint that cannot be resumed from, or a batch size that does not split evenly
             over the processes.
     """
-    config = config or TrainConfig()
-    overrides = dict(_OVERRIDES.get() or {})
-    resume = bool(overrides.pop("resume", resume))
-    if overrides:
-        config = dataclasses.replace(config, **overrides)
+    config, resume = _with_overrides(config or TrainConfig(), resume)
     device = distributed.local_device(config.device)
-    rank, world = distributed.rank(), distributed.world_size()
-    main = rank == 0
-    if isinstance(data, tuple):
-        x, y = data
-        check_images(x, name="training images")
-        if isinstance(y, torch.Tensor) and y.dim() == 4:
-            Targets(masks=y).check(x.shape[0], (x.shape[-2], x.shape[-1]))
-        elif isinstance(y, torch.Tensor) and y.is_floating_point():
-            check_regression_targets(y, x.shape[0])
-        else:
-            check_labels(y, x.shape[0])
-        batches: Iterable = TensorBatches(x, y, config.batch_size, rank=rank, world_size=world)
-        # Validated once here, so the steps skip the per-batch value checks (host synchronisations).
-        checks = trusted_inputs
-    else:
-        batches = data
-        checks = contextlib.nullcontext
-    model.to(device)
-    aug.to(device)
-    objective.to(device)
+    rank = distributed.rank()
+    batches, checks = _batches_of(data, config, rank, distributed.world_size())
+    for module in (model, aug, objective):
+        module.to(device)
     if config.channels_last:
         to_channels_last(model, aug)
-    total_epochs = config.pretrain_epochs + config.epochs
     optimisers = make_optimisers(
         model, aug, config.lr, config.aug_lr, config.weight_decay, config.optimizer, config.momentum
     )
     if config.pretrain_epochs and "f" not in optimisers:
         raise ValueError("pretrain_epochs > 0 trains the classifier alone, but it has no trainable parameters")
     steps_per_epoch = len(batches) if hasattr(batches, "__len__") else None
-    scheduler = None
-    if "f" in optimisers and steps_per_epoch:
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimisers["f"], T_max=max(1, total_epochs * steps_per_epoch)
-        )
-    aug_scheduler = None
-    joint_steps = config.epochs * (steps_per_epoch or 0)
-    if "phi" in optimisers and steps_per_epoch and (config.aug_lr_warmup_epochs or config.aug_frozen_epochs):
-        frozen = min(config.aug_frozen_epochs * steps_per_epoch, joint_steps)
-        warmup = min(config.aug_lr_warmup_epochs * steps_per_epoch, joint_steps - frozen)
-        cosine = config.aug_lr_schedule == "cosine"
-        aug_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimisers["phi"], lambda step: _warmup_factor(step, warmup, joint_steps, cosine, frozen)
-        )
-    elif "phi" in optimisers and steps_per_epoch and config.aug_lr_schedule == "cosine":
-        aug_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimisers["phi"], T_max=max(1, joint_steps))
-    # The modules called in the steps: DDP wrappers when distributed (they average the gradients over the ranks
-    # during backward); states are saved from the plain modules, so checkpoints do not depend on the world size.
-    f_call: nn.Module = model
-    aug_call: nn.Module = aug
-    if distributed.is_distributed():
-        ids = [device.index] if device.type == "cuda" else None
-        if "f" in optimisers:
-            f_call = DistributedDataParallel(
-                model, device_ids=ids, find_unused_parameters=config.find_unused_parameters
-            )
-        if "phi" in optimisers:
-            # φ may hold parameters a step does not use (e.g. the LRP crop network's unused levels); finding them
-            # walks φ's own small graph only.
-            aug_call = DistributedDataParallel(aug, device_ids=ids, find_unused_parameters=True)
-
+    scheduler, aug_scheduler = make_schedulers(optimisers, config, steps_per_epoch)
+    f_call, aug_call = _parallel(model, aug, optimisers, device, config)
     out_path = Path(out_dir) if out_dir is not None else None
-    writes = out_path is not None and main
-    history: list[dict[str, Any]] = []
-    start_epoch, start_step, global_step = 0, 0, 0
-    saved: dict[str, Any] | None = None
-    keep_previous = False  # rotate the current checkpoint to the previous one only once it is known to be good
-    state = _load_for_resume(out_path) if resume and out_path is not None else None
-    if state is not None:
-        assert out_path is not None
-        _check_same_run(state.get("config", {}), config, out_path / CHECKPOINT_FILE)
-        model.load_state_dict(state["model"])
-        aug.load_state_dict(state["aug"])
-        objective.load_state_dict(state["objective"])
-        for name, opt in optimisers.items():
-            opt.load_state_dict(state["optimisers"][name])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if aug_scheduler is not None:
-            aug_scheduler.load_state_dict(state["aug_scheduler"])
-        history = state["history"]
-        if state.get("complete", True):
-            start_epoch = state["epoch"] + 1
-        else:
-            start_epoch, start_step, saved = state["epoch"], state["step"], state
-        global_step = state.get("global_step", start_epoch * (steps_per_epoch or 0) + start_step)
-        rngs = state.get("rng") or []
-        if len(rngs) == world:
-            _set_rng_state(rngs[rank], device)
-            resume_rng: dict[str, Any] | int = rngs[rank]
-        else:
-            if start_step:
-                warnings.warn(
-                    f"the checkpoint was written by {len(rngs)} process(es), this run has {world}: the data order "
-                    "is kept but the augmentation samples of the rest of this epoch are drawn afresh",
-                    stacklevel=2,
-                )
-            resume_rng = (epoch_seed(config.seed, start_epoch, rank) ^ (start_step * 0x2545F4914F6CDD1D)) % 2**63
-        keep_previous = True
-        if writes:
-            # The metrics file may hold lines written after this checkpoint: rewrite it from the checkpoint.
-            atomic_write_bytes(out_path / METRICS_FILE, "".join(_json_line(r) for r in history).encode())
-    elif writes:
-        assert out_path is not None
-        out_path.mkdir(parents=True, exist_ok=True)
-        (out_path / METRICS_FILE).unlink(missing_ok=True)
-        (out_path / PREVIOUS_CHECKPOINT_FILE).unlink(missing_ok=True)  # from another run
-    writer = _open_tensorboard(out_path, global_step or None) if writes and config.tensorboard else None
-
-    def checkpoint(epoch: int, step: int, complete: bool, accum: dict[str, Any] | None) -> None:
-        """Write the state after ``step`` steps of ``epoch``; ``accum``: this rank's running sums of the epoch."""
-        nonlocal keep_previous
-        # Every rank's RNG state and (mid-epoch) metric sums: a collective, every rank takes part.
-        gathered = distributed.gather_objects((_rng_state(device), _to_cpu(accum)))
-        if not writes:
-            return
-        assert out_path is not None
-        ckpt = {
-            "format": _CHECKPOINT_FORMAT,
-            "version": _CHECKPOINT_VERSION,
-            "model": model.state_dict(),
-            "aug": aug.state_dict(),
-            "objective": objective.state_dict(),
-            "optimisers": {name: opt.state_dict() for name, opt in optimisers.items()},
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "aug_scheduler": aug_scheduler.state_dict() if aug_scheduler is not None else None,
-            "history": history,
-            "epoch": epoch,
-            "step": step,
-            "complete": complete,
-            "global_step": global_step,
-            "world_size": world,
-            "rng": [r for r, _ in gathered],
-            "accum": [a for _, a in gathered] if accum is not None else None,
-            "order": order_of_epoch,
-            "config": asdict(config),
-        }
-        _write_checkpoint(out_path, ckpt, keep_previous)
-        keep_previous = True
-
-    order_of_epoch: torch.Tensor | None = None  # the data order saved with a mid-epoch checkpoint
-    # The first step (global numbering, from 1) whose loss or φ output was non-finite; -1 while there is none.
-    bad = torch.full((), -1, dtype=torch.long, device=device)
+    states = {"model": model, "aug": aug, "objective": objective, "optimisers": optimisers}
+    checkpointer = Checkpointer(
+        out_path, {**states, "scheduler": scheduler, "aug_scheduler": aug_scheduler}, config, device
+    )
+    start = _Start.of(checkpointer, config, steps_per_epoch, resume)
+    history, global_step = start.history, start.global_step
+    stale = [out_path / PREVIOUS_CHECKPOINT_FILE] if out_path is not None else []  # from another run
+    log = MetricsLog(out_path, config.tensorboard, history if start.state else None, global_step or None, stale)
+    nonfinite = NonFiniteFlag(device)
+    total_epochs = config.pretrain_epochs + config.epochs
     try:
-        score_name = "train_accuracy"  # train_mae for regression targets, set by the steps
-        for epoch in range(start_epoch, total_epochs):
+        for epoch in range(start.epoch, total_epochs):
             pretraining = epoch < config.pretrain_epochs
-            mid = saved is not None and epoch == start_epoch
-            first_step = start_step if mid else 0
+            mid = start.mid_epoch is not None and epoch == start.epoch
+            first_step = start.step if mid else 0
             epoch_start = global_step - first_step
             torch.manual_seed(epoch_seed(config.seed, epoch, rank))
-            order: torch.Tensor | None = None
-            if isinstance(batches, TensorBatches):
-                if mid:
-                    order = saved["order"].cpu()  # type: ignore[index]
-                else:
-                    batches.generator.manual_seed(epoch_seed(config.seed, epoch))
-                    order = batches.permutation()
-                iterator: Iterator = batches.shard(order, first_step)
-            else:
-                set_epoch = getattr(getattr(batches, "sampler", None), "set_epoch", None)
-                if callable(set_epoch):
-                    set_epoch(epoch)
-                iterator = iter(batches)
-                # Replay (and drop) the batches done before a mid-epoch checkpoint now, before the RNG state is
-                # restored, so the iterable draws from the global RNG exactly as it did in the interrupted run.
-                for _ in itertools.islice(iterator, first_step):
-                    pass
-            if mid:
-                assert saved is not None
-                sums, correct, views = _resumed_sums(saved["accum"], rank, world, device)
-                if isinstance(resume_rng, dict):
-                    _set_rng_state(resume_rng, device)
-                else:
-                    torch.manual_seed(resume_rng)
-            else:
-                sums, correct, views = {}, torch.zeros((), device=device), 0
+            iterator, order = epoch_batches(batches, config.seed, epoch, first_step, start.order if mid else None)
+            meter = start.resumed_meter(rank, device) if mid else EpochMeter(device)
             # A frozen classifier stays in eval mode: its BatchNorm statistics are part of what is fixed.
             model.train("f" in optimisers)
             aug.train()
@@ -706,7 +299,7 @@ def train(
                 desc=f"epoch {epoch + 1}/{total_epochs}" + (" (pre-train)" if pretraining else ""),
                 total=steps_per_epoch,
                 initial=first_step,
-                disable=(None if config.progress is None else not config.progress) if main else True,
+                disable=(None if config.progress is None else not config.progress) if rank == 0 else True,
                 leave=False,
             )
             step = first_step
@@ -731,80 +324,144 @@ def train(
                     scheduler.step()
                 step += 1
                 global_step += 1
-                # Stays on the device: a Python int is a kernel argument here, not a transfer.
-                bad = torch.where(~result.finite & (bad < 0), global_step, bad)
-                metrics = result.metrics
-                for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0) + value.float() * result.views
-                correct += result.correct
-                views += result.views
-                score_name = f"train_{result.metric}"
+                nonfinite.update(result.finite, global_step)
+                meter.add(result)
                 if global_step % config.log_every == 0:
-                    _raise_if_nonfinite(bad, epoch, epoch_start, f"at the log interval of step {global_step}")
-                    if writer is not None or not bar.disable:
+                    nonfinite.check(epoch, epoch_start, f"at the log interval of step {global_step}")
+                    if log.writer is not None or not bar.disable:
+                        metrics = result.metrics
                         values = dict(zip(metrics, torch.stack(list(metrics.values())).float().tolist(), strict=True))
                         bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
-                        if writer is not None:
-                            for key, value in values.items():
-                                writer.add_scalar(f"step/{key}", value, global_step)
+                        log.step(values, global_step)
                 if (
-                    out_path is not None
+                    checkpointer.enabled
                     and config.checkpoint_every
                     and global_step % config.checkpoint_every == 0
                     and (steps_per_epoch is None or step < steps_per_epoch)
                 ):
-                    _raise_if_nonfinite(bad, epoch, epoch_start, "before a checkpoint")
-                    order_of_epoch = order
-                    checkpoint(epoch, step, False, {"sums": sums, "correct": correct, "views": views})
+                    nonfinite.check(epoch, epoch_start, "before a checkpoint")
+                    checkpointer.save(epoch, step, global_step, history, accum=meter.state(), order=order)
             bar.close()
-            _raise_if_nonfinite(bad, epoch, epoch_start, "at the end of the epoch")
+            nonfinite.check(epoch, epoch_start, "at the end of the epoch")
             # DDP keeps rank 0's buffers (BatchNorm statistics) at the start of each forward; after the last
             # one every rank has updated its own. Share rank 0's, so every rank evaluates the same model.
             distributed.broadcast_buffers(model)
             distributed.broadcast_buffers(aug)
-            if views == 0:
-                raise ValueError(f"epoch {epoch + 1} had no training batches")
-            if distributed.is_distributed():
-                # Every rank's share of the epoch, so each rank's record describes the whole data.
-                totals = torch.stack([*(v.double() for v in sums.values()), correct.double()])
-                totals = torch.cat([totals, torch.tensor([float(views)], dtype=torch.float64, device=device)])
-                totals = distributed.all_reduce_sum(totals).tolist()
-                sums = dict(zip(sums, totals[: len(sums)], strict=True))
-                correct_value, views = totals[-2], int(totals[-1])
-            else:
-                correct_value = float(correct)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "phase": "pretrain" if pretraining else "joint",
-                **{key: float(value) / views for key, value in sums.items()},
-                score_name: correct_value / views,
+                **meter.record(epoch),
                 "seconds": time.perf_counter() - started,
             }
-            if not math.isfinite(record["task_loss"]):
-                raise FloatingPointError(f"the training loss became non-finite in epoch {epoch + 1}")
             if evaluate_fn is not None:
                 record.update(evaluate_fn(epoch))
             history.append(record)
-            if writes:
-                assert out_path is not None
-                with open(out_path / METRICS_FILE, "a") as f:
-                    f.write(_json_line(record))
-                if writer is not None:
-                    for key, value in record.items():
-                        if isinstance(value, int | float) and not isinstance(value, bool) and key != "epoch":
-                            writer.add_scalar(f"epoch/{key}", value, global_step)
-                    writer.flush()
-            if out_path is not None:
-                order_of_epoch = None
-                checkpoint(epoch, step, True, None)
+            log.epoch(record, global_step)
+            checkpointer.save(epoch, step, global_step, history)
     finally:
-        if writer is not None:
-            writer.close()
+        log.close()
     return history
 
 
-def _json_line(record: dict[str, Any]) -> str:
-    return json.dumps(record) + "\n"
+def _with_overrides(config: TrainConfig, resume: bool) -> tuple[TrainConfig, bool]:
+    """The config and ``resume`` with the ``train_overrides`` in force applied."""
+    overrides = dict(_OVERRIDES.get() or {})
+    resume = bool(overrides.pop("resume", resume))
+    return (dataclasses.replace(config, **overrides) if overrides else config), resume
+
+
+def _batches_of(
+    data: tuple[torch.Tensor, torch.Tensor] | Iterable, config: TrainConfig, rank: int, world: int
+) -> tuple[Iterable, Callable[[], contextlib.AbstractContextManager]]:
+    """The batches of ``data`` and the value-check context of the steps: tensors are validated once here, so the
+    steps skip the per-batch checks (host synchronisations); an iterable's batches are checked as they come."""
+    if not isinstance(data, tuple):
+        return data, contextlib.nullcontext
+    x, y = data
+    check_images(x, name="training images")
+    if isinstance(y, torch.Tensor) and y.dim() == 4:
+        Targets(masks=y).check(x.shape[0], (x.shape[-2], x.shape[-1]))
+    elif isinstance(y, torch.Tensor) and y.is_floating_point():
+        check_regression_targets(y, x.shape[0])
+    else:
+        check_labels(y, x.shape[0])
+    return TensorBatches(x, y, config.batch_size, rank=rank, world_size=world), trusted_inputs
+
+
+def _parallel(
+    model: nn.Module, aug: nn.Module, optimisers: dict[str, Any], device: torch.device, config: TrainConfig
+) -> tuple[nn.Module, nn.Module]:
+    """The modules the steps call: DDP wrappers when distributed (they average the gradients over the ranks during
+    backward); states are saved from the plain modules, so checkpoints do not depend on the world size."""
+    if not distributed.is_distributed():
+        return model, aug
+    ids = [device.index] if device.type == "cuda" else None
+    f_call: nn.Module = model
+    aug_call: nn.Module = aug
+    if "f" in optimisers:
+        f_call = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=config.find_unused_parameters)
+    if "phi" in optimisers:
+        # φ may hold parameters a step does not use (e.g. the LRP crop network's unused levels); finding them walks
+        # φ's own small graph only.
+        aug_call = DistributedDataParallel(aug, device_ids=ids, find_unused_parameters=True)
+    return f_call, aug_call
+
+
+@dataclass
+class _Start:
+    """Where a run starts: from scratch, or from its checkpoint (after a complete epoch or mid-epoch)."""
+
+    seed: int
+    state: dict[str, Any] | None = None
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    mid_epoch: dict[str, Any] | None = None  # the checkpoint, when it was written mid-epoch
+
+    @classmethod
+    def of(cls, checkpointer: Checkpointer, config: TrainConfig, steps_per_epoch: int | None, resume: bool) -> _Start:
+        """Read the checkpoint when resuming (every rank), restore the states from it and say where to go on."""
+        out_path = checkpointer.out_path
+        state = load_for_resume(out_path) if resume and out_path is not None else None
+        if state is None:
+            return cls(seed=config.seed)
+        assert out_path is not None
+        check_same_run(state.get("config", {}), config, out_path / CHECKPOINT_FILE)
+        checkpointer.restore(state)
+        checkpointer.keep_previous = True  # the file just read is good
+        start = cls(seed=config.seed, state=state, history=state["history"])
+        if state.get("complete", True):
+            start.epoch = state["epoch"] + 1
+        else:
+            start.epoch, start.step, start.mid_epoch = state["epoch"], state["step"], state
+        start.global_step = state.get("global_step", start.epoch * (steps_per_epoch or 0) + start.step)
+        return start
+
+    @property
+    def order(self) -> torch.Tensor | None:
+        """The data order of the interrupted epoch (in-memory tensors only)."""
+        order = self.mid_epoch.get("order") if self.mid_epoch is not None else None
+        return order.cpu() if order is not None else None
+
+    def resumed_meter(self, rank: int, device: torch.device) -> EpochMeter:
+        """The metric sums of the interrupted epoch, then this rank's saved random state: the rest of the epoch
+        continues as it would have. With another number of processes the data order is kept but the rest of the
+        epoch's augmentation samples are drawn afresh."""
+        assert self.mid_epoch is not None
+        world = distributed.world_size()
+        meter = EpochMeter.resumed(self.mid_epoch["accum"], rank, world, device)
+        rngs = self.mid_epoch.get("rng") or []
+        if len(rngs) == world:
+            set_rng_state(rngs[rank], device)
+            return meter
+        warnings.warn(
+            f"the checkpoint was written by {len(rngs)} process(es), this run has {world}: the data order is kept "
+            "but the augmentation samples of the rest of this epoch are drawn afresh",
+            stacklevel=3,
+        )
+        torch.manual_seed((epoch_seed(self.seed, self.epoch, rank) ^ (self.step * 0x2545F4914F6CDD1D)) % 2**63)
+        return meter
 
 
 @torch.no_grad()
