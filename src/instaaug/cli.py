@@ -26,6 +26,7 @@ from .commands import run_command as run_user_data_command
 from .config_files import config_help
 from .experiments import EXPERIMENTS, get_experiment
 from .experiments.common import apply_overrides
+from .experiments.sweep import parse_sweep, point_configs, run_sweep, sweep_summary
 from .outputs import (
     check_device,
     check_input_path,
@@ -93,6 +94,22 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a config key (keys, defaults and meanings: `instaaug show EXPERIMENT`)",
+    )
+    run.add_argument(
+        "--sweep",
+        dest="sweeps",
+        action="append",
+        default=[],
+        metavar="KEY=V1:V2:...",
+        help="run once per value of KEY (a grid over several --sweep), each into OUT/KEY=VALUE/; the table of all"
+        " points goes to OUT/metrics.json",
+    )
+    run.add_argument(
+        "--sweep-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes running sweep points side by side (default 0: one per core)",
     )
     bench = sub.add_parser("bench", help="measure the cost of learned augmentation (ratios, one process)")
     bench.add_argument(
@@ -240,6 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"experiment {args.experiment!r} runs one seed; --seeds is not supported")
             config = dataclasses.replace(config, seeds=args.seeds)
         config = apply_overrides(config, args.overrides)
+        axes = [parse_sweep(spec) for spec in args.sweeps]
+        if axes:
+            if args.sweep_workers < 0:
+                raise ValueError(f"--sweep-workers must be ≥ 0, got {args.sweep_workers}")
+            point_configs(config, axes, args.sweep_workers)  # every point's settings checked before any run
         # Everything the run will need from outside, checked before it starts rather than minutes into it.
         out_dir = check_output_dir(args.out or f"runs/{args.experiment}")
         if isinstance(getattr(config, "device", None), str):
@@ -266,14 +288,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 train_overrides(**{k: v for k, v in overrides.items() if v is not False}),
                 command_line(["instaaug", *argv], data=data),
             ):
-                metrics = module.run(config, out_dir, data=args.data)
+                if axes:
+                    metrics = run_sweep(
+                        args.experiment, config, axes, out_dir, data=args.data, workers=args.sweep_workers
+                    )
+                else:
+                    metrics = module.run(config, out_dir, data=args.data)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         return _error(str(e), f" (rank {distributed.rank()})" if distributed.is_distributed() else "")
     finally:
         if owned:
             distributed.shutdown()
     if main_process:
-        print(module.summary(metrics))
+        print(sweep_summary(module, metrics) if axes else module.summary(metrics))
         print(f"metrics: {out_dir}/metrics.json")
     return 0
 

@@ -21,6 +21,7 @@ TTA: a choice that favours the baseline.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -109,6 +110,8 @@ class Config:
     lam_init: float = 0.25
     lam_rate: float = 1.005
     lam_min: float = 0.1
+    #: > 0: the LRP methods use this fixed λ instead of the controller (the paper's Figure E.1 ablation).
+    fixed_lam: float = 0.0
     uniform_lam_init: float = 0.2
     uniform_lam_rate: float = 1.02
     uniform_entropy_range: tuple[float, float] = (-4.0, -3.0)
@@ -134,6 +137,8 @@ class Config:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
+        if not (isinstance(self.fixed_lam, int | float) and math.isfinite(self.fixed_lam) and self.fixed_lam >= 0):
+            raise ValueError(f"fixed_lam must be a finite number ≥ 0, got {self.fixed_lam!r}")
         if self.validation >= self.n_train:
             raise ValueError(f"validation ({self.validation}) must be smaller than n_train ({self.n_train})")
         if not self.random_min_scales or not all(0 < s <= 1 for s in self.random_min_scales):
@@ -193,6 +198,8 @@ def build_crop_method(method: str, config: Config, num_classes: int) -> tuple[Au
         centre_jitter=config.centre_jitter,
         size_jitter=config.size_jitter,
     )
+    if config.fixed_lam > 0:
+        return aug, InstaAugObjective(lam=config.fixed_lam)
     band = tuple(h + aug.jitter_entropy for h in aug.entropy_range)
     controller = EntropyController(*band, lam_init=config.lam_init, rate=config.lam_rate, lam_min=config.lam_min)
     return aug, InstaAugObjective(controller)
