@@ -25,6 +25,7 @@ from instaaug.amortised import (
     ProjectionHeads,
     audio_space,
     build_backbone,
+    build_conditioned_backbone,
     evaluate_fixed,
     grid_search,
     image_space,
@@ -160,9 +161,9 @@ def test_backbones_reject_bad_inputs():
     with pytest.raises(ValueError, match=r"must be \(8, 8\) for this ViT"):
         tiny_vit()(torch.rand(2, 3, 12, 12), [1.0, 0.0])
     with pytest.raises(ValueError, match="unknown backbone 'mlp'"):
-        build_backbone("mlp")
+        build_conditioned_backbone("mlp")
     with pytest.raises(ValueError, match=r"unknown resnet config key\(s\) \['depth'\]"):
-        build_backbone("resnet", depth=3)
+        build_conditioned_backbone("resnet", depth=3)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -497,3 +498,12 @@ def test_readme_amortised_example_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(blocks[0], str(readme), "exec"), namespace)
     assert (tmp_path / "my_backbone" / "weights.safetensors").is_file()
+
+
+def test_old_build_backbone_name_still_works_with_a_deprecation_warning():
+    options = {"widths": (4, 8), "blocks": (1, 1), "num_kernels": 3, "hidden": 4}
+    with pytest.warns(DeprecationWarning, match="build_conditioned_backbone"):
+        old = build_backbone("resnet", **options)
+    new = build_conditioned_backbone("resnet", **options)
+    assert type(old) is type(new) is ConditionedResNet
+    assert old.state_dict().keys() == new.state_dict().keys()

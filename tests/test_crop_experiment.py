@@ -148,7 +148,7 @@ def test_seeds_flag_only_for_multi_seed_experiments(tmp_path, capsys):
     assert main(["run", "rotation", "--quick", "--seeds", "2", "--out", str(tmp_path)]) == 2
     assert "--seeds is not supported" in capsys.readouterr().err
     assert main(["run", "crop", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
-    assert "seeds must be ≥ 1" in capsys.readouterr().err
+    assert "seeds must be an int ≥ 1" in capsys.readouterr().err
 
 
 def test_tta_experiment_is_registered(tmp_path):

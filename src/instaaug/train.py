@@ -59,7 +59,7 @@ from .seeding import epoch_seed
 from .step import OPTIMIZERS, make_optimisers, train_step
 from .targets import Targets
 from .train_log import METRICS_FILE, TENSORBOARD_DIR, EpochMeter, MetricsLog, NonFiniteFlag
-from .validation import check_images, check_labels, check_positive_int, trusted_inputs
+from .validation import check_images, check_int_fields, check_labels, check_positive_int, trusted_inputs
 
 __all__ = [  # what other modules and users import from here; the checkpoint and log names live beside their code
     "CHECKPOINT_FILE",
@@ -144,10 +144,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.log_every, "log_every")
-        for key in ("epochs", "pretrain_epochs", "checkpoint_every", "aug_lr_warmup_epochs", "aug_frozen_epochs"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
+        check_int_fields(
+            self,
+            ("epochs", "pretrain_epochs", "checkpoint_every", "aug_lr_warmup_epochs", "aug_frozen_epochs"),
+            least=0,
+        )
         for key in ("lr", "aug_lr", "weight_decay", "max_grad_norm", "momentum"):
             if not (isinstance(getattr(self, key), int | float) and getattr(self, key) >= 0):
                 raise ValueError(f"{key} must be a number ≥ 0, got {getattr(self, key)!r}")

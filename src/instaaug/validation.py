@@ -131,6 +131,20 @@ def check_positive_int(value: Any, name: str, most: int | None = None) -> int:
     return value
 
 
+def check_int_fields(config: Any, keys: Sequence[str], least: int = 0) -> None:
+    """Check that each attribute ``keys`` of ``config`` is an int ≥ ``least`` (a bool is not); the configs'
+    shared check, so that every one words the error alike.
+
+    Raises:
+        ValueError: naming the first key that is not (also for a wrong type: config keys arrive from ``--set`` and
+            files, and the CLI reports a ValueError as one line).
+    """
+    for key in keys:
+        value = getattr(config, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{key} must be an int ≥ {least}, got {brief(value)}")
+
+
 def check_number(
     value: Any,
     name: str,

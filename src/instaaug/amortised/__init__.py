@@ -15,6 +15,7 @@ from .backbones import (
     ResNetConfig,
     ViTConfig,
     build_backbone,
+    build_conditioned_backbone,
     load_backbone,
 )
 from .objectives import CornerQueues, MomentumEncoder, ProjectionHeads, moco_loss, nt_xent
@@ -64,6 +65,7 @@ __all__ = [
     "ViTConfig",
     "audio_space",
     "build_backbone",
+    "build_conditioned_backbone",
     "check_invariance",
     "evaluate_fixed",
     "extract_features",

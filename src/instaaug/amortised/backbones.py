@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -353,7 +354,7 @@ BACKBONES: dict[str, tuple[type[ConditionedBackbone], type]] = {
 }
 
 
-def build_backbone(kind: str, **config: Any) -> ConditionedBackbone:
+def build_conditioned_backbone(kind: str, **config: Any) -> ConditionedBackbone:
     """A conditioned backbone by kind (``"resnet"`` or ``"vit"``) with config keyword values."""
     if kind not in BACKBONES:
         raise ValueError(f"unknown backbone {kind!r}; known backbones: {sorted(BACKBONES)}")
@@ -372,7 +373,7 @@ def load_backbone(
     meta = read_json(directory / CONFIG_FILE)
     if not isinstance(meta, dict) or meta.get("kind") not in BACKBONES or not isinstance(meta.get("config"), dict):
         raise ValueError(f"{directory / CONFIG_FILE} is not a conditioned-backbone config (kind {sorted(BACKBONES)})")
-    model = build_backbone(meta["kind"], **meta["config"])
+    model = build_conditioned_backbone(meta["kind"], **meta["config"])
     if expect is not None and expect is not ConditionedBackbone and not isinstance(model, expect):
         raise ValueError(f"{directory} holds a {type(model).__name__}, not a {expect.__name__}")
     state = load_tensors(directory / WEIGHTS_FILE)
@@ -381,3 +382,14 @@ def load_backbone(
     except RuntimeError as e:
         raise ValueError(f"{directory / WEIGHTS_FILE} does not match its config: {e}") from None
     return model.to(device).eval()
+
+
+def build_backbone(kind: str, **config: Any) -> ConditionedBackbone:
+    """Deprecated alias of ``build_conditioned_backbone`` (``instaaug.models.build_backbone`` is the unconditioned
+    one; two functions of one name with different signatures confused users). Kept for one release."""
+    warnings.warn(
+        "instaaug.amortised.build_backbone is deprecated: use instaaug.amortised.build_conditioned_backbone",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return build_conditioned_backbone(kind, **config)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..seeding import epoch_seed
 from ..train import TensorBatches
-from ..validation import check_positive_int, trusted_inputs
+from ..validation import check_int_fields, check_positive_int, trusted_inputs
 from .backbones import ConditionedBackbone
 from .objectives import CornerQueues, MomentumEncoder, ProjectionHeads, moco_loss, nt_xent
 from .space import CornerSampler, InvarianceSpace, check_inputs
@@ -69,8 +69,7 @@ class PretrainConfig:
             check_positive_int(getattr(self, key), key)
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be ≥ 2 (a contrastive batch needs negatives), got {self.batch_size}")
-        if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"epochs must be an int ≥ 0, got {self.epochs!r}")
+        check_int_fields(self, ("epochs",))
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..seeding import epoch_seed
 from ..train import TensorBatches
-from ..validation import check_positive_int, trusted_inputs
+from ..validation import check_int_fields, check_positive_int, trusted_inputs
 from .backbones import ConditionedBackbone
 from .space import check_inputs, check_invariance
 
@@ -131,8 +131,7 @@ class ProbeConfig:
         if not 0 <= self.init <= 1 or (self.parametrisation == "sigmoid" and not 0 < self.init < 1):
             raise ValueError(f"init must lie in [0, 1] ((0, 1) with the sigmoid), got {self.init}")
         check_positive_int(self.batch_size, "batch_size")
-        if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"epochs must be an int ≥ 0, got {self.epochs!r}")
+        check_int_fields(self, ("epochs",))
 
 
 def _check_targets(y: Any, n: int, task: str, num_outputs: int, name: str) -> None:

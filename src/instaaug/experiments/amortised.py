@@ -42,7 +42,7 @@ from ..amortised import (
     InvarianceSpace,
     PretrainConfig,
     ProbeConfig,
-    build_backbone,
+    build_conditioned_backbone,
     evaluate_fixed,
     get_group,
     grid_search,
@@ -193,8 +193,8 @@ def coloured_digits(n: int, split: str, seed: int, size: int = 20) -> ColouredDi
 
 def _backbone(config: Config, space: InvarianceSpace) -> ConditionedBackbone:
     if config.backbone == "vit":
-        return build_backbone("vit", groups=space.names, image_size=(config.size, config.size))
-    return build_backbone(
+        return build_conditioned_backbone("vit", groups=space.names, image_size=(config.size, config.size))
+    return build_conditioned_backbone(
         "resnet", groups=space.names, widths=config.widths, blocks=config.blocks, num_kernels=config.num_kernels
     )
 

@@ -35,7 +35,7 @@ from ..amortised import (
     InvarianceProbe,
     InvarianceSpace,
     PretrainConfig,
-    build_backbone,
+    build_conditioned_backbone,
     extract_features,
     fit_readout,
     metric_name,
@@ -45,6 +45,7 @@ from ..amortised import (
 from ..amortised.space import get_group
 from ..audio import LogMel, MelConfig, power_spectrogram
 from ..data.audio import SOURCES, SynthSounds, plot_examples, synth_sounds
+from ..validation import check_int_fields
 from .amortised import plot_learned_invariances, pretrain_record, probe_settings
 from .common import torch_threads, write_metrics
 
@@ -108,14 +109,8 @@ class Config:
         if unknown or not tasks:
             raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {list(tasks)}")
         object.__setattr__(self, "tasks", tuple(tasks))
-        for key in ("n_pretrain", "n_train", "n_val", "n_test", "grid_points", "batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{key} must be an int ≥ 1, got {value!r}")
-        for key in ("pretrain_epochs", "ordinary_epochs", "probe_epochs"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
+        check_int_fields(self, ("n_pretrain", "n_train", "n_val", "n_test", "grid_points", "batch_size"), least=1)
+        check_int_fields(self, ("pretrain_epochs", "ordinary_epochs", "probe_epochs"), least=0)
         self.mel()  # validates the spectrogram settings
 
     def mel(self) -> MelConfig:
@@ -159,7 +154,7 @@ def _spectrograms(sounds: SynthSounds, config: Config) -> torch.Tensor:
 
 def _backbone(config: Config, space: InvarianceSpace, inputs: torch.Tensor) -> ConditionedBackbone:
     # The first layer standardises log-mel inputs with statistics of the pre-training clips (never the test ones).
-    return build_backbone(
+    return build_conditioned_backbone(
         "resnet",
         groups=space.names,
         in_channels=1,

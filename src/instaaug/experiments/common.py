@@ -89,7 +89,7 @@ def fit_method(
     return MethodResult(model.eval(), aug.eval(), history, seconds)
 
 
-def test_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> float:
+def accuracy_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> float:
     """Accuracy (a fraction) of ``model`` on images x (N, C, H, W) with labels y (N,)."""
     return accuracy(predict(model, x, device=device), y.cpu())
 
@@ -183,17 +183,6 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
         except ValueError as e:
             raise ValueError(f"in {head!r}: {e}") from None
     return dataclasses.replace(config, **changes)
-
-
-def summarise_seeds(runs: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Mean over seeds of every metric, with its standard deviation as ``<metric>_std`` (0 for one seed)."""
-    summary: dict[str, float] = {}
-    for key in runs[0]:
-        values = torch.tensor([float(r[key]) for r in runs], dtype=torch.float64)
-        summary[key] = float(values.mean())
-        summary[f"{key}_std"] = float(values.std()) if len(runs) > 1 else 0.0
-    summary["seeds"] = len(runs)
-    return summary
 
 
 def write_metrics(

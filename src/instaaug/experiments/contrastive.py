@@ -54,9 +54,10 @@ from ..models import ConvBackbone
 from ..objective import ContrastiveInstaAugObjective, TaskObjective
 from ..plots import plot_colour_ranges, plot_sampled_views
 from ..train import TrainConfig, train
-from .common import OWN_DATA_HINT, check_methods, summarise_seeds, torch_threads, write_metrics
+from ..validation import check_int_fields
+from .common import OWN_DATA_HINT, check_methods, torch_threads, write_metrics
 from .crop import to_pixel_corners, view_boxes
-from .parallel import default_workers, run_jobs
+from .parallel import best_setting, run_seeds
 
 DESCRIPTION = "contrastive InstaAug: SimCLR with learned views on cluttered digits, linear probe with TTA (Table 5)"
 
@@ -144,14 +145,12 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
-        for key in ("seeds", "n_probe", "n_test", "view_size", "encoder_width", "tta_views"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an int ≥ 1, got {value!r}")
-        for key in ("n_unlabelled", "validation", "threads", "workers", "figure_examples", "encoder_warmup_epochs"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
+        check_int_fields(self, ("seeds", "n_probe", "n_test", "view_size", "encoder_width", "tta_views"), least=1)
+        check_int_fields(
+            self,
+            ("n_unlabelled", "validation", "threads", "workers", "figure_examples", "encoder_warmup_epochs"),
+            least=0,
+        )
         if not 0 < self.validation < self.n_probe <= 1300:
             raise ValueError(
                 f"need 0 < validation < n_probe ≤ 1300, got validation={self.validation}, n_probe={self.n_probe}"
@@ -451,23 +450,28 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | No
 
 def _run(config: Config, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    runs = [f"random-crop-{s:g}" if m == "random-crop" else m for m in config.methods for s in config.random_min_scales]
-    runs = list(dict.fromkeys(runs))
+    names = [
+        f"random-crop-{s:g}" if m == "random-crop" else m for m in config.methods for s in config.random_min_scales
+    ]
+    names = list(dict.fromkeys(names))
     started = time.perf_counter()
     seeds = range(config.seed, config.seed + config.seeds)
-    jobs = [(config, name, seed, str(out)) for seed in seeds for name in runs]
-    if (config.workers or default_workers()) > 1:
-        train_quiet = dataclasses.replace(config.train, progress=False)
-        jobs = [(dataclasses.replace(config, train=train_quiet), *job[1:]) for job in jobs]
-    jobs.sort(key=lambda job: -RELATIVE_COST.get(job[1], 1.0))
-    outcomes = run_jobs(_train_job, jobs, config.workers, config.threads, config.train.progress, "contrastive runs")
-    per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
-    for (_, name, _, _), metrics in zip(jobs, outcomes, strict=True):
-        per_seed[name].append(metrics)
-    results = {name: summarise_seeds(values) for name, values in per_seed.items()}
-    random_names = [n for n in runs if n.startswith("random-crop-") and n != "random-crop-colour"]
+    runs = run_seeds(
+        _train_job,
+        config,
+        names,
+        seeds,
+        out,
+        workers=config.workers,
+        threads=config.threads,
+        progress=config.train.progress,
+        description="contrastive runs",
+        cost=RELATIVE_COST,
+    )
+    results = dict(runs.results)
+    random_names = [n for n in names if n.startswith("random-crop-") and n != "random-crop-colour"]
     if random_names:  # the best setting by held-out (training-image) TTA accuracy, never by test accuracy
-        best = max(random_names, key=lambda n: results[n]["probe_val_accuracy_tta"])
+        best = best_setting(results, random_names, "probe_val_accuracy_tta")
         results["random-crop"] = {**results[best], "min_scale": float(best.rsplit("-", 1)[1])}
     ordered = {m: results[m] for m in METHODS if m in results}
     ordered.update({n: results[n] for n in random_names})
@@ -479,10 +483,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         config,
         data="builtin cluttered digits (14–22 px digits, 4–8 fragments of 4–6 px)",
         figures=figures,
-        per_seed={
-            name: [{"seed": seed, **m} for seed, m in zip(seeds, values, strict=True)]
-            for name, values in per_seed.items()
-        },
+        per_seed=runs.per_seed,
         seconds=round(time.perf_counter() - started, 1),
     )
     return {"methods": ordered}

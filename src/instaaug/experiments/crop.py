@@ -41,8 +41,9 @@ from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_crop_examples
 from ..train import train
 from ..tta import merge_predictions
-from .common import OWN_DATA_HINT, check_methods, summarise_seeds, torch_threads, train_config_of, write_metrics
-from .parallel import default_workers, run_jobs
+from ..validation import check_int_fields
+from .common import OWN_DATA_HINT, check_methods, torch_threads, train_config_of, write_metrics
+from .parallel import best_setting, run_seeds
 
 DESCRIPTION = "learned crops (LRP) on built-in cluttered digits vs random crops and ablations; Figure 6"
 
@@ -131,12 +132,8 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be ≥ 1, got {self.seeds}")
-        for key in ("validation", "workers", "threads"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
+        check_int_fields(self, ("seeds",), least=1)
+        check_int_fields(self, ("validation", "workers", "threads"), least=0)
         if not (isinstance(self.fixed_lam, int | float) and math.isfinite(self.fixed_lam) and self.fixed_lam >= 0):
             raise ValueError(f"fixed_lam must be a finite number ≥ 0, got {self.fixed_lam!r}")
         if self.validation >= self.n_train:
@@ -296,28 +293,33 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
 
 def _run(config: Config, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    runs = [f"random-{s:g}" if m == "random" else m for m in config.methods for s in config.random_min_scales]
-    runs = list(dict.fromkeys(runs))  # every method once, random once per setting
+    names = [f"random-{s:g}" if m == "random" else m for m in config.methods for s in config.random_min_scales]
+    names = list(dict.fromkeys(names))  # every method once, random once per setting
     started = time.perf_counter()
     seeds = range(config.seed, config.seed + config.seeds)
-    jobs = [(config, name, seed, str(out)) for seed in seeds for name in runs]
-    parallel = (config.workers or default_workers()) > 1
-    if parallel:  # one bar over the jobs instead of interleaved per-run bars
-        jobs = [(dataclasses.replace(config, progress=False), *job[1:]) for job in jobs]
-    jobs.sort(key=lambda job: -RELATIVE_COST.get(job[1], 1.0))  # stable: each method's seeds stay in order
-    outcomes = run_jobs(_train_job, jobs, config.workers, config.threads, config.progress, "crop runs")
-    per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
-    for (_, name, _, _), metrics in zip(jobs, outcomes, strict=True):
-        per_seed[name].append(metrics)
-    results = {name: summarise_seeds(values) for name, values in per_seed.items()}
-    random_names = [n for n in runs if n.startswith("random-")]
+    runs = run_seeds(
+        _train_job,
+        config,
+        names,
+        seeds,
+        out,
+        workers=config.workers,
+        threads=config.threads,
+        progress=config.progress,
+        description="crop runs",
+        cost=RELATIVE_COST,
+    )
+    results = dict(runs.results)
+    random_names = [n for n in names if n.startswith("random-")]
     if random_names:
-        best = max(random_names, key=lambda n: results[n]["accuracy_tta"])
+        # By TTA accuracy on the images the metrics are computed on: the test set unless ``validation`` > 0 (then
+        # the held-out training images); the README says so where it reports test figures.
+        best = best_setting(results, random_names, "accuracy_tta")
         results["random"] = {**results[best], "min_scale": float(best.split("-", 1)[1])}
     ordered = {m: results[m] for m in METHODS if m in results}
     ordered.update({n: results[n] for n in random_names})
     figures = []
-    if "instaaug" in runs and is_main_process():  # under torchrun, rank 0 alone saved the augmenter
+    if "instaaug" in names and is_main_process():  # under torchrun, rank 0 alone saved the augmenter
         kept_aug = InstaAug.load(out / "instaaug" / f"seed{config.seed}")
         test_set = _datasets(config)[1]
         k = config.figure_examples
@@ -330,10 +332,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         data="builtin cluttered digits"
         + (f"; metrics on the last {config.validation} training images (validation)" if config.validation else ""),
         figures=figures,
-        per_seed={
-            name: [{"seed": seed, **m} for seed, m in zip(seeds, values, strict=True)]
-            for name, values in per_seed.items()
-        },
+        per_seed=runs.per_seed,
         seconds=round(time.perf_counter() - started, 1),
     )
     return {"experiment": "crop", "methods": ordered, "config": dataclasses.asdict(config)}

@@ -55,16 +55,17 @@ from ..models import build_classifier
 from ..train import accuracy, predict
 from ..transforms import FAMILIES
 from ..tta import TTAWrapper
+from ..validation import check_int_fields
 from .common import (
     OWN_DATA_HINT,
     check_methods,
     fit_method,
     learned_ranges,
-    summarise_seeds,
     torch_threads,
     train_config_of,
     write_metrics,
 )
+from .parallel import summarise_seeds
 
 DESCRIPTION = "textures of real photographs under 46 lights: learned colour invariance (paper Tables 3-4, Fig. D.1)"
 METHODS = ("none", "random_hsv", "random_gain", "augerino", "instaaug", "instaaug_gain")
@@ -182,14 +183,8 @@ class Config:
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
         ints = ("grid", "photo_size", "patch", "stripe", "n_train", "n_val", "n_test", "batch_size", "width")
-        for key in (*ints, "depth", "aug_width", "aug_depth", "tta_samples", "figure_images"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an int ≥ 1, got {value!r}")
-        for key in ("epochs", "pretrain_epochs", "threads"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
+        check_int_fields(self, (*ints, "depth", "aug_width", "aug_depth", "tta_samples", "figure_images"), least=1)
+        check_int_fields(self, ("epochs", "pretrain_epochs", "threads"), least=0)
         if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):  # ``--seeds N``: seeds 0 … N - 1
             if self.seeds < 1:
                 raise ValueError(f"seeds must be ≥ 1, got {self.seeds}")

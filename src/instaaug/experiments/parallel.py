@@ -1,4 +1,4 @@
-"""Independent training runs (one per method and seed) spread over worker processes.
+"""Independent training runs (one per method and seed) spread over worker processes, and their summary over seeds.
 
 The runs of an experiment share nothing but their inputs, and the small networks of the built-in experiments
 cannot keep several cores busy within one process: two single-threaded processes on a 2-core machine finish
@@ -8,10 +8,12 @@ which worker runs it or in which order (it does depend on the thread count, thro
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -75,3 +77,81 @@ def run_jobs(
         for future in tqdm(as_completed(futures), total=len(jobs), desc=description, disable=disable):
             results[futures[future]] = future.result()
     return results
+
+
+@dataclass(frozen=True)
+class SeedRuns:
+    """The runs of several named settings (methods) over seeds.
+
+    Attributes:
+        results: name → every metric's mean over the seeds and its standard deviation ``<metric>_std``
+            (``summarise_seeds``), in the order of the names.
+        per_seed: name → one record per seed, ``{"seed": s, **metrics}``, in seed order.
+    """
+
+    results: dict[str, dict[str, float]]
+    per_seed: dict[str, list[dict[str, Any]]]
+
+
+def summarise_seeds(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Mean over seeds of every metric, with its standard deviation as ``<metric>_std`` (0 for one seed)."""
+    summary: dict[str, float] = {}
+    for key in runs[0]:
+        values = torch.tensor([float(r[key]) for r in runs], dtype=torch.float64)
+        summary[key] = float(values.mean())
+        summary[f"{key}_std"] = float(values.std()) if len(runs) > 1 else 0.0
+    summary["seeds"] = len(runs)
+    return summary
+
+
+def run_seeds(
+    function: Callable[[tuple[Any, str, int, str]], dict[str, float]],
+    config: Any,
+    names: Sequence[str],
+    seeds: Sequence[int],
+    out: str | os.PathLike,
+    *,
+    workers: int = 0,
+    threads: int = 0,
+    progress: bool | None = None,
+    description: str = "runs",
+    cost: dict[str, float] | None = None,
+) -> SeedRuns:
+    """``function((config, name, seed, out))`` for every name and seed, over worker processes (see ``run_jobs``).
+
+    The one multi-seed mechanism of the experiments: each job trains and evaluates one (name, seed) and returns its
+    metrics. With several workers the runs' own progress bars are turned off (one bar over the jobs instead); jobs
+    start longest first by ``cost`` (name → relative time, 1 where absent), so no worker idles at the end.
+    """
+    jobs = [(config, name, seed, str(out)) for seed in seeds for name in names]
+    if (workers or default_workers()) > 1 and len(jobs) > 1:
+        jobs = [(_quiet(config), *job[1:]) for job in jobs]
+    if cost:
+        jobs.sort(key=lambda job: -cost.get(job[1], 1.0))  # stable: each name's seeds stay in order
+    outcomes = run_jobs(function, jobs, workers, threads, progress, description)
+    per_seed: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for (_, name, seed, _), metrics in zip(jobs, outcomes, strict=True):
+        per_seed[name].append({"seed": seed, **metrics})
+    for records in per_seed.values():
+        records.sort(key=lambda r: seeds.index(r["seed"]))
+    results = {
+        name: summarise_seeds([{k: v for k, v in r.items() if k != "seed"} for r in records])
+        for name, records in per_seed.items()
+    }
+    return SeedRuns(results, per_seed)
+
+
+def _quiet(config: Any) -> Any:
+    """``config`` with its training progress bars off (``progress``, or ``train.progress`` of a nested config)."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    if "train" in fields and dataclasses.is_dataclass(config.train):
+        return dataclasses.replace(config, train=dataclasses.replace(config.train, progress=False))
+    if "progress" in fields:
+        return dataclasses.replace(config, progress=False)
+    return config
+
+
+def best_setting(results: dict[str, dict[str, float]], names: Sequence[str], key: str) -> str:
+    """The name among ``names`` whose mean ``key`` is highest (e.g. the best random-augmentation setting by a
+    held-out metric; never choose by a test metric)."""
+    return max(names, key=lambda n: results[n][key])

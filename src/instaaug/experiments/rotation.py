@@ -26,10 +26,10 @@ from ..models import build_classifier
 from ..plots import plot_rotation_arcs
 from .common import (
     METHODS,
+    accuracy_on,
     check_methods,
     fit_method,
     learned_ranges,
-    test_accuracy,
     torch_threads,
     train_config_of,
     write_metrics,
@@ -124,7 +124,7 @@ def _run(config: Config, out: Path, data: str | os.PathLike | None) -> dict[str,
             controller_options={"lam_init": config.lam_init, "rate": config.lam_rate},
         )
         metrics: dict[str, Any] = {
-            "accuracy": test_accuracy(fitted.model, test_x, test_y, config.device),
+            "accuracy": accuracy_on(fitted.model, test_x, test_y, config.device),
             "train_seconds": round(fitted.seconds, 2),
         }
         if method in ("augerino", "instaaug"):

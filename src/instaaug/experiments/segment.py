@@ -38,8 +38,9 @@ from ..plots import plot_segmentation_views
 from ..segmentation import confusion_matrix, mean_iou, segmentation_loss
 from ..train import train
 from ..tta import DenseTTAWrapper
-from .common import OWN_DATA_HINT, check_methods, summarise_seeds, torch_threads, train_config_of, write_metrics
-from .parallel import default_workers, run_jobs
+from ..validation import check_int_fields
+from .common import OWN_DATA_HINT, check_methods, torch_threads, train_config_of, write_metrics
+from .parallel import run_seeds
 
 DESCRIPTION = "learned crop + rotation + brightness for segmenting cluttered digits (U-Net, mIoU) vs random, none"
 METHODS = ("none", "random", "instaaug")
@@ -90,14 +91,8 @@ class Config:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
         if isinstance(self.transforms, str):
             object.__setattr__(self, "transforms", tuple(t for t in self.transforms.split(",") if t))
-        for key in ("seeds", "n_train", "n_test", "tta_views", "unet_width", "aug_width"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an int ≥ 1, got {value!r}")
-        for key in ("validation", "workers", "threads"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key} must be an int ≥ 0, got {value!r}")
+        check_int_fields(self, ("seeds", "n_train", "n_test", "tta_views", "unet_width", "aug_width"), least=1)
+        check_int_fields(self, ("validation", "workers", "threads"), least=0)
         if self.loss_frame not in ("input", "view"):
             raise ValueError(f"loss_frame must be 'input' or 'view', got {self.loss_frame!r}")
         if self.validation >= self.n_train:
@@ -212,14 +207,18 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     seeds = range(config.seed, config.seed + config.seeds)
-    jobs = [(config, method, seed, str(out)) for seed in seeds for method in config.methods]
-    if (config.workers or default_workers()) > 1:  # one bar over the jobs instead of interleaved per-run bars
-        jobs = [(dataclasses.replace(config, progress=False), *job[1:]) for job in jobs]
-    outcomes = run_jobs(_train_job, jobs, config.workers, config.threads, config.progress, "segment runs")
-    per_seed: dict[str, list[dict[str, float]]] = {m: [] for m in config.methods}
-    for (_, method, _, _), metrics in zip(jobs, outcomes, strict=True):
-        per_seed[method].append(metrics)
-    results = {m: summarise_seeds(values) for m, values in per_seed.items()}
+    runs = run_seeds(
+        _train_job,
+        config,
+        config.methods,
+        seeds,
+        out,
+        workers=config.workers,
+        threads=config.threads,
+        progress=config.progress,
+        description="segment runs",
+    )
+    results = runs.results
     figures = []
     if "instaaug" in config.methods and is_main_process():
         aug = InstaAug.load(out / "instaaug" / f"seed{config.seed}")
@@ -235,7 +234,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         data="builtin cluttered digits with masks"
         + (f"; metrics on the last {config.validation} training images (validation)" if config.validation else ""),
         figures=figures,
-        per_seed={m: [{"seed": s, **v} for s, v in zip(seeds, values, strict=True)] for m, values in per_seed.items()},
+        per_seed=runs.per_seed,
         seconds=round(time.perf_counter() - started, 1),
     )
     return {"experiment": "segment", "methods": results, "config": dataclasses.asdict(config)}

@@ -43,9 +43,11 @@ from ..plots import plot_crop_examples
 from ..train import TrainConfig, train
 from ..transforms import crop_resize
 from ..tta import merge_predictions
+from ..validation import check_int_fields
 from . import crop
-from .common import OWN_DATA_HINT, summarise_seeds, torch_threads, write_metrics
+from .common import OWN_DATA_HINT, torch_threads, write_metrics
 from .crop import COVERAGE_THRESHOLD, build_crop_method, to_pixel_corners
+from .parallel import summarise_seeds
 
 DESCRIPTION = "learned test-time crops for frozen pre-trained classifiers, transfer to another network; Table 2"
 
@@ -123,12 +125,10 @@ class Config:
     progress: bool | None = None
 
     def __post_init__(self) -> None:
-        for key in ("seeds", "n_train", "n_test", "batch_size", "classifier_epochs", "aug_epochs", "n_copies"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an int ≥ 1, got {value!r}")
-        if isinstance(self.n_val, bool) or not isinstance(self.n_val, int) or self.n_val < 0:
-            raise ValueError(f"n_val must be an int ≥ 0, got {self.n_val!r}")
+        check_int_fields(
+            self, ("seeds", "n_train", "n_test", "batch_size", "classifier_epochs", "aug_epochs", "n_copies"), least=1
+        )
+        check_int_fields(self, ("n_val",))
         if self.n_train + self.n_val > TRAIN_SIZE:
             raise ValueError(
                 f"n_train + n_val must be ≤ {TRAIN_SIZE} (the training split), got {self.n_train} + {self.n_val}"
