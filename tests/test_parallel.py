@@ -6,13 +6,37 @@ import math
 import pytest
 
 from instaaug.experiments import crop
-from instaaug.experiments.parallel import default_workers, run_jobs
+from instaaug.experiments.parallel import best_setting, default_workers, run_jobs, run_seeds
 from instaaug.train import train_overrides
 
 
 def test_run_jobs_in_this_process_keeps_job_order():
     jobs = [7, 3, 9, 1, 5]
     assert run_jobs(math.factorial, jobs, workers=1, progress=False) == [math.factorial(j) for j in jobs]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    offset: float = 0.0
+    progress: bool | None = None
+
+
+def _fake_run(job):
+    """A (name, seed) run whose metrics are known: score = offset + seed (+ 10 for "b"), and who ran it quietly."""
+    config, name, seed, _ = job
+    return {"score": config.offset + seed + (10.0 if name == "b" else 0.0), "quiet": float(config.progress is False)}
+
+
+def test_run_seeds_summarises_each_name_over_seeds_in_seed_order():
+    runs = run_seeds(_fake_run, _Settings(1.0), ["a", "b"], [5, 3, 4], "unused", workers=1, cost={"b": 2.0})
+    assert [r["seed"] for r in runs.per_seed["a"]] == [5, 3, 4]  # the order asked for, whatever the job order
+    assert [r["score"] for r in runs.per_seed["b"]] == [16.0, 14.0, 15.0]
+    assert list(runs.results) == ["a", "b"]
+    assert runs.results["a"]["score"] == pytest.approx(5.0)
+    assert runs.results["a"]["score_std"] == pytest.approx(1.0)  # sample std of 6, 4, 5
+    assert runs.results["b"]["seeds"] == 3
+    assert runs.results["a"]["quiet"] == 0.0  # one process: the runs keep their own progress setting
+    assert best_setting(runs.results, ["a", "b"], "score") == "b"
 
 
 def test_run_jobs_refuses_bad_counts():
