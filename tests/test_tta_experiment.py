@@ -179,3 +179,12 @@ def test_config_accepts_no_top_views_and_deduplicates():
     config = dataclasses.replace(tta.Config(), top_views=(), tta_views=(4, 4, 10))
     assert config.top_views == () and config.tta_views == (4, 10)
     assert tta.entry_names(config) == ["none", "random-n4", "random-n10", "instaaug-n4", "instaaug-n10"]
+
+
+def test_policy_takes_every_lrp_setting_from_its_own_config():
+    """The tta experiment names its φ settings: the crop experiment's jitter defaults do not leak into it."""
+    plain = tta.build_policy(tta.Config())[0]
+    assert plain.config.centre_jitter == 0.0 and plain.config.size_jitter == 0.0 and plain.jitter_entropy == 0.0
+    jittered = tta.build_policy(dataclasses.replace(tta.Config(), centre_jitter=0.5, size_jitter=0.1))[0]
+    assert (jittered.config.centre_jitter, jittered.config.size_jitter) == (0.5, 0.1)
+    assert jittered.jitter_entropy < 0  # volumes are fractions of the image
