@@ -92,3 +92,11 @@ def test_train_config_of_copies_the_shared_fields():
     train_config = train_config_of(config)
     assert (train_config.epochs, train_config.lr, train_config.seed) == (7, 0.25, 9)
     assert (train_config.aug_lr, train_config.batch_size, train_config.pretrain_epochs) == (0.5, 16, 1)
+
+
+@pytest.mark.parametrize("name", ["amortised", "amortised-audio", "contrastive", "crop", "segment", "tta"])
+def test_builtin_data_experiments_refuse_data_alike_before_any_work(name, tmp_path):
+    module = get_experiment(name)
+    with pytest.raises(ValueError, match=rf"^the {name} experiment uses .*; it takes no --data; for your own images"):
+        module.run(module.Config.quick(), tmp_path / "out", data=str(tmp_path / "x.npz"))
+    assert not (tmp_path / "out").exists()

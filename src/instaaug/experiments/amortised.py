@@ -51,7 +51,7 @@ from ..amortised import (
 )
 from ..data.digits import bundled_digits, split_indices
 from ..plots import save_figure
-from .common import torch_threads, write_metrics
+from .common import run_on_builtin_data, write_metrics
 
 DESCRIPTION = "amortised invariance learning: learned i for digit / colour / position tasks on coloured digits"
 
@@ -232,13 +232,7 @@ def probe_settings(config: Any, seed: int) -> ProbeConfig:
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Pre-train the conditioned and the ordinary model, probe every task, write metrics.json and the figure."""
-    if data is not None:
-        raise ValueError(
-            "the amortised experiment uses built-in data only; --data is not supported (for your own images: "
-            "instaaug fit --data DIR)"
-        )
-    with torch_threads(config.threads):
-        return _run(config, Path(out_dir))
+    return run_on_builtin_data("amortised", _run, config, out_dir, data, uses="built-in data only")
 
 
 def _run(config: Config, out: Path) -> dict[str, Any]:

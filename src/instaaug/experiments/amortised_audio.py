@@ -47,7 +47,7 @@ from ..audio import LogMel, MelConfig, power_spectrogram
 from ..data.audio import SOURCES, SynthSounds, plot_examples, synth_sounds
 from ..validation import check_int_fields
 from .amortised import plot_learned_invariances, pretrain_record, probe_settings
-from .common import torch_threads, write_metrics
+from .common import run_on_builtin_data, write_metrics
 
 DESCRIPTION = "amortised invariance on synthesised sounds: learned i for source / pitch / onset / loudness tasks"
 
@@ -140,12 +140,7 @@ class Config:
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Pre-train the amortised and the ordinary models, probe every task, write metrics.json and the figures."""
-    if data is not None:
-        raise ValueError(
-            "the amortised-audio experiment uses built-in synthesised sounds only; --data is not supported"
-        )
-    with torch_threads(config.threads):
-        return _run(config, Path(out_dir))
+    return run_on_builtin_data("amortised-audio", _run, config, out_dir, data, uses="built-in synthesised sounds only")
 
 
 def _spectrograms(sounds: SynthSounds, config: Config) -> torch.Tensor:

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,22 @@ def write_metrics(
             },
         )
     return path
+
+
+def run_on_builtin_data(
+    name: str,
+    run: Callable[[Any, Path], dict[str, Any]],
+    config: Any,
+    out_dir: str | os.PathLike,
+    data: str | os.PathLike | None,
+    uses: str,
+) -> dict[str, Any]:
+    """The ``run`` entry point of an experiment on built-in data: ``--data`` is refused with one message (``uses``
+    says what the experiment uses instead), and ``run(config, out_dir)`` goes with ``config.threads`` torch threads."""
+    if data is not None:
+        raise ValueError(f"the {name} experiment uses {uses}; it takes no --data; {OWN_DATA_HINT}")
+    with torch_threads(getattr(config, "threads", 0)):
+        return run(config, Path(out_dir))
 
 
 @contextlib.contextmanager

@@ -55,7 +55,7 @@ from ..objective import ContrastiveInstaAugObjective, TaskObjective
 from ..plots import plot_colour_ranges, plot_sampled_views
 from ..train import TrainConfig, train
 from ..validation import check_int_fields
-from .common import OWN_DATA_HINT, check_methods, torch_threads, write_metrics
+from .common import check_methods, run_on_builtin_data, write_metrics
 from .crop import to_pixel_corners, view_boxes
 from .parallel import best_setting, run_seeds
 
@@ -440,12 +440,7 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Pre-train and probe every method for every seed; write metrics.json, the figures and the learned augmenters."""
-    if data is not None:
-        raise ValueError(
-            "the contrastive experiment uses its built-in cluttered digits; it takes no --data; " + OWN_DATA_HINT
-        )
-    with torch_threads(config.threads):
-        return _run(config, Path(out_dir))
+    return run_on_builtin_data("contrastive", _run, config, out_dir, data, uses="its built-in cluttered digits")
 
 
 def _run(config: Config, out: Path) -> dict[str, Any]:

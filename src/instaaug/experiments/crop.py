@@ -42,7 +42,7 @@ from ..plots import plot_crop_examples
 from ..train import train
 from ..tta import merge_predictions
 from ..validation import check_int_fields
-from .common import OWN_DATA_HINT, check_methods, torch_threads, train_config_of, write_metrics
+from .common import check_methods, run_on_builtin_data, train_config_of, write_metrics
 from .parallel import best_setting, run_seeds
 
 DESCRIPTION = "learned crops (LRP) on built-in cluttered digits vs random crops and ablations; Figure 6"
@@ -260,10 +260,7 @@ def evaluate(
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train every method for every seed, write metrics.json, the crop figure and the learned augmenters."""
-    if data is not None:
-        raise ValueError("the crop experiment uses its built-in cluttered digits; it takes no --data; " + OWN_DATA_HINT)
-    with torch_threads(config.threads):
-        return _run(config, Path(out_dir))
+    return run_on_builtin_data("crop", _run, config, out_dir, data, uses="its built-in cluttered digits")
 
 
 def _datasets(config: Config) -> tuple[Any, Any]:

@@ -39,7 +39,7 @@ from ..segmentation import confusion_matrix, mean_iou, segmentation_loss
 from ..train import train
 from ..tta import DenseTTAWrapper
 from ..validation import check_int_fields
-from .common import OWN_DATA_HINT, check_methods, torch_threads, train_config_of, write_metrics
+from .common import check_methods, run_on_builtin_data, train_config_of, write_metrics
 from .parallel import run_seeds
 
 DESCRIPTION = "learned crop + rotation + brightness for segmenting cluttered digits (U-Net, mIoU) vs random, none"
@@ -195,12 +195,7 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train every method for every seed; write metrics.json, a figure of learned views and the augmenters."""
-    if data is not None:
-        raise ValueError(
-            "the segment experiment uses its built-in cluttered digits with masks; it takes no --data; " + OWN_DATA_HINT
-        )
-    with torch_threads(config.threads):
-        return _run(config, Path(out_dir))
+    return run_on_builtin_data("segment", _run, config, out_dir, data, uses="its built-in cluttered digits with masks")
 
 
 def _run(config: Config, out: Path) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from ..transforms import crop_resize
 from ..tta import merge_predictions
 from ..validation import check_int_fields
 from . import crop
-from .common import OWN_DATA_HINT, torch_threads, write_metrics
+from .common import run_on_builtin_data, write_metrics
 from .crop import COVERAGE_THRESHOLD, build_crop_method, to_pixel_corners
 from .parallel import summarise_seeds
 
@@ -412,10 +412,7 @@ def evaluate_seed(
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """For every seed, train both classifiers and φ, evaluate every entry; write metrics.json, the figure, φ."""
-    if data is not None:
-        raise ValueError("the tta experiment uses its built-in cluttered digits; it takes no --data; " + OWN_DATA_HINT)
-    with torch_threads(config.threads):
-        return _run(config, Path(out_dir))
+    return run_on_builtin_data("tta", _run, config, out_dir, data, uses="its built-in cluttered digits")
 
 
 def _run(config: Config, out: Path) -> dict[str, Any]:
