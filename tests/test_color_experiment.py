@@ -12,6 +12,7 @@ from kornia.color import rgb_to_hsv
 
 from instaaug import InstaAug
 from instaaug.cli import main
+from instaaug.config_files import load_config
 from instaaug.data import colors
 from instaaug.experiments import color, get_experiment
 from instaaug.experiments.common import METHODS, apply_overrides
@@ -222,13 +223,13 @@ def test_data_argument_is_rejected(tmp_path):
 def test_registered_and_configurable():
     assert get_experiment("color") is color
     assert color.DESCRIPTION and "\n" not in color.DESCRIPTION
-    config = apply_overrides(color.Config(), ["methods=none,instaaug", "epochs=2", "entropy_max=0.5"])
-    assert config.methods == ("none", "instaaug") and config.epochs == 2 and config.entropy_max == 0.5
+    config = apply_overrides(color.Config(), ["methods=none,instaaug", "epochs=2", "entropy_range=-0.2,0.5"])
+    assert config.methods == ("none", "instaaug") and config.epochs == 2 and config.entropy_range == (-0.2, 0.5)
     assert dataclasses.replace(color.Config.quick(), seed=5).seed == 5
     with pytest.raises(ValueError, match="methods"):
         color.Config(methods=("none", "autoaugment"))
-    with pytest.raises(ValueError, match="entropy_min"):
-        color.Config(entropy_min=0.0, entropy_max=-1.0)
+    with pytest.raises(ValueError, match="entropy_range"):
+        color.Config(entropy_range=(0.0, -1.0))
     with pytest.raises(ValueError, match="n_test must be"):
         color.Config(n_test=5)
     with pytest.raises(ValueError, match="init_half_width"):
@@ -276,3 +277,19 @@ def test_plot_colour_ranges(tmp_path):
     assert path.is_file() and path.stat().st_size > 1000
     with pytest.raises(ValueError, match="low and high"):
         plot_colour_ranges(x, low[:2], high[:2], color.TRANSFORMS, tmp_path / "bad.png")
+
+
+def test_old_band_keys_still_set_the_band_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(DeprecationWarning, match="'entropy_max' is deprecated.*entropy_range"):
+        config = apply_overrides(color.Config(), ["entropy_max=0.5", "epochs=2"])
+    assert config.entropy_range == (-0.4, 0.5) and config.epochs == 2
+    with pytest.warns(DeprecationWarning, match="entropy_min"):
+        config = apply_overrides(color.Config(), ["entropy_min=-1", "entropy_max=-0.5"])
+    assert config.entropy_range == (-1.0, -0.5)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"entropy_min": -2.0, "epochs": 3}))
+    with pytest.warns(DeprecationWarning, match="entropy_min"):
+        loaded = load_config(path, color.Config)
+    assert loaded.entropy_range == (-2.0, 0.0) and loaded.epochs == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.epochs = 4  # configs are frozen: a run cannot change its own settings

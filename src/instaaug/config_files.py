@@ -27,6 +27,7 @@ import textwrap
 import tokenize
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -138,6 +139,34 @@ def _default(field: dataclasses.Field) -> Any:
     return None if field.default is dataclasses.MISSING else field.default
 
 
+def renamed_keys(config_cls: type, values: Mapping[str, Any], current: Any) -> dict[str, Any]:
+    """``values`` with each deprecated key of ``config_cls.RENAMED_KEYS`` (old name → ``"new"`` or ``"new[i]"``, an
+    element of a tuple key) replaced by its new key, with a DeprecationWarning naming it. ``current`` gives the
+    values of the tuple elements not set (a config instance, or None for the class defaults)."""
+    renames: dict[str, str] = getattr(config_cls, "RENAMED_KEYS", {})
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in renames:
+            out[key] = value
+            continue
+        new, bracket, index = renames[key].partition("[")
+        warnings.warn(
+            f"config key {key!r} is deprecated and will be removed: use {renames[key].replace('[', ' element [')!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if not bracket:
+            out[new] = value
+            continue
+        if new not in out:
+            field = {f.name: f for f in dataclasses.fields(config_cls)}[new]
+            out[new] = getattr(current, new) if current is not None else _default(field)
+        items = list(out[new])
+        items[int(index.rstrip("]"))] = value
+        out[new] = tuple(items)
+    return out
+
+
 def config_from_mapping(config_cls: type[T], values: Mapping[str, Any], base: T | None = None, source: str = "") -> T:
     """Build the dataclass ``config_cls`` from ``values``: unknown keys raise a ValueError listing the valid
     ones, values of the wrong type a TypeError naming the key. Keys not given come from ``base`` (default: the
@@ -145,6 +174,7 @@ def config_from_mapping(config_cls: type[T], values: Mapping[str, Any], base: T 
     if not dataclasses.is_dataclass(config_cls):
         raise TypeError(f"config_cls must be a dataclass, got {config_cls!r}")
     where = f" in {source}" if source else ""
+    values = renamed_keys(config_cls, values, base)
     fields = {f.name for f in dataclasses.fields(config_cls) if f.init}
     unknown = sorted(set(values) - fields)
     if unknown:

@@ -14,12 +14,11 @@ interval over the test images of the shape-defined and of the hue-defined classe
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -27,6 +26,7 @@ from ..data.colors import CLASS_NAMES, HUE_DEFINED, NUM_CLASSES, SHAPE_DEFINED, 
 from ..models import build_classifier
 from ..plots import plot_colour_ranges
 from ..train import accuracy, predict
+from ..validation import check_numbers
 from .common import (
     METHODS,
     OWN_DATA_HINT,
@@ -44,7 +44,7 @@ TRANSFORMS = ("hue", "saturation", "value")
 FIGURE_FILE = "color_ranges.png"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """Settings of the colour experiment (override any with ``--set key=value``).
 
@@ -59,7 +59,7 @@ class Config:
         width, depth: the classifier (``small_cnn``).
         aug_width, aug_depth: InstaAug's invariance network φ (``small_cnn``).
         methods: the methods to run, a subset of ``none, random, augerino, instaaug``.
-        entropy_min, entropy_max: InstaAug's entropy band (nats; the entropy of one input is Σ over hue,
+        entropy_range: InstaAug's entropy band [Hmin, Hmax] (nats; the entropy of one input is Σ over hue,
             saturation and value of log width). What the data allow: shape-defined inputs free in hue
             (width ≈ 1) and saturation (≈ 2), value ≈ 1.5, about +1.1 nats; fruits ±0.08 in hue, ≈ 1.4 in
             saturation and value, about -1.2 nats; with 4 of 9 classes shape-defined a mean of ≈ -0.2. The band
@@ -91,8 +91,7 @@ class Config:
     aug_width: int = 16
     aug_depth: int = 3
     methods: tuple[str, ...] = METHODS
-    entropy_min: float = -0.4
-    entropy_max: float = 0.0
+    entropy_range: tuple[float, float] = (-0.4, 0.0)
     init_half_width: tuple[float, ...] = (0.05, 0.1, 0.1)
     lam_init: float = 0.05
     lam_rate: float = 1.02
@@ -103,6 +102,8 @@ class Config:
     random_value: float = 0.4
     threads: int = 0
     figure_per_class: int = 1
+    #: Old key names still accepted (with a DeprecationWarning) by ``--set`` and config files.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"entropy_min": "entropy_range[0]", "entropy_max": "entropy_range[1]"}
 
     @classmethod
     def quick(cls) -> Config:
@@ -110,7 +111,7 @@ class Config:
         return cls(n_train=540, n_test=270, epochs=2, pretrain_epochs=1, width=8, aug_width=8)
 
     def __post_init__(self) -> None:
-        self.methods = check_methods(self.methods)
+        object.__setattr__(self, "methods", check_methods(self.methods))
         for key in ("n_train", "n_test", "batch_size", "width", "depth", "aug_width", "aug_depth"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -120,10 +121,12 @@ class Config:
                 raise ValueError(f"{key} must be ≥ {NUM_CLASSES} (one example per class), got {getattr(self, key)}")
         if len(self.init_half_width) != len(TRANSFORMS):
             raise ValueError(f"init_half_width needs one entry per transform {TRANSFORMS}, got {self.init_half_width}")
-        if not (math.isfinite(self.entropy_min) and math.isfinite(self.entropy_max)):
-            raise ValueError("entropy_min and entropy_max must be finite")
-        if self.entropy_min > self.entropy_max:
-            raise ValueError(f"entropy_min must be ≤ entropy_max, got {self.entropy_min} > {self.entropy_max}")
+        low, high = check_numbers(self.entropy_range, "entropy_range", 2)
+        if len(self.entropy_range) != 2 or low > high:
+            raise ValueError(
+                f"entropy_range must be two numbers [Hmin, Hmax] with Hmin ≤ Hmax, got {self.entropy_range}"
+            )
+        object.__setattr__(self, "entropy_range", (low, high))
 
     def build_options(self) -> dict[str, Any]:
         """The keyword options of ``fit_method`` / ``build_method`` for every method."""
@@ -137,7 +140,7 @@ class Config:
             "instaaug_options": {
                 "width": self.aug_width,
                 "depth": self.aug_depth,
-                "entropy_range": (self.entropy_min, self.entropy_max),
+                "entropy_range": self.entropy_range,
                 "init_half_width": tuple(float(w) for w in self.init_half_width),
             },
             "controller_options": {

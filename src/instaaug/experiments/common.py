@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..augment import Augmenter, InstaAug
 from ..baselines import Augerino, NoAugment, RandomAugment
+from ..config_files import renamed_keys
 from ..controller import EntropyController
 from ..distributed import is_main_process
 from ..io import write_json
@@ -161,11 +162,21 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
     fields = {f.name for f in dataclasses.fields(config)}
     changes: dict[str, Any] = {}
     nested: dict[str, list[str]] = {}
+    pairs = []
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        key = key.strip()
+        pairs.append((key.strip(), value))
+    renames = getattr(type(config), "RENAMED_KEYS", {})
+    for key, value in list(pairs):
+        if key in renames:  # a deprecated key: set its new one (an element of a tuple key), with a warning
+            pairs.remove((key, value))
+            new, bracket, _ = renames[key].partition("[")
+            element = getattr(config, new)[int(renames[key][len(new) + 1 : -1])] if bracket else getattr(config, new)
+            converted = renamed_keys(type(config), {key: _coerce(value.strip(), element, key)}, config)
+            config = dataclasses.replace(config, **converted)
+    for key, value in pairs:
         head, dot, rest = key.partition(".")
         if head not in fields:
             raise ValueError(f"unknown config key {key!r}; valid keys: {sorted(fields)}")
