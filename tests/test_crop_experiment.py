@@ -10,7 +10,6 @@ import torch
 
 from instaaug import InstaAug
 from instaaug.baselines import NoAugment, RandomCrop
-from instaaug.bench import run_benchmarks
 from instaaug.cli import main
 from instaaug.data.digits import cluttered_digits
 from instaaug.experiments import crop
@@ -137,21 +136,8 @@ def test_crop_experiment_refuses_data(tmp_path, capsys):
     assert "takes no --data" in capsys.readouterr().err
 
 
-def test_bench_quick_writes_the_ratio(tmp_path):
-    results = run_benchmarks(tmp_path / "bench.json", quick=True)
-    saved = json.loads((tmp_path / "bench.json").read_text())
-    assert saved["train_step_ratio_crop"] == pytest.approx(results["train_step_ratio_crop"])
-    assert saved["train_step_ratio_crop"] > 0 and saved["machine"]["torch"] == torch.__version__
-
-
 def test_seeds_flag_only_for_multi_seed_experiments(tmp_path, capsys):
     assert main(["run", "rotation", "--quick", "--seeds", "2", "--out", str(tmp_path)]) == 2
     assert "--seeds is not supported" in capsys.readouterr().err
     assert main(["run", "crop", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "seeds must be an int ≥ 1" in capsys.readouterr().err
-
-
-def test_tta_experiment_is_registered(tmp_path):
-    assert main(["run", "tta", "--quick", "--out", str(tmp_path)]) == 0
-    methods = json.loads((tmp_path / "metrics.json").read_text())["methods"]
-    assert "none" in methods and all("accuracy_transfer" in m for m in methods.values())

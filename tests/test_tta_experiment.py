@@ -188,3 +188,9 @@ def test_policy_takes_every_lrp_setting_from_its_own_config():
     jittered = tta.build_policy(dataclasses.replace(tta.Config(), centre_jitter=0.5, size_jitter=0.1))[0]
     assert (jittered.config.centre_jitter, jittered.config.size_jitter) == (0.5, 0.1)
     assert jittered.jitter_entropy < 0  # volumes are fractions of the image
+
+
+def test_tta_experiment_is_registered_for_the_cli():
+    from instaaug.experiments import get_experiment
+
+    assert get_experiment("tta") is tta
