@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from instaaug import InstaAug
-from instaaug.experiments import tta
+from instaaug.experiments import get_experiment, tta
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +191,4 @@ def test_policy_takes_every_lrp_setting_from_its_own_config():
 
 
 def test_tta_experiment_is_registered_for_the_cli():
-    from instaaug.experiments import get_experiment
-
     assert get_experiment("tta") is tta
