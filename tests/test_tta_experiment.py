@@ -107,38 +107,6 @@ def test_view_sources_are_reproducible_nested_and_top_views_are_most_probable():
     assert torch.equal(images, x) and torch.equal(boxes, torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 3))
 
 
-def test_evaluate_views_merges_the_first_n_views_of_each_entry():
-    # View i of every image has brightness (i + 1) / 10 and the model reads i off it: its logits are one_hot(i),
-    # plus 1 for class 3 when i ≥ 1. View 0 alone says class 0; the mean over all four views says class 3.
-    config = tta.Config.quick()
-    _, val_set, _ = tta.split_data(config)
-    data = dataclasses.replace(
-        val_set,
-        images=val_set.images[:2],
-        labels=torch.tensor([0, 0]),
-        boxes=torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 2),
-    )
-
-    def make(x, generator):
-        views = torch.cat([torch.full((1, 1, 48, 48), (i + 1) / 10) for _ in range(x.shape[0]) for i in range(4)])
-        inside = torch.tensor([0.1, 0.1, 0.25, 0.25])  # (cx, cy, w, h): holds the digit box [0, 10]², or not
-        outside = torch.tensor([0.8, 0.8, 0.25, 0.25])
-        return views, torch.stack([inside, outside, outside, outside] * x.shape[0])
-
-    class Brightness(torch.nn.Module):
-        def forward(self, v):
-            index = (v.mean(dim=(1, 2, 3)) * 10).round().long() - 1
-            logits = torch.nn.functional.one_hot(index, 10).float()
-            logits[:, 3] += (index >= 1).float()
-            return logits
-
-    source = tta.ViewSource(4, make, {"first1": 1, "all4": 4})
-    results = tta.evaluate_views([Brightness()], source, data, seed=0)
-    assert results["first1"]["accuracy"] == [1.0]
-    assert results["all4"]["accuracy"] == [0.0]
-    assert results["first1"]["object_coverage"] == 1.0 and results["all4"]["object_coverage"] == 0.25
-
-
 def test_validation_images_are_held_out_of_training():
     config = tta.Config.quick()
     train_set, val_set, test_set = tta.split_data(config)

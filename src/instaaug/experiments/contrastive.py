@@ -56,8 +56,9 @@ from ..plots import plot_colour_ranges, plot_sampled_views
 from ..train import TrainConfig, train
 from ..validation import check_int_fields
 from .common import check_methods, run_on_builtin_data, write_metrics
-from .crop import to_pixel_corners, view_boxes
+from .crop import view_boxes
 from .parallel import best_setting, run_seeds
+from .views_eval import COVERAGE_THRESHOLD, to_pixel_corners
 
 DESCRIPTION = "contrastive InstaAug: SimCLR with learned views on cluttered digits, linear probe with TTA (Table 5)"
 
@@ -65,7 +66,6 @@ METHODS = ("random-crop", "random-crop-colour", "instaaug-global", "instaaug-cro
 PHI_OBJECTIVES = ("ours", "reference")
 #: The learned colour families (the images have one channel: brightness and contrast).
 COLOUR = ("value", "contrast")
-COVERAGE_THRESHOLD = 0.9
 #: Training time relative to a random crop's (longest first, so that no worker idles at the end).
 RELATIVE_COST = {"instaaug": 1.6, "instaaug-global": 1.5, "instaaug-crop": 1.5}
 

@@ -34,16 +34,16 @@ from torch import nn
 from ..augment import Augmenter, InstaAug
 from ..baselines import Augerino, NoAugment, RandomCrop
 from ..controller import EntropyController
-from ..data.digits import box_coverage, fit_and_eval_sets
+from ..data.digits import fit_and_eval_sets
 from ..distributed import is_main_process
 from ..models import build_classifier
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_crop_examples
 from ..train import train
-from ..tta import merge_predictions
 from ..validation import check_int_fields
 from .common import check_methods, run_on_builtin_data, train_config_of, write_metrics
 from .parallel import best_setting, run_seeds
+from .views_eval import ViewSource, evaluate_views, full_views, sampled_views
 
 DESCRIPTION = "learned crops (LRP) on built-in cluttered digits vs random crops and ablations; Figure 6"
 
@@ -51,7 +51,6 @@ DESCRIPTION = "learned crops (LRP) on built-in cluttered digits vs random crops 
 METHODS = ("none", "random", "augerino", "instaaug-uniform", "instaaug-global", "instaaug-class", "instaaug")
 #: The uniform-range methods crop by translating and zooming.
 UNIFORM_TRANSFORMS = ("translation", "scale")
-COVERAGE_THRESHOLD = 0.9
 #: Training time of a method relative to a random crop's (default run, 1 thread each; 1 where absent): the runs
 #: are started longest first, so that no worker is left with a long run while the others idle at the end.
 RELATIVE_COST = {"instaaug-uniform": 1.5, "instaaug": 1.5, "augerino": 1.1}
@@ -217,12 +216,6 @@ def view_boxes(aug: Augmenter, params: torch.Tensor) -> torch.Tensor:
     return torch.cat((0.5 - shift * side, side, side), dim=1)
 
 
-def to_pixel_corners(boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Boxes (N, 4) (cx, cy, w, h) in fractions → (x0, y0, x1, y1) in pixels of a size × size image."""
-    return torch.cat((boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2), dim=1) * size
-
-
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     aug: Augmenter,
@@ -232,29 +225,18 @@ def evaluate(
     batch_size: int = 128,
     device: str = "cpu",
 ) -> dict[str, float]:
-    """Accuracy on full images, accuracy with ``views``-view TTA, object coverage and mean crop scale."""
-    model.eval()
+    """Accuracy on full images, accuracy with ``views``-view TTA, object coverage and mean crop scale of the views
+    (``views_eval.evaluate_views``, the evaluator the tta experiment uses too)."""
     aug.eval()
-    generator = torch.Generator(device=device).manual_seed(seed)
-    correct = correct_tta = covered = 0
-    scale_sum = 0.0
-    for start in range(0, test.images.shape[0], batch_size):
-        x = test.images[start : start + batch_size].to(device)
-        y = test.labels[start : start + batch_size].to(device)
-        correct += int((model(x).argmax(-1) == y).sum())
-        out = aug(x, n_copies=views, generator=generator)
-        logits = merge_predictions(model(out.images).view(x.shape[0], views, -1))
-        correct_tta += int((logits.argmax(-1) == y).sum())
-        boxes = view_boxes(aug, out.params)
-        digit = test.boxes[start : start + batch_size].to(device).repeat_interleave(views, 0)
-        covered += int((box_coverage(to_pixel_corners(boxes, x.shape[-1]), digit) >= COVERAGE_THRESHOLD).sum())
-        scale_sum += float(boxes[:, 2:].mean(-1).sum())
-    n = test.images.shape[0]
+    full = ViewSource(1, full_views, {"full": 1})
+    drawn = ViewSource(views, sampled_views(aug, views, boxes=lambda params: view_boxes(aug, params)), {"tta": views})
+    whole = evaluate_views([model], full, test, seed, batch_size, device)["full"]
+    tta = evaluate_views([model], drawn, test, seed, batch_size, device)["tta"]
     return {
-        "accuracy": correct / n,
-        "accuracy_tta": correct_tta / n,
-        "object_coverage": covered / (n * views),
-        "mean_crop_scale": scale_sum / (n * views),
+        "accuracy": whole["accuracy"][0],
+        "accuracy_tta": tta["accuracy"][0],
+        "object_coverage": tta["object_coverage"],
+        "mean_crop_scale": tta["mean_crop_scale"],
     }
 
 

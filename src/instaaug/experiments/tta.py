@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -36,27 +36,23 @@ from torch import nn
 
 from ..augment import InstaAug
 from ..baselines import RandomCrop
-from ..data.digits import TEST_SIZE, TRAIN_SIZE, ClutteredDigits, box_coverage, cluttered_digits
+from ..data.digits import TEST_SIZE, TRAIN_SIZE, ClutteredDigits, cluttered_digits
 from ..models import BACKBONES, build_classifier
 from ..objective import TaskObjective
 from ..plots import plot_crop_examples
 from ..train import TrainConfig, train
 from ..transforms import crop_resize
-from ..tta import merge_predictions
 from ..validation import check_int_fields
 from . import crop
 from .common import run_on_builtin_data, write_metrics
-from .crop import COVERAGE_THRESHOLD, build_crop_method, to_pixel_corners
+from .crop import build_crop_method
 from .parallel import summarise_seeds
+from .views_eval import ViewFn, ViewSource, evaluate_views, full_views, sampled_views
 
 DESCRIPTION = "learned test-time crops for frozen pre-trained classifiers, transfer to another network; Table 2"
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 48
-
-#: Views of a batch: images x (B, C, H, W) and a generator → views (B·n, C, h, w) in view order (all views of
-#: image 0 first) and their boxes (B·n, 4) (cx, cy, w, h) in fractions of the image.
-ViewFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -292,30 +288,9 @@ def train_policy(
     return aug.eval(), history
 
 
-@dataclass(frozen=True)
-class ViewSource:
-    """Views of one kind: ``make(x, generator)`` gives ``n`` views per image; entry ``name`` uses the first
-    ``entries[name]`` of them (for i.i.d. samples, the first k of n are k i.i.d. samples; for top-k, the first k
-    of the top n are the top k), so the entries of one kind share their views and cost one pass."""
-
-    n: int
-    make: ViewFn
-    entries: dict[str, int]
-
-
 def view_sources(config: Config, aug: InstaAug) -> dict[str, ViewSource]:
     """The kinds of views behind the entries of ``entry_names(config)``: none, random, instaaug, instaaug-top."""
     random_crop = RandomCrop(config.pretrain_min_scale, in_channels=1)
-
-    def full(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, x.new_tensor([0.5, 0.5, 1.0, 1.0]).expand(x.shape[0], 4)
-
-    def sampled(source: nn.Module, n: int) -> ViewFn:
-        def views(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-            out = source(x, n_copies=n, generator=generator)
-            return out.images, out.params
-
-        return views
 
     def top(k: int) -> ViewFn:
         def views(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,60 +302,14 @@ def view_sources(config: Config, aug: InstaAug) -> dict[str, ViewSource]:
 
     n = max(config.tta_views)
     sources = {
-        "none": ViewSource(1, full, {"none": 1}),
-        "random": ViewSource(n, sampled(random_crop, n), {f"random-n{v}": v for v in config.tta_views}),
-        "instaaug": ViewSource(n, sampled(aug, n), {f"instaaug-n{v}": v for v in config.tta_views}),
+        "none": ViewSource(1, full_views, {"none": 1}),
+        "random": ViewSource(n, sampled_views(random_crop, n), {f"random-n{v}": v for v in config.tta_views}),
+        "instaaug": ViewSource(n, sampled_views(aug, n), {f"instaaug-n{v}": v for v in config.tta_views}),
     }
     if config.top_views:
         k = max(config.top_views)
         sources["instaaug-top"] = ViewSource(k, top(k), {f"instaaug-top{v}": v for v in config.top_views})
     return sources
-
-
-@torch.no_grad()
-def evaluate_views(
-    models: Sequence[nn.Module],
-    source: ViewSource,
-    data: ClutteredDigits,
-    seed: int,
-    batch_size: int = 64,
-    device: str = "cpu",
-) -> dict[str, dict[str, float]]:
-    """TTA accuracy of every model (mean of logits over the views) and the views' coverage, per entry of a source.
-
-    Args:
-        models: classifiers mapping (N, 1, H, W) to logits (N, K), evaluated in eval mode; all see the same views.
-        source: the views and the entries using them (see ``ViewSource``). Its ``make`` is called with a
-            generator seeded by ``seed``, so the views are the same on every call.
-        data: images (N, 1, H, W), labels (N,) and digit boxes (N, 4) in pixels.
-    Returns:
-        entry name → ``accuracy`` (list, one fraction per model) and ``object_coverage`` (the fraction of its
-        views that hold ≥ 90% of the digit's box).
-    """
-    for model in models:
-        model.eval()
-    generator = torch.Generator(device=device).manual_seed(seed)
-    correct = {name: torch.zeros(len(models), dtype=torch.long) for name in source.entries}
-    covered = dict.fromkeys(source.entries, 0)
-    for start in range(0, len(data), batch_size):
-        x = data.images[start : start + batch_size].to(device)
-        y = data.labels[start : start + batch_size].to(device)
-        images, boxes = source.make(x, generator)
-        logits = [model(images).view(x.shape[0], source.n, -1) for model in models]  # (B, n, K) per model
-        digit = data.boxes[start : start + batch_size].to(device).repeat_interleave(source.n, 0)
-        coverage = box_coverage(to_pixel_corners(boxes, x.shape[-1]), digit).view(x.shape[0], source.n)
-        for name, n in source.entries.items():
-            for i, per_view in enumerate(logits):
-                correct[name][i] += int((merge_predictions(per_view[:, :n]).argmax(-1) == y).sum())
-            covered[name] += int((coverage[:, :n] >= COVERAGE_THRESHOLD).sum())
-    size = max(len(data), 1)
-    return {
-        name: {
-            "accuracy": [int(c) / size for c in correct[name]],
-            "object_coverage": covered[name] / (size * source.entries[name]),
-        }
-        for name in source.entries
-    }
 
 
 def evaluate_seed(
