@@ -93,7 +93,7 @@ def test_run_mistakes_are_one_line_and_leave_no_directory(tmp_path, capsys, no_g
         ([*run, "--out", str(out), "--set", "device=mps"], "--set device=mps: MPS is not available"),
         ([*run, "--out", str(out), "--set", "device=gpu0"], "--set device=gpu0: not a device"),
         # An experiment that takes no --data refuses it itself, inside the claimed directory: created, then removed.
-        (["run", "color", "--quick", "--out", str(out), "--data", "afile"], "takes no data file"),
+        (["run", "colour", "--quick", "--out", str(out), "--data", "afile"], "takes no data file"),
     ]
     for argv, match in cases:
         _refused(capsys, argv, match)
@@ -329,7 +329,7 @@ def test_show_lists_every_key_with_its_default_and_meaning(capsys):
     assert "  box_scale = 1.4\n" in out and "receptive field" in out
     assert "  channels_last = true\n" in out and "  levels = 2\n" in out and "  progress = null\n" in out
     assert "  methods = none,random,augerino," in out
-    assert main(["show", "color"]) == 0  # meanings from an Attributes: docstring section
+    assert main(["show", "colour"]) == 0  # meanings from an Attributes: docstring section
     out = capsys.readouterr().out
     assert "  n_test = 1800  (--quick: 270)\n      generated training and test images" in out
 

@@ -153,4 +153,4 @@ def test_cli_reports_a_missing_data_file(tmp_path, capsys):
 def test_cli_lists_experiments(capsys):
     assert main(["list"]) == 0
     listing = capsys.readouterr().out
-    assert "rotation" in listing and "color" in listing
+    assert "rotation" in listing and "colour" in listing

@@ -1,6 +1,6 @@
 """Colour experiment: instance-specific hue invariance (the paper's Appendix D, Figure D.1).
 
-The data (``instaaug.data.colors``) mix classes defined by shape, whose label survives any hue shift, with classes
+The data (``instaaug.data.colours``) mix classes defined by shape, whose label survives any hue shift, with classes
 defined only by hue (five fruits of one shape, their hues spaced round the colour wheel). A learned, input-dependent
 augmenter over hue, saturation and value should widen the hue range of the shape-defined classes and keep the
 fruits' narrow.
@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..data.colors import CLASS_NAMES, HUE_DEFINED, NUM_CLASSES, SHAPE_DEFINED, ColourData, make_colour_dataset
+from ..data.colours import CLASS_NAMES, HUE_DEFINED, NUM_CLASSES, SHAPE_DEFINED, ColourData, make_colour_dataset
 from ..models import build_classifier
 from ..plots import plot_colour_ranges
 from ..train import accuracy, predict
@@ -41,7 +41,7 @@ from .common import (
 
 DESCRIPTION = "hue/saturation/value ranges on shape-defined vs hue-defined classes (paper Fig. D.1)"
 TRANSFORMS = ("hue", "saturation", "value")
-FIGURE_FILE = "color_ranges.png"
+FIGURE_FILE = "colour_ranges.png"
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,7 @@ def figure_examples(labels: torch.Tensor, per_class: int) -> torch.Tensor:
 
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
-    """Run the experiment; writes ``metrics.json``, ``color_ranges.png`` and each learned augmenter.
+    """Run the experiment; writes ``metrics.json``, ``colour_ranges.png`` and each learned augmenter.
 
     Args:
         config: the settings.
@@ -245,7 +245,7 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> 
             f"drop --data, or change the generator with --set n_train=..., --set image_size=...; {OWN_DATA_HINT}"
         )
     if not isinstance(config, Config):
-        raise TypeError(f"config must be a color.Config, got {type(config).__name__}")
+        raise TypeError(f"config must be a colour.Config, got {type(config).__name__}")
     with torch_threads(config.threads):
         return _run(config, Path(out_dir))
 
@@ -279,9 +279,9 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         )
         figure = path.name
     seconds = time.perf_counter() - started
-    write_metrics(out, "color", results, config, figures=[figure] if figure else [], seconds=seconds)
+    write_metrics(out, "colour", results, config, figures=[figure] if figure else [], seconds=seconds)
     return {
-        "experiment": "color",
+        "experiment": "colour",
         "methods": results,
         "config": dataclasses.asdict(config),
         "figures": [figure] if figure else [],

@@ -13,8 +13,8 @@ from kornia.color import rgb_to_hsv
 from instaaug import InstaAug
 from instaaug.cli import main
 from instaaug.config_files import load_config
-from instaaug.data import colors
-from instaaug.experiments import color, get_experiment
+from instaaug.data import colours
+from instaaug.experiments import colour, get_experiment
 from instaaug.experiments.common import METHODS, apply_overrides
 from instaaug.plots import plot_colour_ranges
 
@@ -63,8 +63,8 @@ def shape_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def data() -> colors.ColourData:
-    return colors.make_colour_dataset(1800, seed=3)
+def data() -> colours.ColourData:
+    return colours.make_colour_dataset(1800, seed=3)
 
 
 def test_dataset_shapes_dtypes_and_range(data):
@@ -73,78 +73,78 @@ def test_dataset_shapes_dtypes_and_range(data):
     assert data.labels.shape == (1800,) and data.labels.dtype == torch.int64
     assert float(data.images.min()) >= 0.0 and float(data.images.max()) <= 1.0
     assert len(data) == 1800
-    counts = torch.bincount(data.labels, minlength=colors.NUM_CLASSES)
-    assert counts.tolist() == [200] * colors.NUM_CLASSES
-    assert set(colors.SHAPE_DEFINED) | set(colors.HUE_DEFINED) == set(range(colors.NUM_CLASSES))
-    assert not set(colors.SHAPE_DEFINED) & set(colors.HUE_DEFINED)
-    assert len(colors.CLASS_NAMES) == colors.NUM_CLASSES
+    counts = torch.bincount(data.labels, minlength=colours.NUM_CLASSES)
+    assert counts.tolist() == [200] * colours.NUM_CLASSES
+    assert set(colours.SHAPE_DEFINED) | set(colours.HUE_DEFINED) == set(range(colours.NUM_CLASSES))
+    assert not set(colours.SHAPE_DEFINED) & set(colours.HUE_DEFINED)
+    assert len(colours.CLASS_NAMES) == colours.NUM_CLASSES
     # Corners are background: black.
     assert float(data.images[:, :, 0, 0].abs().max()) == 0.0
 
 
 def test_dataset_is_deterministic_for_a_seed():
-    a = colors.make_colour_dataset(200, seed=7)
-    b = colors.make_colour_dataset(200, seed=7)
-    c = colors.make_colour_dataset(200, seed=8)
+    a = colours.make_colour_dataset(200, seed=7)
+    b = colours.make_colour_dataset(200, seed=7)
+    c = colours.make_colour_dataset(200, seed=8)
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert not torch.equal(a.images, c.images)
 
 
 def test_dataset_other_sizes_and_bad_arguments():
-    small = colors.make_colour_dataset(10, seed=0, size=16)
+    small = colours.make_colour_dataset(10, seed=0, size=16)
     assert small.images.shape == (10, 3, 16, 16)
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="n must be"):
-            colors.make_colour_dataset(bad)
+            colours.make_colour_dataset(bad)
     with pytest.raises(ValueError, match="size must be"):
-        colors.make_colour_dataset(10, size=8)
+        colours.make_colour_dataset(10, size=8)
 
 
 def test_hue_defined_classes_differ_only_in_hue(data):
     hues = object_hues(data.images)
     # The hue recovered from the pixels is the generating hue.
     assert float(circular_distance(hues, data.hue).max()) < 0.01
-    fruit = torch.isin(data.labels, torch.tensor(colors.HUE_DEFINED))
-    assert bool((data.shape[fruit] == colors.FRUIT).all())
+    fruit = torch.isin(data.labels, torch.tensor(colours.HUE_DEFINED))
+    assert bool((data.shape[fruit] == colours.FRUIT).all())
     centres = {}
-    for k in colors.HUE_DEFINED:
+    for k in colours.HUE_DEFINED:
         h = hues[data.labels == k]
-        centre = colors.FRUIT_HUES[k]
+        centre = colours.FRUIT_HUES[k]
         # Every example lies within the jitter of its class centre ...
-        assert float(circular_distance(h, centre).max()) <= colors.HUE_JITTER + 0.01
+        assert float(circular_distance(h, centre).max()) <= colours.HUE_JITTER + 0.01
         centres[k] = centre
     # ... and the class centres are well apart, all round the wheel: a hue shift of more than about half the
     # spacing moves any fruit towards another fruit's hue.
-    for a in colors.HUE_DEFINED:
-        gaps = [float(circular_distance(centres[a], centres[b])) for b in colors.HUE_DEFINED if b != a]
-        assert min(gaps) == pytest.approx(colors.FRUIT_SPACING, abs=1e-6)
-    assert colors.FRUIT_SPACING * len(colors.HUE_DEFINED) == pytest.approx(1.0)
+    for a in colours.HUE_DEFINED:
+        gaps = [float(circular_distance(centres[a], centres[b])) for b in colours.HUE_DEFINED if b != a]
+        assert min(gaps) == pytest.approx(colours.FRUIT_SPACING, abs=1e-6)
+    assert colours.FRUIT_SPACING * len(colours.HUE_DEFINED) == pytest.approx(1.0)
     # The same shape distribution in every fruit class: area and elongation agree across classes.
     area, elongation = shape_statistics(data.images)
-    area_means = [float(area[data.labels == k].mean()) for k in colors.HUE_DEFINED]
-    elong_means = [float(elongation[data.labels == k].mean()) for k in colors.HUE_DEFINED]
+    area_means = [float(area[data.labels == k].mean()) for k in colours.HUE_DEFINED]
+    elong_means = [float(elongation[data.labels == k].mean()) for k in colours.HUE_DEFINED]
     assert max(area_means) - min(area_means) < 0.08 * min(area_means)
     assert max(elong_means) - min(elong_means) < 0.08
     # Saturation and value are drawn alike for every class; they carry no label information.
-    for k in range(colors.NUM_CLASSES):
+    for k in range(colours.NUM_CLASSES):
         s, v = data.saturation[data.labels == k], data.value[data.labels == k]
-        assert colors.SATURATION_RANGE[0] <= float(s.min()) and float(s.max()) <= colors.SATURATION_RANGE[1]
-        assert colors.VALUE_RANGE[0] <= float(v.min()) and float(v.max()) <= colors.VALUE_RANGE[1]
+        assert colours.SATURATION_RANGE[0] <= float(s.min()) and float(s.max()) <= colours.SATURATION_RANGE[1]
+        assert colours.VALUE_RANGE[0] <= float(v.min()) and float(v.max()) <= colours.VALUE_RANGE[1]
 
 
 def test_shape_defined_classes_span_the_hue_wheel(data):
     hues = object_hues(data.images)
     _, elongation = shape_statistics(data.images)
-    for k in colors.SHAPE_DEFINED:
+    for k in colours.SHAPE_DEFINED:
         h = hues[data.labels == k]
         bins = torch.bincount((h * 6).long().clamp(max=5), minlength=6)
-        assert int(bins.min()) >= 0.08 * h.numel(), f"class {colors.CLASS_NAMES[k]} misses part of the wheel"
+        assert int(bins.min()) >= 0.08 * h.numel(), f"class {colours.CLASS_NAMES[k]} misses part of the wheel"
         # The mean resultant length of a uniform hue is near 0.
         resultant = torch.stack([torch.cos(2 * math.pi * h).mean(), torch.sin(2 * math.pi * h).mean()]).norm()
         assert float(resultant) < 0.2
     # Circles are round, fruits elongated: the shapes tell the two groups apart.
     circle = float(elongation[data.labels == 0].mean())
-    fruit = float(elongation[torch.isin(data.labels, torch.tensor(colors.HUE_DEFINED))].mean())
+    fruit = float(elongation[torch.isin(data.labels, torch.tensor(colours.HUE_DEFINED))].mean())
     assert circle < 1.1 < 1.4 < fruit
 
 
@@ -155,14 +155,14 @@ def test_shape_defined_classes_span_the_hue_wheel(data):
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("color_quick")
-    code = main(["run", "color", "--quick", "--out", str(out)])
+    code = main(["run", "colour", "--quick", "--out", str(out)])
     assert code == 0
     return out
 
 
 def test_quick_run_writes_metrics_for_every_method(quick_run):
     metrics = json.loads((quick_run / "metrics.json").read_text())
-    assert metrics["experiment"] == "color"
+    assert metrics["experiment"] == "colour"
     assert list(metrics["methods"]) == list(METHODS)
     for method, values in metrics["methods"].items():
         assert 0.0 <= values["accuracy"] <= 1.0, method
@@ -178,16 +178,16 @@ def test_quick_run_writes_metrics_for_every_method(quick_run):
         values = metrics["methods"][method]
         assert values["hue_width_shape_defined"] == pytest.approx(values["hue_width_hue_defined"], rel=1e-5)
     assert metrics["methods"]["random"]["hue_width_hue_defined"] == pytest.approx(0.3)
-    assert metrics["config"] == json.loads(json.dumps(dataclasses.asdict(color.Config.quick())))
+    assert metrics["config"] == json.loads(json.dumps(dataclasses.asdict(colour.Config.quick())))
 
 
 def test_quick_run_writes_the_figure_and_loadable_augmenters(quick_run):
-    figure = quick_run / color.FIGURE_FILE
+    figure = quick_run / colour.FIGURE_FILE
     assert figure.is_file() and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    x = colors.make_colour_dataset(6, seed=1).images
+    x = colours.make_colour_dataset(6, seed=1).images
     for method in ("augerino", "instaaug"):
         aug = InstaAug.load(quick_run / method)
-        assert aug.names == color.TRANSFORMS
+        assert aug.names == colour.TRANSFORMS
         dist = aug.eval().distribution(x)
         assert dist.low.shape == (6, 3) and bool(torch.isfinite(dist.width).all())
     assert InstaAug.load(quick_run / "augerino").mode == "global"
@@ -196,11 +196,11 @@ def test_quick_run_writes_the_figure_and_loadable_augmenters(quick_run):
 def test_saved_instaaug_matches_the_reported_widths(quick_run):
     # The augmenter on disk is the one measured, not an earlier state.
     metrics = json.loads((quick_run / "metrics.json").read_text())
-    config = color.Config.quick()
-    _, test = color.make_splits(config)
+    config = colour.Config.quick()
+    _, test = colour.make_splits(config)
     aug = InstaAug.load(quick_run / "instaaug")
-    low, high = color.learned_ranges(aug, test.images)
-    widths = color.range_metrics(low, high, test.labels)
+    low, high = colour.learned_ranges(aug, test.images)
+    widths = colour.range_metrics(low, high, test.labels)
     reported = metrics["methods"]["instaaug"]
     assert widths["hue_width_hue_defined"] == pytest.approx(reported["hue_width_hue_defined"], rel=1e-4)
     assert widths["hue_width_shape_defined"] == pytest.approx(reported["hue_width_shape_defined"], rel=1e-4)
@@ -208,7 +208,7 @@ def test_saved_instaaug_matches_the_reported_widths(quick_run):
 
 def test_summary_is_a_table_of_every_method(quick_run):
     metrics = json.loads((quick_run / "metrics.json").read_text())
-    text = color.summary(metrics)
+    text = colour.summary(metrics)
     for method in METHODS:
         assert method in text
     assert "target" in text
@@ -216,44 +216,44 @@ def test_summary_is_a_table_of_every_method(quick_run):
 
 def test_data_argument_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="generates its own dataset"):
-        color.run(color.Config.quick(), tmp_path, data="some/file.npz")
+        colour.run(colour.Config.quick(), tmp_path, data="some/file.npz")
     assert not (tmp_path / "metrics.json").exists()
 
 
 def test_registered_and_configurable():
-    assert get_experiment("color") is color
-    assert color.DESCRIPTION and "\n" not in color.DESCRIPTION
-    config = apply_overrides(color.Config(), ["methods=none,instaaug", "epochs=2", "entropy_range=-0.2,0.5"])
+    assert get_experiment("colour") is colour
+    assert colour.DESCRIPTION and "\n" not in colour.DESCRIPTION
+    config = apply_overrides(colour.Config(), ["methods=none,instaaug", "epochs=2", "entropy_range=-0.2,0.5"])
     assert config.methods == ("none", "instaaug") and config.epochs == 2 and config.entropy_range == (-0.2, 0.5)
-    assert dataclasses.replace(color.Config.quick(), seed=5).seed == 5
+    assert dataclasses.replace(colour.Config.quick(), seed=5).seed == 5
     with pytest.raises(ValueError, match="methods"):
-        color.Config(methods=("none", "autoaugment"))
+        colour.Config(methods=("none", "autoaugment"))
     with pytest.raises(ValueError, match="entropy_range"):
-        color.Config(entropy_range=(0.0, -1.0))
+        colour.Config(entropy_range=(0.0, -1.0))
     with pytest.raises(ValueError, match="n_test must be"):
-        color.Config(n_test=5)
+        colour.Config(n_test=5)
     with pytest.raises(ValueError, match="init_half_width"):
-        color.Config(init_half_width=(0.1, 0.1))
+        colour.Config(init_half_width=(0.1, 0.1))
     with pytest.raises(ValueError, match="unknown config key"):
-        apply_overrides(color.Config(), ["colour=1"])
+        apply_overrides(colour.Config(), ["colour=1"])
 
 
 def test_run_restores_the_thread_count(tmp_path):
     before = torch.get_num_threads()
     config = dataclasses.replace(
-        color.Config.quick(), methods=("none",), n_train=27, n_test=18, epochs=0, threads=1, figure_per_class=1
+        colour.Config.quick(), methods=("none",), n_train=27, n_test=18, epochs=0, threads=1, figure_per_class=1
     )
-    metrics = color.run(config, tmp_path)
+    metrics = colour.run(config, tmp_path)
     assert torch.get_num_threads() == before
     assert set(metrics["methods"]) == {"none"}
-    assert not (tmp_path / color.FIGURE_FILE).exists()  # no method with ranges, no figure
+    assert not (tmp_path / colour.FIGURE_FILE).exists()  # no method with ranges, no figure
 
 
 def test_range_metrics_by_class_group():
     labels = torch.tensor([0, 1, 4, 5])
     low = torch.tensor([[-0.4, -1.0, -0.5], [-0.2, -1.0, -0.5], [-0.02, -0.5, -0.5], [-0.04, -0.5, -0.5]])
     high = torch.tensor([[0.4, 1.0, 0.5], [0.2, 1.0, 0.5], [0.02, 0.5, 0.5], [0.04, 0.5, 0.5]])
-    m = color.range_metrics(low, high, labels)
+    m = colour.range_metrics(low, high, labels)
     assert m["hue_width_shape_defined"] == pytest.approx(0.6)
     assert m["hue_width_hue_defined"] == pytest.approx(0.06)
     assert m["saturation_width_shape_defined"] == pytest.approx(2.0)
@@ -261,14 +261,14 @@ def test_range_metrics_by_class_group():
 
 
 def test_plot_colour_ranges(tmp_path):
-    x = colors.make_colour_dataset(3, seed=0).images
+    x = colours.make_colour_dataset(3, seed=0).images
     low = torch.tensor([[-0.3, -0.8, -0.4], [-0.05, -0.5, -0.2], [-0.01, -0.1, -0.1]])
     high = torch.tensor([[0.4, 0.9, 0.6], [0.05, 0.4, 1.0], [0.02, 0.1, 0.1]])
     path = plot_colour_ranges(
         x,
         low,
         high,
-        color.TRANSFORMS,
+        colour.TRANSFORMS,
         tmp_path / "ranges.png",
         labels=["a", "b", "c"],
         reference=(low[0], high[0]),
@@ -276,20 +276,25 @@ def test_plot_colour_ranges(tmp_path):
     )
     assert path.is_file() and path.stat().st_size > 1000
     with pytest.raises(ValueError, match="low and high"):
-        plot_colour_ranges(x, low[:2], high[:2], color.TRANSFORMS, tmp_path / "bad.png")
+        plot_colour_ranges(x, low[:2], high[:2], colour.TRANSFORMS, tmp_path / "bad.png")
 
 
 def test_old_band_keys_still_set_the_band_with_a_deprecation_warning(tmp_path):
     with pytest.warns(DeprecationWarning, match="'entropy_max' is deprecated.*entropy_range"):
-        config = apply_overrides(color.Config(), ["entropy_max=0.5", "epochs=2"])
+        config = apply_overrides(colour.Config(), ["entropy_max=0.5", "epochs=2"])
     assert config.entropy_range == (-0.4, 0.5) and config.epochs == 2
     with pytest.warns(DeprecationWarning, match="entropy_min"):
-        config = apply_overrides(color.Config(), ["entropy_min=-1", "entropy_max=-0.5"])
+        config = apply_overrides(colour.Config(), ["entropy_min=-1", "entropy_max=-0.5"])
     assert config.entropy_range == (-1.0, -0.5)
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"entropy_min": -2.0, "epochs": 3}))
     with pytest.warns(DeprecationWarning, match="entropy_min"):
-        loaded = load_config(path, color.Config)
+        loaded = load_config(path, colour.Config)
     assert loaded.entropy_range == (-2.0, 0.0) and loaded.epochs == 3
     with pytest.raises(dataclasses.FrozenInstanceError):
         loaded.epochs = 4  # configs are frozen: a run cannot change its own settings
+
+
+def test_old_experiment_name_color_still_runs_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="now called 'colour'"):
+        assert get_experiment("color") is colour
