@@ -13,6 +13,8 @@ import torch._inductor.config
 from conftest import legacy_crop, perturb_output, structured_images
 from instaaug import InstaAug, RandomAugment
 from instaaug.experiments.common import torch_threads
+from instaaug.models import build_classifier
+from instaaug.step import make_optimisers, step_loss, train_step
 from instaaug.validation import trusted_inputs
 
 UNIFORM = ("rotation", "hue", "saturation", "value", "contrast")
@@ -116,6 +118,55 @@ def test_crop_augmenter_compiles_with_inductor():
 def test_uniform_augmenter_compiles_with_inductor():
     with torch._inductor.config.patch(fallback_random=True):
         _compare(_uniform(), "inductor", atol=1e-5)
+
+
+def _step_parts(device: str = "cpu") -> tuple[torch.nn.Module, InstaAug, torch.nn.Module]:
+    """A small classifier and a composite augmenter (crop + rotation + hue + flip: score-function and
+    reparameterised parts) with its objective."""
+    torch.manual_seed(0)
+    model = build_classifier("small_cnn", 3, 4, width=4, depth=2).to(device)
+    aug = _composite().to(device)
+    return model, aug, aug.objective().to(device)
+
+
+def test_training_step_forward_traces_as_one_graph_and_matches_eager():
+    # The forward half of train_step (augment, classify, objective with its λ controller) in one graph: no
+    # graph break, hence no host synchronisation; the same loss and gradients as eager execution.
+    x, y = structured_images(4, 3, 16), torch.tensor([0, 1, 2, 3])
+    results = []
+    for compiled in (True, False):
+        model, aug, objective = _step_parts()
+        torch._dynamo.reset()
+        forward = torch.compile(step_loss, backend="aot_eager", fullgraph=True) if compiled else step_loss
+        torch.manual_seed(3)
+        out = forward(model, aug, objective, x, y)
+        out.loss.backward()
+        grads = [p.grad for p in [*model.parameters(), *aug.parameters()] if p.grad is not None]
+        results.append(([out.loss, *out.metrics.values(), out.logits, out.finite], grads, objective.controller.lam))
+    (got, got_grads, got_lam), (want, want_grads, want_lam) = results
+    model, aug, _ = _step_parts()
+    assert len(got_grads) == len(want_grads) == len([*model.parameters(), *aug.parameters()])  # f's and φ's
+    for a, b in zip(got + got_grads + [got_lam], want + want_grads + [want_lam], strict=True):
+        torch.testing.assert_close(a, b, atol=0.0, rtol=0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_full_training_step_makes_no_host_synchronisation_on_cuda():
+    """``train_step`` (augment, classify, objective, backward, both optimisers) on the device, with the value checks
+    at their defaults (skipped for accelerator tensors): any device-to-host synchronisation is an error."""
+    model, aug, objective = _step_parts("cuda")
+    optimisers = make_optimisers(model, aug)
+    x = structured_images(4, 3, 16).cuda()
+    y = torch.tensor([0, 1, 2, 3], device="cuda")
+    train_step(model, aug, objective, optimisers, x, y)  # warm-up outside the check (lazy initialisation)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            out = train_step(model, aug, objective, optimisers, x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert bool(out.finite)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -201,3 +201,23 @@ def test_phi_sees_large_inputs_downscaled_and_small_ones_as_they_are():
     explicit.net.backbone.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
     explicit(torch.rand(1, 3, 128, 128))
     assert seen[-1] == (96, 96)
+
+
+def test_phi_runs_channels_last_on_cpu_with_the_same_outputs():
+    # φ's backbone takes channels-last input on the CPU (much faster max-pool and ReLU backward there); the outputs
+    # and gradients are those of the NCHW layout up to the convolutions' summation order (float64: to ~1e-12).
+    torch.manual_seed(0)
+    net = InvarianceNet(4, width=8, depth=3).double()
+    with torch.no_grad():
+        net.output.weight.normal_()
+    x = torch.rand(6, 3, 24, 24, dtype=torch.float64)
+    results = []
+    for channels_last in (True, False):
+        net.channels_last_on_cpu = channels_last
+        net.zero_grad()
+        raw = net(x).raw
+        raw.square().sum().backward()
+        results.append([raw.detach(), *[p.grad.clone() for p in net.parameters()]])
+    assert net.channels_last_on_cpu is False and InvarianceNet(4).channels_last_on_cpu is True
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)

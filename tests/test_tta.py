@@ -142,3 +142,26 @@ def test_chunking_changes_nothing_but_the_calls(setup):
     assert torch.allclose(outputs[3], outputs[None], atol=1e-5)
     with pytest.raises(TypeError, match="chunk_size"):
         TTAWrapper(model, aug, chunk_size="big")
+
+
+def test_ttach_merge_modes():
+    # ttach's modes on per-view outputs (B, n, K): sum, mean, max, min, the geometric mean of probabilities and
+    # temperature sharpening (probabilities to the power t, averaged).
+    logits = torch.randn(2, 4, 3, generator=gen(5))
+    probs = F.softmax(logits, dim=2)
+    torch.testing.assert_close(
+        merge_predictions(logits, "sum"), logits[:, 0] + logits[:, 1] + logits[:, 2] + logits[:, 3]
+    )
+    torch.testing.assert_close(merge_predictions(logits, "mean"), logits.sum(1) / 4)
+    torch.testing.assert_close(
+        merge_predictions(logits, "max"), torch.maximum(logits[:, :2].amax(1), logits[:, 2:].amax(1))
+    )
+    torch.testing.assert_close(merge_predictions(logits, "min"), -merge_predictions(-logits, "max"))
+    geometric = probs.prod(1) ** (1 / 4)
+    torch.testing.assert_close(merge_predictions(logits, "gmean"), geometric / geometric.sum(1, keepdim=True))
+    torch.testing.assert_close(merge_predictions(logits, "tsharpen", temperature=0.5), probs.sqrt().mean(1))
+    # Weighted: a view of weight 0 adds nothing to the sum; weight 2 counts twice.
+    weights = torch.tensor([1.0, 0.0, 2.0, 1.0]).view(1, 4, 1).expand(2, 4, 1)
+    torch.testing.assert_close(
+        merge_predictions(logits, "sum", weights), logits[:, 0] + 2 * logits[:, 2] + logits[:, 3]
+    )

@@ -22,12 +22,21 @@ classifier (the same on both sides) beside the library's small default φ.
   forwards ÷ ``TTAWrapper`` with its default chunking (max(B, n) views per forward) and with all views in one
   forward (time ratios; > 1: the wrapper is faster), with the small CNN and with a PreAct ResNet-18;
 - ``channels_last_step_ratio_lrp`` and ``_random``: a training step of the crop experiment with channels-last
-  convolution weights ÷ the default layout (``TrainConfig.channels_last``);
-- ``scaling`` (and ``scaling_small_classifier``): step times of both at several batch and image sizes.
+  convolution weights ÷ the default layout (``TrainConfig.channels_last``); ``channels_last_step_ratio_uniform_*``
+  the same for the uniform small-classifier steps;
+- ``train_step_ratio_uniform_{default,phi16,nchw_phi,global,two_pass}_small_classifier``: where the extra time of
+  a small-classifier step goes (``uniform_breakdown``), including the paper's two-pass step;
+- ``tta_vs_ttach_speedup`` (and ``tta_instaaug_...``): ``TTAWrapper`` ÷ ttach's wrapper, 8 views (only where the
+  optional ``ttach`` package is installed);
+- ``scaling`` (and ``scaling_small_classifier``): step times of InstaAug, random augmentation and the paper's
+  two-pass step at several batch and image sizes (the small classifier over ``SCALING_GRID``: batch 16 / 64 / 256
+  × image 32 / 64 / 128; the ResNet-18 over that grid on CUDA only).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import platform
 import statistics
@@ -46,7 +55,7 @@ from .controller import EntropyController
 from .io import write_json
 from .models import build_classifier
 from .objective import InstaAugObjective, TaskObjective
-from .step import make_optimisers, train_step
+from .step import cross_entropy_per_view, make_optimisers, train_step
 from .train import to_channels_last
 from .transforms import adjust_contrast
 from .tta import TTAWrapper
@@ -69,6 +78,16 @@ UNIFORM_INSTAAUG: dict[str, dict[str, Any]] = {
     "instaaug_slim": {"width": 8},
     "instaaug_global": {"mode": "global"},
 }
+#: Further InstaAug variants, for where a small-classifier step's extra time goes (``uniform_breakdown``): φ at
+#: 16 px (a quarter of the default's pixels at 32 px) and φ in the default NCHW layout on the CPU.
+UNIFORM_PHI_VARIANTS: dict[str, dict[str, Any]] = {
+    "instaaug_phi16": {"phi_size": 16},
+    "instaaug_nchw_phi": {},
+}
+#: Every method ``uniform_step`` builds: the InstaAug variants, the paper's two-pass step and random augmentation.
+UNIFORM_METHODS = (*UNIFORM_INSTAAUG, *UNIFORM_PHI_VARIANTS, "two_pass", "random")
+#: The scaling grid of issue 15: batch 16 / 64 / 256 × image 32 / 64 / 128 px.
+SCALING_GRID = tuple((b, s) for b in (16, 64, 256) for s in (32, 64, 128))
 
 
 def make_train_step(model: nn.Module, aug: Augmenter, objective: nn.Module, lr: float = 1e-3) -> Callable:
@@ -79,6 +98,40 @@ def make_train_step(model: nn.Module, aug: Augmenter, objective: nn.Module, lr: 
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         train_step(model, aug, objective, optimisers, x, y, checks=trusted_inputs)
+
+    return step
+
+
+def make_two_pass_step(model: nn.Module, aug: Augmenter, objective: nn.Module, lr: float = 1e-3) -> Callable:
+    """The InstaAug paper's step (its reference code), as a baseline: two passes, φ and f run in each.
+
+    Pass 1 trains f: views sampled without a graph to φ, f's forward and backward, f's optimiser. Pass 2 trains φ:
+    views sampled again, f's forward and a backward through f to the views with f's weights frozen (the cheapest
+    form of that pass: no gradients of f are formed), the objective, φ's optimiser. The optimisers are
+    ``make_optimisers``'s, as in ``make_train_step``. Returns ``step(x (B, C, H, W), y (B,))``."""
+    optimisers = make_optimisers(model, aug, lr=lr, aug_lr=lr)
+    f_params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with trusted_inputs():
+            with torch.no_grad():
+                views = aug(x)
+            loss = cross_entropy_per_view(model(views.images), views.repeat(y)).mean()
+        optimisers["f"].zero_grad(set_to_none=True)
+        loss.backward()
+        optimisers["f"].step()
+        for p in f_params:
+            p.requires_grad_(False)
+        try:
+            with trusted_inputs():
+                out = aug(x)
+            terms = objective(cross_entropy_per_view(model(out.images), out.repeat(y)), out)
+            optimisers["phi"].zero_grad(set_to_none=True)
+            terms.loss.backward()
+            optimisers["phi"].step()
+        finally:
+            for p in f_params:
+                p.requires_grad_(True)
 
     return step
 
@@ -326,6 +379,30 @@ def channels_last_ratio(
     }
 
 
+def channels_last_uniform_ratio(
+    batch: int = 64, size: int = 32, repeats: int = 20, device: str = "cpu"
+) -> dict[str, Any]:
+    """With the small CNN and rotation + colour (RGB ``size`` px, ``batch``), a training step with f's and φ's
+    weights channels-last ÷ the default layout, for InstaAug (``channels_last_step_ratio_uniform_instaaug``) and
+    random augmentation (``channels_last_step_ratio_uniform_random``) (< 1: faster), and InstaAug ÷ random
+    augmentation with both channels-last (``train_step_ratio_uniform_channels_last_small_classifier``)."""
+    x, y = _batch(batch, 3, size, device)
+    steps = {
+        f"{method}_{layout}": uniform_step(method, device, SMALL_CLASSIFIER, channels_last=layout == "nhwc")
+        for method in ("instaaug", "random")
+        for layout in ("nchw", "nhwc")
+    }
+    seconds = compare_steps(steps, x, y, repeats=repeats)
+    return {
+        **{
+            f"channels_last_step_ratio_uniform_{m}": seconds[f"{m}_nhwc"] / seconds[f"{m}_nchw"]
+            for m in ("instaaug", "random")
+        },
+        f"train_step_ratio_uniform_channels_last{SMALL_SUFFIX}": seconds["instaaug_nhwc"] / seconds["random_nhwc"],
+        **{f"seconds_channels_last_uniform_{name}": value for name, value in seconds.items()},
+    }
+
+
 def kornia_pipeline(size: int) -> nn.Module:
     """The ``kornia.augmentation`` equivalent of ``our_pipeline``: random resized square crops, rotation ±90°,
     colour jitter (brightness, contrast, saturation 0.4; hue 0.15 turns), each applied to every image."""
@@ -485,22 +562,36 @@ def tta_speedup(
 
 
 def uniform_step(
-    method: str, device: str = "cpu", classifier: str = PAPER_CLASSIFIER, classifier_width: int | None = None
+    method: str,
+    device: str = "cpu",
+    classifier: str = PAPER_CLASSIFIER,
+    classifier_width: int | None = None,
+    channels_last: bool = False,
 ) -> Callable:
     """The training step of one method of ``uniform_steps``: ``instaaug`` (default φ, width 16, 3 stages),
     ``instaaug_slim`` (φ of width 8), ``instaaug_global`` (φ without a network: one learned range for every input,
-    so the step pays only for the transforms' backward pass to the sampled parameters) or ``random``, with a fresh
-    ``classifier`` (``preact_resnet18`` or ``small_cnn``; ``classifier_width``: its width when not the default)."""
-    if method in UNIFORM_INSTAAUG:
-        aug: Augmenter = InstaAug(UNIFORM_TRANSFORMS, **UNIFORM_INSTAAUG[method]).to(device)
-        objective: nn.Module = InstaAugObjective(EntropyController(*aug.entropy_range)).to(device)
-    elif method == "random":
-        aug, objective = RandomAugment(UNIFORM_TRANSFORMS).to(device), TaskObjective()
-    else:
-        raise ValueError(f"method must be one of {(*UNIFORM_INSTAAUG, 'random')}, got {method!r}")
+    so the step pays only for the transforms' backward pass to the sampled parameters), ``instaaug_phi16`` (φ at
+    16 px), ``instaaug_nchw_phi`` (φ's input left NCHW on the CPU), ``two_pass`` (the default φ in the paper's
+    two-pass step, ``make_two_pass_step``) or ``random``, with a fresh ``classifier`` (``preact_resnet18`` or
+    ``small_cnn``; ``classifier_width``: its width when not the default); with ``channels_last``, f's and φ's
+    weights converted as ``TrainConfig(channels_last=True)`` does."""
+    if method not in UNIFORM_METHODS:
+        raise ValueError(f"method must be one of {UNIFORM_METHODS}, got {method!r}")
     if classifier not in (PAPER_CLASSIFIER, SMALL_CLASSIFIER):
         raise ValueError(f"classifier must be {PAPER_CLASSIFIER!r} or {SMALL_CLASSIFIER!r}, got {classifier!r}")
-    return make_train_step(_classifier(3, device, classifier, classifier_width), aug, objective)
+    if method == "random":
+        aug: Augmenter = RandomAugment(UNIFORM_TRANSFORMS).to(device)
+        objective: nn.Module = TaskObjective()
+    else:
+        options = {**UNIFORM_INSTAAUG, **UNIFORM_PHI_VARIANTS}.get(method, {})
+        aug = InstaAug(UNIFORM_TRANSFORMS, **options).to(device)
+        if method == "instaaug_nchw_phi":
+            aug.net.channels_last_on_cpu = False
+        objective = InstaAugObjective(EntropyController(*aug.entropy_range)).to(device)
+    model = _classifier(3, device, classifier, classifier_width)
+    if channels_last:
+        to_channels_last(model, aug)
+    return (make_two_pass_step if method == "two_pass" else make_train_step)(model, aug, objective)
 
 
 def peak_bytes(run: Callable[[], Any], device: str = "cpu") -> int:
@@ -539,13 +630,14 @@ def peak_memory(
 ) -> dict[str, Any]:
     """Peak memory of training with InstaAug (uniform rotation + colour) and with random augmentation, same
     classifier and batch → ``peak_memory_ratio`` (``peak_memory_ratio_small_classifier`` with the small CNN);
-    also ``peak_memory_ratio_global`` for InstaAug without a φ network (the transforms' saved tensors alone).
+    also ``peak_memory_ratio_global`` for InstaAug without a φ network (the transforms' saved tensors alone) and
+    ``peak_memory_ratio_phi16`` with φ at 16 px.
     Everything a step needs is counted: the measurement starts before the models, the optimiser and the batch are
     created and covers ``steps`` training steps (the first creates Adam's moments; from the second on, last
     step's gradients are held during the forward pass)."""
     results: dict[str, Any] = {}
     end = _suffix(classifier)
-    for method in ("instaaug", "instaaug_global", "random"):
+    for method in ("instaaug", "instaaug_global", "instaaug_phi16", "random"):
 
         def run(method: str = method) -> None:
             step = uniform_step(method, device, classifier, classifier_width)
@@ -556,9 +648,9 @@ def peak_memory(
         run()  # once outside the measurement: lazy initialisations (kernels, caches) are not the method's cost
         results[f"peak_bytes_{method}{end}"] = peak_bytes(run, device)
     results[f"peak_memory_ratio{end}"] = results[f"peak_bytes_instaaug{end}"] / results[f"peak_bytes_random{end}"]
-    results[f"peak_memory_ratio_global{end}"] = (
-        results[f"peak_bytes_instaaug_global{end}"] / results[f"peak_bytes_random{end}"]
-    )
+    for variant in ("global", "phi16"):
+        ratio = results[f"peak_bytes_instaaug_{variant}{end}"] / results[f"peak_bytes_random{end}"]
+        results[f"peak_memory_ratio_{variant}{end}"] = ratio
     results[f"peak_memory_batch{end}"] = batch
     results[f"peak_memory_image_size{end}"] = size
     return results
@@ -573,25 +665,86 @@ def scaling(
     device: str = "cpu",
     classifier: str = PAPER_CLASSIFIER,
     classifier_width: int | None = None,
+    configs: Sequence[tuple[int, int]] | None = None,
+    two_pass: bool = False,
 ) -> list[dict[str, Any]]:
-    """Step seconds of InstaAug (uniform) and random augmentation over batch sizes (at ``base_size``) and image
-    sizes (at ``base_batch``): rows ``{"batch", "image_size", "seconds_instaaug", "seconds_random", "ratio"}``."""
+    """Step seconds of InstaAug (uniform) and random augmentation (and, with ``two_pass``, the paper's two-pass
+    step, ``make_two_pass_step``) over batch sizes (at ``base_size``) and image sizes (at ``base_batch``), or over
+    the (batch, image size) pairs of ``configs`` (e.g. ``SCALING_GRID``): rows ``{"batch", "image_size",
+    "seconds_instaaug", "seconds_random", "ratio"}`` (plus ``"seconds_two_pass"`` and ``"ratio_two_pass"``,
+    both ÷ random augmentation)."""
     rows = []
-    configs = [(b, base_size) for b in batches] + [(base_batch, s) for s in sizes if s != base_size]
+    if configs is None:
+        configs = [(b, base_size) for b in batches] + [(base_batch, s) for s in sizes if s != base_size]
+    methods = ("instaaug", "random", "two_pass") if two_pass else ("instaaug", "random")
     for batch, size in configs:
         x, y = _batch(batch, 3, size, device)
-        steps = uniform_steps(device, classifier=classifier, classifier_width=classifier_width)
+        steps = uniform_steps(device, methods, classifier=classifier, classifier_width=classifier_width)
         seconds = compare_steps(steps, x, y, repeats=repeats, warmup=1)
-        rows.append(
-            {
-                "batch": batch,
-                "image_size": size,
-                "seconds_instaaug": seconds["instaaug"],
-                "seconds_random": seconds["random"],
-                "ratio": seconds["instaaug"] / seconds["random"],
-            }
-        )
+        row = {
+            "batch": batch,
+            "image_size": size,
+            "seconds_instaaug": seconds["instaaug"],
+            "seconds_random": seconds["random"],
+            "ratio": seconds["instaaug"] / seconds["random"],
+        }
+        if two_pass:
+            row.update(seconds_two_pass=seconds["two_pass"], ratio_two_pass=seconds["two_pass"] / seconds["random"])
+        rows.append(row)
     return rows
+
+
+def uniform_breakdown(batch: int = 64, size: int = 32, repeats: int = 20, device: str = "cpu") -> dict[str, Any]:
+    """Where the extra time of a small-classifier InstaAug step goes (rotation + colour, small CNN, RGB images),
+    each variant ÷ random augmentation, side by side: the default step
+    (``train_step_ratio_uniform_default_small_classifier``), φ at 16 px (``..._phi16_...``), φ's input left NCHW
+    on the CPU (``..._nchw_phi_...``), no φ network (``..._global_...``: the transforms' backward pass and f's
+    input gradient alone) and the paper's two-pass step (``..._two_pass_...``)."""
+    x, y = _batch(batch, 3, size, device)
+    methods = ("instaaug", "instaaug_phi16", "instaaug_nchw_phi", "instaaug_global", "two_pass", "random")
+    seconds = compare_steps(uniform_steps(device, methods, SMALL_CLASSIFIER), x, y, repeats=repeats, warmup=3)
+    names = {"instaaug": "default", "instaaug_phi16": "phi16", "instaaug_nchw_phi": "nchw_phi"}
+    names.update(instaaug_global="global", two_pass="two_pass")
+    return {
+        **{f"train_step_ratio_uniform_{k}{SMALL_SUFFIX}": seconds[m] / seconds["random"] for m, k in names.items()},
+        **{f"seconds_breakdown_{m}{SMALL_SUFFIX}": seconds[m] for m in methods},
+        f"breakdown_batch{SMALL_SUFFIX}": batch,
+        f"breakdown_image_size{SMALL_SUFFIX}": size,
+    }
+
+
+def tta_vs_ttach(batch: int = 32, size: int = 32, repeats: int = 20, device: str = "cpu") -> dict[str, Any]:
+    """``TTAWrapper`` ÷ ttach's ``ClassificationTTAWrapper`` with the same 8 views per input and the same small CNN,
+    mean merge (time ratio, > 1: ours is faster): ttach's flips × 4 right-angle rotations (a loop of 8 forwards)
+    against ours with random flips and rotations (``tta_vs_ttach_speedup``) and with InstaAug's learned rotation +
+    colour, φ run once (``tta_instaaug_vs_ttach_speedup``). Empty when the optional ``ttach`` package is not
+    installed (it is not a dependency)."""
+    if importlib.util.find_spec("ttach") is None:
+        return {}
+    ttach = importlib.import_module("ttach")
+    x, _ = _batch(batch, 3, size, device)
+    model = _classifier(3, device).eval()
+    views = ttach.Compose([ttach.HorizontalFlip(), ttach.Rotate90(angles=[0, 90, 180, 270])])
+    wrappers = {
+        "ttach": ttach.ClassificationTTAWrapper(model, views, merge_mode="mean"),
+        "ours": TTAWrapper(model, RandomAugment(("rotation", "flip")).to(device).eval(), len(views), merge="mean"),
+        "instaaug": TTAWrapper(model, InstaAug(UNIFORM_TRANSFORMS).to(device).eval(), len(views), merge="mean"),
+    }
+
+    def call(wrapper: nn.Module) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            with trusted_inputs(), torch.no_grad():
+                return wrapper(x)
+
+        return run
+
+    seconds = compare_calls({name: call(w) for name, w in wrappers.items()}, repeats=repeats)
+    return {
+        "tta_vs_ttach_speedup": seconds["ttach"] / seconds["ours"],
+        "tta_instaaug_vs_ttach_speedup": seconds["ttach"] / seconds["instaaug"],
+        "seconds_tta_ttach": seconds["ttach"],
+        "tta_ttach_views": len(views),
+    }
 
 
 def phi_size_ratio(
@@ -733,6 +886,12 @@ def run_benchmarks(out: str | Path = "bench.json", quick: bool = False, device: 
             lambda: crop_step_ratio_small_classifier(batch=4 if quick else 64, repeats=small_rounds, device=device),
         ),
         ("channels-last", lambda: channels_last_ratio(batch=4 if quick else 64, repeats=small_rounds, device=device)),
+        (
+            "channels-last, uniform",
+            lambda: channels_last_uniform_ratio(
+                batch=4 if quick else 64, size=16 if quick else 32, repeats=small_rounds, device=device
+            ),
+        ),
         *(
             (
                 f"vs kornia {b}x{px}{' backward' if back else ''}",
@@ -762,19 +921,34 @@ def run_benchmarks(out: str | Path = "bench.json", quick: bool = False, device: 
                 classifier_width=resnet["classifier_width"],
             ),
         ),
+        (
+            "tta vs ttach",
+            lambda: tta_vs_ttach(
+                batch=2 if quick else 32, size=16 if quick else 32, repeats=small_rounds, device=device
+            ),
+        ),
+        (
+            "uniform step breakdown, small classifier",
+            lambda: uniform_breakdown(
+                batch=4 if quick else 64, size=16 if quick else 32, repeats=small_rounds, device=device
+            ),
+        ),
         ("memory", lambda: peak_memory(batch=2 if quick else 32, size=16 if quick else 32, **resnet)),
         ("memory, small classifier", lambda: peak_memory(batch=4 if quick else 64, device=device, classifier=small)),
         (
             "scaling",
             lambda: {
-                "scaling": scaling((2,), (8,), base_batch=2, base_size=16, repeats=1, **resnet)
+                # ResNet-18 at batch 256 / 128 px takes minutes a step on one CPU thread: the full grid on CUDA.
+                "scaling": scaling(configs=[(2, 16)], repeats=1, two_pass=True, **resnet)
                 if quick
-                else scaling(**resnet),
+                else scaling(configs=SCALING_GRID if device.startswith("cuda") else None, two_pass=True, **resnet),
                 "scaling_small_classifier": scaling(
-                    (2,), (8,), base_batch=2, base_size=16, repeats=1, device=device, classifier=small
-                )
-                if quick
-                else scaling((16, 32, 64, 128), (16, 32, 64), 32, 32, repeats=5, device=device, classifier=small),
+                    configs=[(2, 16), (2, 32)] if quick else SCALING_GRID,
+                    repeats=1 if quick else 5,
+                    device=device,
+                    classifier=small,
+                    two_pass=True,
+                ),
             },
         ),
     ]

@@ -113,6 +113,69 @@ def _hits(logits: torch.Tensor, targets: torch.Tensor | ViewTargets) -> tuple[to
     return (right / keep.sum(dim=(1, 2, 3)).clamp_min(1)).sum(), masks.shape[0]
 
 
+@dataclass(frozen=True)
+class StepLoss:
+    """The forward half of a training step (``step_loss``): everything up to the loss, nothing read back.
+
+    Attributes:
+        loss: 0-d, what the step differentiates.
+        metrics: the objective's parts (see ``StepOutput.metrics``), detached.
+        logits: (N, K) or (N, K, H, W), the classifier's outputs on the N views.
+        targets: the views' targets (labels (N,), ``ViewTargets`` for masks, real targets (N, D)).
+        finite: 0-d bool tensor, whether the loss and φ's entropies were finite.
+        task_loss: the per-view loss used.
+        regression: whether the targets are real values.
+    """
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    targets: Any
+    finite: torch.Tensor
+    task_loss: Callable[[torch.Tensor, Any], torch.Tensor]
+    regression: bool
+
+
+def step_loss(
+    model: nn.Module,
+    aug: nn.Module,
+    objective: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    task_loss: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
+    pretraining: bool = False,
+    amp: bool = False,
+    checks: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> StepLoss:
+    """The forward half of ``train_step`` (augment, one classifier forward, the objective) on images x
+    (B, C, H, W) and targets y; the arguments are ``train_step``'s. It makes no host synchronisation and traces
+    as one graph (``torch.compile(..., fullgraph=True)``); the backward pass and the optimisers stay outside."""
+    dense = y.dim() == 4
+    regression = y.is_floating_point()
+    default_loss = squared_error_per_view if regression else cross_entropy_per_view
+    task_loss = task_loss or (segmentation_loss if dense else default_loss)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        if pretraining:
+            logits = model(x)
+            loss = task_loss(logits, y).mean()
+            metrics = {"task_loss": loss.detach()}
+            targets: Any = y
+            finite = torch.isfinite(loss.detach())
+        else:
+            with checks():
+                # Real targets are not class labels: a class-conditional φ cannot take them.
+                out = aug(x, targets=Targets(masks=y)) if dense else aug(x, None if regression else y)
+            logits = model(out.images)
+            targets = out.targets if dense else out.repeat(y)
+            terms = objective(task_loss(logits, targets), out)
+            loss = terms.loss
+            metrics = terms.metrics()
+            # φ's output: its entropy per input; its sampled parameters reach the loss via the views.
+            finite = torch.isfinite(loss.detach()) & torch.isfinite(out.entropy.detach()).all()
+    return StepLoss(loss, metrics, logits, targets, finite, task_loss, regression)
+
+
 def train_step(
     model: nn.Module,
     aug: nn.Module,
@@ -145,28 +208,17 @@ def train_step(
         max_grad_norm: clip the gradients of every optimised parameter to this total norm (0: no clipping).
         checks: a context for the augmenter call (``validation.trusted_inputs`` once the data were validated).
     """
-    dense = y.dim() == 4
-    regression = y.is_floating_point()
-    default_loss = squared_error_per_view if regression else cross_entropy_per_view
-    task_loss = task_loss or (segmentation_loss if dense else default_loss)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        if pretraining:
-            logits = model(x)
-            loss = task_loss(logits, y).mean()
-            metrics = {"task_loss": loss.detach()}
-            targets: Any = y
-            finite = torch.isfinite(loss.detach())
-        else:
-            with checks():
-                # Real targets are not class labels: a class-conditional φ cannot take them.
-                out = aug(x, targets=Targets(masks=y)) if dense else aug(x, None if regression else y)
-            logits = model(out.images)
-            targets = out.targets if dense else out.repeat(y)
-            terms = objective(task_loss(logits, targets), out)
-            loss = terms.loss
-            metrics = terms.metrics()
-            # φ's output: its entropy per input; its sampled parameters reach the loss via the views.
-            finite = torch.isfinite(loss.detach()) & torch.isfinite(out.entropy.detach()).all()
+    forward = step_loss(
+        model, aug, objective, x, y, task_loss=task_loss, pretraining=pretraining, amp=amp, checks=checks
+    )
+    loss, metrics, logits, targets, finite = (
+        forward.loss,
+        forward.metrics,
+        forward.logits,
+        forward.targets,
+        forward.finite,
+    )
+    task_loss, regression = forward.task_loss, forward.regression
     stepping = {"f": optimisers["f"]} if pretraining else optimisers
     for opt in optimisers.values():
         opt.zero_grad(set_to_none=True)

@@ -163,8 +163,9 @@ def affine_matrix(
         translation = torch.zeros(n, 2, device=device, dtype=dtype)
     if log_scale is None:
         log_scale = torch.zeros(n, device=device, dtype=dtype)
-    centre = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=device, dtype=dtype).expand(n, 2)
-    pixels = translation * torch.tensor([w, h], device=device, dtype=dtype)
+    # Constants filled on the device (``torch.tensor`` of a list would copy from the host on every call).
+    centre = torch.stack([torch.full((n,), (side - 1) / 2, device=device, dtype=dtype) for side in (w, h)], -1)
+    pixels = torch.stack((translation[:, 0] * w, translation[:, 1] * h), -1)
     scale = torch.exp(log_scale)[:, None].expand(n, 2)
     # kornia's positive angle turns clockwise on screen (y points down); ours turns counter-clockwise.
     matrix = get_affine_matrix2d(pixels, centre, scale, torch.rad2deg(-angle))
@@ -320,6 +321,110 @@ def adjust_contrast(images: torch.Tensor, contrast: torch.Tensor) -> torch.Tenso
     return (mean + (images - mean) * (1 + contrast)[:, None, None, None]).clamp(0, 1)
 
 
+#: Luma weights of ``rgb_to_grayscale`` (ITU-R BT.601), whose mean ``adjust_contrast`` scales about.
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+class _ParamColour(torch.autograd.Function):
+    """``adjust_hsv`` then ``adjust_contrast`` on RGB images that need no gradient, differentiable in the per-sample
+    parameters alone.
+
+    The forward runs the same operations as those functions (the same values, bit for bit) and keeps only what the
+    parameters' gradients need; the backward forms those gradients in closed form, a few passes over the images,
+    where autograd would record and replay some forty elementwise steps (the colour backward was twice the
+    colour forward). Where a step's derivative has a kink (a clip, the minimum of two terms), the side taken is
+    autograd's, except on ties (a measure-zero set of parameters). Inputs: images (N, 3, H, W), each parameter (N,)
+    or None (family absent); output (N, 3, H, W). The forward repeats those functions' code: a test holds the two
+    to identical views and to autograd's gradients (``tests/test_transforms.py``).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        images: torch.Tensor,
+        hue: torch.Tensor | None,
+        saturation: torch.Tensor | None,
+        value: torch.Tensor | None,
+        contrast: torch.Tensor | None,
+    ) -> torch.Tensor:
+        tiny = torch.finfo(images.dtype).tiny
+        v = images.amax(1, keepdim=True)
+        chroma = v - images.amin(1, keepdim=True)
+        saved: dict[str, torch.Tensor] = {}
+        if hue is not None:
+            r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+            safe = chroma.clamp_min(tiny)
+            h = torch.where(
+                v == r, torch.remainder((g - b) / safe, 6), torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)
+            )
+            h = h + 6 * hue[:, None, None, None]
+            offsets = torch.arange(5, 0, -2, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+            k = torch.remainder(offsets + h, 6)
+            images = v - chroma * torch.minimum(k, 4 - k).clamp(0, 1)
+            # d/dk of clamp(min(k, 4 - k), 0, 1): 1 on [0, 1], -1 on [3, 4], 0 elsewhere (times the chroma).
+            slope = (k <= 1).to(images.dtype) - ((k >= 3) & (k <= 4)).to(images.dtype)
+            saved.update(hue_slope=slope * chroma)
+        if saturation is not None:
+            bound = v / chroma.clamp_min(tiny)
+            ratio = torch.minimum((1 + saturation)[:, None, None, None], bound)
+            below_v = v - images
+            images = v - below_v * ratio
+            # min(1 + δ, bound): the gradient reaches δ where 1 + δ is the smaller.
+            saved.update(below_v=below_v, ratio=ratio, saturation_free=(1 + saturation)[:, None, None, None] < bound)
+        if value is not None:
+            grown = v * (1 + value)[:, None, None, None]
+            scale = torch.where(v > 0, grown.clamp(max=1) / v.clamp_min(tiny), torch.zeros_like(v))
+            saved.update(
+                before_value=images,
+                scale=scale,
+                value_slope=torch.where((v > 0) & (grown <= 1), v, 0) / v.clamp_min(tiny),
+            )
+            images = images * scale
+        if hue is not None or saturation is not None or value is not None:
+            saved.update(hsv_inside=(images >= 0) & (images <= 1))  # adjust_hsv's last clip (rounding)
+            images = images.clamp(0, 1)
+        if contrast is not None:
+            grey = rgb_to_grayscale(images)
+            mean = grey.mean(dim=(1, 2, 3), keepdim=True)
+            stretched = mean + (images - mean) * (1 + contrast)[:, None, None, None]
+            saved.update(centred=images - mean, contrast_inside=(stretched >= 0) & (stretched <= 1))
+            images = stretched.clamp(0, 1)
+        ctx.names = tuple(saved)
+        ctx.save_for_backward(*saved.values(), contrast)
+        ctx.has = (hue is not None, saturation is not None, value is not None, contrast is not None)
+        return images
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        tensors = ctx.saved_tensors
+        saved = dict(zip(ctx.names, tensors[: len(ctx.names)], strict=True))
+        contrast = tensors[-1]
+        has_hue, has_saturation, has_value, has_contrast = ctx.has
+        grads: list[torch.Tensor | None] = [None] * 4  # hue, saturation, value, contrast
+        if has_contrast:
+            grad = grad * saved["contrast_inside"]
+            grads[3] = (grad * saved["centred"]).sum(dim=(1, 2, 3))
+            # out = (1 + c)·x - c·mean(grey(x)): the mean spreads -c·Σ grad over the pixels by the luma weights.
+            spread = -contrast * grad.sum(dim=(1, 2, 3)) / (grad.shape[2] * grad.shape[3])
+            # Python floats times a tensor: no constant copied to the device on every call.
+            spread = torch.cat([spread[:, None, None, None] * w for w in GREY_WEIGHTS], dim=1)
+            grad = grad * (1 + contrast)[:, None, None, None] + spread
+        if "hsv_inside" in saved:
+            grad = grad * saved["hsv_inside"]
+        if has_value:
+            grads[2] = ((grad * saved["before_value"]).sum(1, keepdim=True) * saved["value_slope"]).sum(dim=(1, 2, 3))
+            grad = grad * saved["scale"]
+        if has_saturation:
+            free = saved["saturation_free"]
+            grads[1] = -((grad * saved["below_v"]).sum(1, keepdim=True) * free).sum(dim=(1, 2, 3))
+            grad = grad * saved["ratio"]
+        if has_hue:
+            # A channel is v - chroma·w(k), k moving by 6 per turn of hue.
+            grads[0] = -6 * (grad * saved["hue_slope"]).sum(dim=(1, 2, 3))
+        return (None, *(g if present else None for g, present in zip(grads, ctx.has, strict=True)))
+
+
 def srgb_to_linear(images: torch.Tensor) -> torch.Tensor:
     """Decode sRGB values in [0, 1] (any shape) to linear light (IEC 61966-2-1), elementwise."""
     # The power branch sees only values above its threshold: pow's gradient at 0 would be inf · 0 = NaN.
@@ -454,6 +559,12 @@ class TransformStack:
         p = {name: params[:, cols] for name, cols in self._columns.items()}
         if "gain" in p:  # first: a change of the light falling on the scene, before any camera-side edit
             images = adjust_gain(images, p["gain"].to(images.dtype))
+        hsv = [p[name][:, 0] if name in p else None for name in ("hue", "saturation", "value")]
+        contrast = p["contrast"][:, 0] if "contrast" in p else None
+        fused = images.shape[1] == 3 and not images.requires_grad and params.requires_grad and torch.is_grad_enabled()
+        if fused and (contrast is not None or any(t is not None for t in hsv)):
+            # The usual training step: fixed images, learned parameters. Same values, a cheaper backward pass.
+            return _ParamColour.apply(images, *hsv, contrast)
         if any(n in p for n in ("hue", "saturation", "value")):
             images = adjust_hsv(
                 images,

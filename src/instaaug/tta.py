@@ -10,7 +10,8 @@ from .augment import InstaAug
 from .validation import check_positive_int
 
 #: How per-view outputs are merged (see ``merge_predictions``).
-MERGE_MODES = ("logits", "mean", "probs", "log_probs", "gmean", "max", "min", "tsharpen")
+#: ``sum``, ``gmean``, ``max``, ``min``, ``tsharpen`` (and ``mean``) are ttach's merge modes.
+MERGE_MODES = ("logits", "mean", "sum", "probs", "log_probs", "gmean", "max", "min", "tsharpen")
 #: ``sample``: views drawn from the augmenter; ``top``: its k most probable crops (an ``InstaAug`` with crops).
 VIEW_MODES = ("sample", "top")
 
@@ -27,6 +28,7 @@ def merge_predictions(
 
     * ``logits`` (InstaAug's default) and ``mean``: the mean of the outputs (``mean`` for outputs that are not
       logits, e.g. heat maps);
+    * ``sum``: the (weighted) sum of the outputs over the views (ttach's ``sum``);
     * ``probs``: the mean of the softmax probabilities over K;
     * ``log_probs``: the mean of the log-softmax (the log of a geometric mean of the probabilities, up to a
       constant);
@@ -63,6 +65,8 @@ def merge_predictions(
         values = F.softmax(outputs, dim=2) ** temperature
     else:  # log_probs, gmean
         values = F.log_softmax(outputs, dim=2)
+    if merge == "sum":
+        return outputs.sum(1) if weights is None else (outputs * weights).sum(1)
     if weights is None:
         merged = values.mean(1)
     else:
