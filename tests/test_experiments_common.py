@@ -94,9 +94,18 @@ def test_train_config_of_copies_the_shared_fields():
     assert (train_config.aug_lr, train_config.batch_size, train_config.pretrain_epochs) == (0.5, 16, 1)
 
 
-@pytest.mark.parametrize("name", ["amortised", "amortised-audio", "contrastive", "crop", "segment", "tta"])
+@pytest.mark.parametrize(
+    "name", ["amortised", "amortised-audio", "colour", "contrastive", "crop", "lighting", "segment", "tta"]
+)
 def test_builtin_data_experiments_refuse_data_alike_before_any_work(name, tmp_path):
     module = get_experiment(name)
     with pytest.raises(ValueError, match=rf"^the {name} experiment uses .*; it takes no --data; for your own images"):
         module.run(module.Config.quick(), tmp_path / "out", data=str(tmp_path / "x.npz"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_experiment_refuses_another_experiments_config(tmp_path):
+    colour, crop = get_experiment("colour"), get_experiment("crop")
+    with pytest.raises(TypeError, match=r"config must be a instaaug\.experiments\.colour\.Config, got Config"):
+        colour.run(crop.Config.quick(), tmp_path / "out")
     assert not (tmp_path / "out").exists()

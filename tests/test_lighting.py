@@ -208,7 +208,7 @@ def test_a_quick_run_end_to_end(tmp_path) -> None:
     assert "value_centre_vs_brightness_corr" in metrics["figure_d1"]
     for figure in (lighting.LIGHTS_FIGURE, lighting.RANGES_FIGURE):
         assert figure in metrics["figures"] and (out / figure).stat().st_size > 0
-    with pytest.raises(ValueError, match="takes no data"):
+    with pytest.raises(ValueError, match="takes no --data"):
         lighting.run(lighting.Config.quick(), tmp_path / "other", data="x.npz")
 
 

@@ -272,13 +272,14 @@ def train(
     f_call, aug_call = _parallel(model, aug, optimisers, device, config)
     out_path = Path(out_dir) if out_dir is not None else None
     states = {"model": model, "aug": aug, "objective": objective, "optimisers": optimisers}
-    checkpointer = Checkpointer(
-        out_path, {**states, "scheduler": scheduler, "aug_scheduler": aug_scheduler}, config, device
-    )
+    states.update(scheduler=scheduler, aug_scheduler=aug_scheduler)  # the checkpoint's order of keys
+    checkpointer = Checkpointer(out_path, states, config, device)
     start = _Start.of(checkpointer, config, steps_per_epoch, resume)
     history, global_step = start.history, start.global_step
     stale = [out_path / PREVIOUS_CHECKPOINT_FILE] if out_path is not None else []  # from another run
-    log = MetricsLog(out_path, config.tensorboard, history if start.state else None, global_step or None, stale)
+    log = MetricsLog(
+        out_path, config.tensorboard, history if start.state is not None else None, global_step or None, stale
+    )
     nonfinite = NonFiniteFlag(device)
     total_epochs = config.pretrain_epochs + config.epochs
     try:

@@ -29,12 +29,11 @@ from ..train import accuracy, predict
 from ..validation import check_numbers
 from .common import (
     METHODS,
-    OWN_DATA_HINT,
     MethodResult,
     check_methods,
     fit_method,
     learned_ranges,
-    torch_threads,
+    run_on_builtin_data,
     train_config_of,
     write_metrics,
 )
@@ -229,6 +228,10 @@ def figure_examples(labels: torch.Tensor, per_class: int) -> torch.Tensor:
     return torch.cat(picks)
 
 
+#: What the experiment uses instead of ``--data`` (for its message).
+_USES = "a dataset it generates (change it with --set n_train=..., --set image_size=...)"
+
+
 def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
     """Run the experiment; writes ``metrics.json``, ``colour_ranges.png`` and each learned augmenter.
 
@@ -239,15 +242,15 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> 
     Returns:
         the contents of ``metrics.json``.
     """
-    if data is not None:
-        raise ValueError(
-            f"the color experiment generates its own dataset and takes no data file (got --data {data!r}); "
-            f"drop --data, or change the generator with --set n_train=..., --set image_size=...; {OWN_DATA_HINT}"
-        )
-    if not isinstance(config, Config):
-        raise TypeError(f"config must be a colour.Config, got {type(config).__name__}")
-    with torch_threads(config.threads):
-        return _run(config, Path(out_dir))
+    return run_on_builtin_data(
+        "colour",
+        _run,
+        config,
+        out_dir,
+        data,
+        uses=_USES,
+        config_type=Config,
+    )
 
 
 def _run(config: Config, out: Path) -> dict[str, Any]:

@@ -223,11 +223,15 @@ def run_on_builtin_data(
     out_dir: str | os.PathLike,
     data: str | os.PathLike | None,
     uses: str,
+    config_type: type | None = None,
 ) -> dict[str, Any]:
     """The ``run`` entry point of an experiment on built-in data: ``--data`` is refused with one message (``uses``
-    says what the experiment uses instead), and ``run(config, out_dir)`` goes with ``config.threads`` torch threads."""
+    says what the experiment uses instead), a config of another type than ``config_type`` with a TypeError, and
+    ``run(config, out_dir)`` goes with ``config.threads`` torch threads."""
     if data is not None:
         raise ValueError(f"the {name} experiment uses {uses}; it takes no --data; {OWN_DATA_HINT}")
+    if config_type is not None and not isinstance(config, config_type):
+        raise TypeError(f"config must be a {config_type.__module__}.Config, got {type(config).__name__}")
     with torch_threads(getattr(config, "threads", 0)):
         return run(config, Path(out_dir))
 

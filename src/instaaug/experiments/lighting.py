@@ -57,11 +57,10 @@ from ..transforms import FAMILIES
 from ..tta import TTAWrapper
 from ..validation import check_int_fields
 from .common import (
-    OWN_DATA_HINT,
     check_methods,
     fit_method,
     learned_ranges,
-    torch_threads,
+    run_on_builtin_data,
     train_config_of,
     write_metrics,
 )
@@ -457,6 +456,13 @@ def targets(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+#: What the experiment uses instead of ``--data`` (for its message).
+_USES = (
+    "a dataset it generates from photographs installed packages ship"
+    " (change it with --set photos=..., --set n_train=...)"
+)
+
+
 def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
     """Run the experiment; writes ``metrics.json``, the figures and every run's training log.
 
@@ -467,15 +473,15 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> 
     Returns:
         the contents of ``metrics.json``.
     """
-    if data is not None:
-        raise ValueError(
-            f"the lighting experiment generates its own dataset and takes no data file (got --data {data!r}); "
-            f"drop --data, or change the generator with --set photos=..., --set n_train=...; {OWN_DATA_HINT}"
-        )
-    if not isinstance(config, Config):
-        raise TypeError(f"config must be a lighting.Config, got {type(config).__name__}")
-    with torch_threads(config.threads):
-        return _run(config, Path(out_dir))
+    return run_on_builtin_data(
+        "lighting",
+        _run,
+        config,
+        out_dir,
+        data,
+        uses=_USES,
+        config_type=Config,
+    )
 
 
 def _run(config: Config, out: Path) -> dict[str, Any]:
