@@ -211,26 +211,19 @@ def train_step(
     forward = step_loss(
         model, aug, objective, x, y, task_loss=task_loss, pretraining=pretraining, amp=amp, checks=checks
     )
-    loss, metrics, logits, targets, finite = (
-        forward.loss,
-        forward.metrics,
-        forward.logits,
-        forward.targets,
-        forward.finite,
-    )
-    task_loss, regression = forward.task_loss, forward.regression
     stepping = {"f": optimisers["f"]} if pretraining else optimisers
     for opt in optimisers.values():
         opt.zero_grad(set_to_none=True)
-    loss.backward()
+    forward.loss.backward()
     if max_grad_norm > 0:
         params = [p for opt in stepping.values() for group in opt.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     for opt in stepping.values():
         opt.step()
-    hits = getattr(task_loss, "hits", None)
+    logits, targets = forward.logits.detach(), forward.targets
+    hits = getattr(forward.task_loss, "hits", None)
     if hits is not None:  # a task loss with its own score (e.g. ``InstanceContrast``: positive retrieval)
-        correct, views = hits(logits.detach(), targets)
-        return StepOutput(metrics, correct, views, finite, task_loss.metric)  # type: ignore[union-attr]
-    correct, views = _hits(logits.detach(), targets)
-    return StepOutput(metrics, correct, views, finite, "mae" if regression else "accuracy")
+        correct, views = hits(logits, targets)
+        return StepOutput(forward.metrics, correct, views, forward.finite, forward.task_loss.metric)  # type: ignore[attr-defined]
+    correct, views = _hits(logits, targets)
+    return StepOutput(forward.metrics, correct, views, forward.finite, "mae" if forward.regression else "accuracy")
