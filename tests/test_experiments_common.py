@@ -95,7 +95,8 @@ def test_train_config_of_copies_the_shared_fields():
 
 
 @pytest.mark.parametrize(
-    "name", ["amortised", "amortised-audio", "colour", "contrastive", "crop", "lighting", "segment", "tta"]
+    "name",
+    ["amortised", "amortised-audio", "colour", "contrastive", "crop", "lighting", "multimodal", "segment", "tta"],
 )
 def test_builtin_data_experiments_refuse_data_alike_before_any_work(name, tmp_path):
     module = get_experiment(name)

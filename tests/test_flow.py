@@ -499,6 +499,17 @@ def test_mode_finds_the_peak_of_a_fitted_unimodal_flow():
     assert ((mode[:, 1] - 0.3).abs() < 0.05).all(), mode
 
 
+def test_mode_is_the_middle_of_a_flat_arc():
+    """A flow fitted to a uniform density on the arc [0.6, 2.6] (across no seam) and on [2.6, 3.6] wrapped across
+    ±π: the mode is the arc's middle, not any point of the plateau (the sample of highest log_prob would be)."""
+    g = torch.Generator().manual_seed(17)
+    for start in (0.6, 2.6):
+        data = wrap_angle(start + 2.0 * torch.rand(4096, generator=g))[:, None]
+        head = fit(make_head((ROTATION,), [True]), data, steps=150)
+        modes = head(torch.zeros(8, CONTEXT), names(1)).mode(generator=torch.Generator().manual_seed(18))
+        assert (wrap_angle(modes[:, 0] - (start + 1.0)).abs() < 0.25).all(), (start, modes)
+
+
 def test_six_mixed_dimensions_and_float64():
     bounds = (ROTATION, SKEWED, SCALE, (-0.5, 0.5), ROTATION, (-1.0, 1.0))
     periodic = [True, False, False, False, True, False]

@@ -11,6 +11,7 @@ import torch
 
 from instaaug import FlowRanges, InstaAug, Product
 from instaaug.distributions import UniformMixture
+from instaaug.distributions.mixture import centre_offsets, symmetric_centres
 from instaaug.networks import MixtureRangeHead
 
 
@@ -121,6 +122,47 @@ def test_head_starts_with_centres_spread_over_the_range():
     torch.testing.assert_close(centres, torch.tensor([-2 * math.pi / 3, 0.0, 2 * math.pi / 3]), atol=1e-5, rtol=0)
     torch.testing.assert_close(high - low, torch.full_like(low, 0.6), atol=1e-5, rtol=0)
     assert torch.equal(logits, torch.zeros(1, 3))
+
+
+def test_symmetric_centres_are_the_rotations_of_every_order_dividing_the_divisions():
+    third = math.pi / 3
+    centres = symmetric_centres(-math.pi, math.pi, 6, 0.3)
+    # 0, ±π/3, ±2π/3, and the seam ±π as two boxes touching the ends.
+    expected = [-math.pi + 0.3, -2 * third, -third, 0.0, third, 2 * third, math.pi - 0.3]
+    torch.testing.assert_close(centres, torch.tensor(expected, dtype=torch.float64))
+    expected = torch.tensor([-2 * third, 0, 2 * third], dtype=torch.float64)
+    torch.testing.assert_close(symmetric_centres(-math.pi, math.pi, 3, 0.3), expected)
+    assert symmetric_centres(-math.pi, math.pi, 1, 0.3).tolist() == [0.0]
+    for bad in (dict(divisions=0, half_width=0.3), dict(divisions=6, half_width=0.6), dict(divisions=6, half_width=0)):
+        with pytest.raises(ValueError):
+            symmetric_centres(-math.pi, math.pi, **bad)
+    with pytest.raises(ValueError, match="strictly inside"):
+        centre_offsets(torch.tensor([-math.pi, 0.0]), -math.pi, math.pi)
+
+
+def test_head_started_at_symmetric_centres_samples_the_union_of_its_boxes():
+    """A head whose offsets come from ``centre_offsets`` starts (zero raw output) with equal-weight boxes of width
+    2h at the candidates; samples fill each box uniformly (chi-square over the 7 boxes and within them)."""
+    half = 0.25
+    centres = symmetric_centres(-math.pi, math.pi, 6, half)
+    head = MixtureRangeHead(([-math.pi], [math.pi]), centres.shape[0], [half])
+    with torch.no_grad():
+        head.centre_offset.copy_(centre_offsets(centres, -math.pi, math.pi)[:, None])
+    low, high, logits = head(torch.zeros(1, head.out_dim))
+    torch.testing.assert_close(((low + high) / 2)[0, :, 0], centres.float(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(high - low, torch.full_like(low, 2 * half), atol=1e-5, rtol=0)
+    dist = UniformMixture(low.double(), high.double(), logits.double(), ("rotation",))
+    samples = dist.sample((70_000,), generator=torch.Generator().manual_seed(0))[:, 0, 0]
+    # Which box and which quarter of it every sample falls in: 28 cells of equal probability 1/28.
+    box = torch.bucketize(samples, low[0, :, 0].double()) - 1
+    quarter = ((samples - low[0, box, 0].double()) / (2 * half) * 4).floor().clamp(0, 3).long()
+    counts = torch.bincount(box * 4 + quarter, minlength=28).double()
+    assert counts.shape == (28,)
+    chi2 = float(((counts - 2500) ** 2 / 2500).sum())
+    assert chi2 < 55.5  # the 0.999 quantile of χ²(27)
+    # The mass at the seam (±π together) is that of two components: the candidate π is covered from both sides.
+    seam = float((samples.abs() > math.pi - 2 * half).double().mean())
+    assert seam == pytest.approx(2 / 7, abs=0.01)
 
 
 @pytest.mark.parametrize("distribution, part", [("mixture", UniformMixture), ("flow", FlowRanges)])

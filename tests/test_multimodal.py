@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,7 +12,16 @@ import torch
 from instaaug import InstaAug
 from instaaug.cli import main
 from instaaug.data.symmetric import HELD_OUT_SHAPES, SHAPES, TRAIN_SHAPES, draw, invariance_mask, symmetric_shapes
-from instaaug.experiments.multimodal import coverage_violation, oracle_views
+from instaaug.distributions import UniformMixture
+from instaaug.distributions.mixture import symmetric_centres
+from instaaug.experiments.multimodal import (
+    AnnealedBand,
+    Config,
+    build_method,
+    coverage_violation,
+    fit_by_sampling,
+    oracle_views,
+)
 from instaaug.transforms import TransformStack
 
 
@@ -113,8 +123,70 @@ def test_oracle_views_stay_inside_the_label_preserving_arcs():
 def test_frozen_variant_trains_phi_alone(tmp_path):
     out = tmp_path / "mm"
     argv = ["run", "multimodal", "--quick", "--out", str(out), "--set", "frozen=true", "--set", "methods=none,mixture"]
-    assert main(argv) == 0
+    assert main([*argv, "--set", "mixture_init=symmetric"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["frozen"] is True and "coverage_sym" in metrics["methods"]["mixture"]
     history = (out / "mixture" / "metrics.jsonl").read_text().splitlines()
     assert all(json.loads(line)["phase"] == "joint" for line in history)  # no pre-training of a frozen model
+
+
+def test_symmetric_mixture_init_starts_every_component_at_a_candidate(tmp_path):
+    """With ``mixture_init="symmetric"`` the untrained augmenter's boxes sit at 0, ±π/3, ±2π/3 and both sides of
+    ±π for every input, with equal weights, and they survive saving and loading."""
+    config = dataclasses.replace(Config.quick(), mixture_init="symmetric", init_width=0.3)
+    aug, _ = build_method("mixture", config)
+    x = symmetric_shapes(5, TRAIN_SHAPES, seed=3).images
+    with torch.no_grad():
+        dist = aug.eval().distribution(x)
+    assert isinstance(dist, UniformMixture)
+    centres = symmetric_centres(-math.pi, math.pi, 6, 0.3).float()
+    torch.testing.assert_close(((dist.low + dist.high) / 2)[..., 0], centres.expand(5, -1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(dist.weights, torch.full((5, 7), 1 / 7), atol=1e-6, rtol=0)
+    aug.save(tmp_path / "mix")
+    with torch.no_grad():
+        loaded = InstaAug.load(tmp_path / "mix").eval().distribution(x)
+    assert isinstance(loaded, UniformMixture)
+    torch.testing.assert_close(loaded.low, dist.low)
+    with pytest.raises(ValueError, match="mixture_init"):
+        Config(mixture_init="random")
+    with pytest.raises(ValueError, match="needs frozen=true"):
+        Config(flow_fit="sampling")  # no fixed classifier to fit to
+
+
+def test_annealed_band_moves_linearly_then_holds():
+    controller = AnnealedBand((1.6, 1.8), (1.0, 1.2), anneal_steps=10, lam_init=0.1, rate=1.1, horizon=0)
+    bands = []
+    for _ in range(15):
+        controller.update(torch.tensor(1.1))
+        bands.append((controller.h_min, controller.h_max))
+    assert bands[0] == pytest.approx((1.6, 1.8)) and bands[5] == pytest.approx((1.3, 1.5))
+    assert all(b == pytest.approx((1.0, 1.2)) for b in bands[10:])
+    # The entropy 1.1 is below the band at first (λ rises), inside it at the end (λ holds).
+    lam = []
+    for _ in range(3):
+        lam.append(float(controller.update(torch.tensor(1.1))))
+    assert lam[0] == lam[-1] and lam[0] > 0.1
+
+
+def test_fit_by_sampling_finds_every_planted_arc():
+    """Planted Gibbs target: the "classifier's" loss is 0 on two arcs, [−π/4, π/4] and the one across ±π, and 20
+    elsewhere. Maximum likelihood (forward KL) must put the flow's mass on both arcs, not on one."""
+    config = dataclasses.replace(
+        Config.quick(), frozen=True, flow_fit="sampling", epochs=40, batch_size=32, aug_lr=1e-2, flow_init_width=3.0
+    )
+    torch.manual_seed(0)
+    aug, _ = build_method("flow", config)
+    images = symmetric_shapes(32, TRAIN_SHAPES, seed=5).images
+    grid = torch.arange(36) * (2 * math.pi / 36) - math.pi
+    on_arc = (grid.abs() <= math.pi / 4) | (grid.abs() >= 3 * math.pi / 4)
+    losses = torch.where(on_arc, 0.0, 20.0).expand(32, -1)
+    history = fit_by_sampling(aug, images, losses, config)
+    assert history[-1]["fit_loss"] < history[0]["fit_loss"]
+    angles = (torch.arange(360) + 0.5) / 360 * 2 * math.pi - math.pi
+    with torch.no_grad():
+        density = aug.eval().distribution(images).log_prob(angles[:, None, None].expand(-1, 32, 1)).exp().T
+    step = 2 * math.pi / 360
+    near = (density * (angles.abs() <= math.pi / 4)).sum(1) * step
+    far = (density * (angles.abs() >= 3 * math.pi / 4)).sum(1) * step
+    assert float((near + far).mean()) > 0.8  # mass on the arcs (uniform: 0.5)
+    assert float(near.mean()) > 0.25 and float(far.mean()) > 0.25  # both arcs, not one

@@ -71,6 +71,12 @@ MIN_SLOPE = 1e-3
 RHO_MAX = 1 - 1e-4
 #: The prior layer's log-scale moves at most this far (softly) from its initial value, so exp(ℓ) stays finite.
 LOG_SCALE_RANGE = 8.0
+#: The kernel width of ``FlowRanges.mode``'s density estimate, as a fraction of each dimension's range.
+MODE_BANDWIDTH = 0.1
+#: Mean-shift steps of ``FlowRanges.mode`` from its best candidate.
+MODE_MEAN_SHIFT_STEPS = 5
+#: ``FlowRanges.mode`` holds at most about this many kernel values at once.
+MODE_CHUNK = 2**22
 #: Non-periodic samples are kept at least this fraction of the range away from the bounds (a sigmoid rounds to
 #: exactly 0 or 1 in float32 for |z| > 17, which would put a sample on the bound, where log_prob is -inf).
 EDGE = 1e-6
@@ -104,6 +110,17 @@ def _logistic_normal_scale(low: float, high: float, half_width: float) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if inside(mid) > 0.5 else (lo, mid)
     return math.exp((lo + hi) / 2)
+
+
+def _log_kernel(
+    point: torch.Tensor, samples: torch.Tensor, periodic: torch.Tensor, span: torch.Tensor, width: torch.Tensor
+) -> torch.Tensor:
+    """log of a Gaussian kernel of standard deviation ``width`` (D,) between points (P, B, D) and samples (S, B, D):
+    (P, S, B). Periodic dimensions (of length ``span`` (D,)) measure the chord of their circle."""
+    delta = point[:, None] - samples[None]  # (P, S, B, D)
+    chord = 2 * torch.sin(delta * (math.pi / span)) * span / TWO_PI
+    delta = torch.where(periodic, chord, delta)
+    return -0.5 * (delta / width).square().sum(-1)
 
 
 class _GuardedRQS(MonotonicRQSTransform):
@@ -406,14 +423,44 @@ class FlowRanges(TransformDistribution):
         value = self.rsample((self.head.entropy_samples,))
         return -self.log_prob(value).mean(0)
 
-    def mode(self, candidates: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, D) an estimate of the most probable parameters: the best of ``candidates`` samples by log_prob
-        (no gradient). Used to canonicalise inputs."""
+    def mode(
+        self, candidates: int = 256, generator: torch.Generator | None = None, bandwidth: float = MODE_BANDWIDTH
+    ) -> torch.Tensor:
+        """(B, D) an estimate of the most probable parameters, used to canonicalise inputs (no gradient): of
+        ``candidates`` samples, the one where a kernel density estimate of the samples themselves is highest.
+
+        The kernel is Gaussian with standard deviation ``bandwidth`` × (high − low) per dimension, on the chord
+        2·sin(Δ/2) of the circle for periodic dimensions. Smoothing makes the estimate the *middle* of a density
+        that is flat on an arc (a learned invariance often is): the sample of highest ``log_prob`` would be
+        anywhere on the plateau, and rotating an image by it would leave a tilt of up to half the arc. Where the
+        density has several equal arcs (a symmetric shape), it is the middle of one of them. The best candidate
+        is then refined by ``MODE_MEAN_SHIFT_STEPS`` mean-shift steps (kernel-weighted means of all samples,
+        circular for periodic dimensions), which average the sampling noise of a flat peak away.
+        """
         with torch.no_grad():
-            value = self.sample((candidates,), generator)
-            best = self.log_prob(value).argmax(0)  # (B,)
-            index = best[None, :, None].expand(1, *value.shape[1:])
-            return value.gather(0, index).squeeze(0)
+            value = self.sample((candidates,), generator)  # (S, B, D)
+            span = self.head.high - self.head.low
+            width = span * bandwidth
+            # Periodic values as angles on the unit circle, (cos, sin), for circular means.
+            turn = (value - self.head.low) * (TWO_PI / span)
+            periodic = self.head.periodic
+            # The S × S kernel matrix in chunks of the batch: memory S²·chunk whatever B.
+            chunk = max(1, MODE_CHUNK // candidates**2)
+            best = torch.cat(
+                [
+                    torch.logsumexp(_log_kernel(v, v, periodic, span, width), dim=1).argmax(0)
+                    for v in value.split(chunk, dim=1)
+                ]
+            )  # (B,) the sample of highest estimate
+            point = value.gather(0, best[None, :, None].expand(1, *value.shape[1:]))  # (1, B, D)
+            # Mean-shift steps from there: every sample (not the one best) places the estimate's peak.
+            for _ in range(MODE_MEAN_SHIFT_STEPS):
+                weight = torch.softmax(_log_kernel(point, value, periodic, span, width)[0], dim=0)[..., None]
+                mean = (weight * value).sum(0)
+                angle = torch.atan2((weight * turn.sin()).sum(0), (weight * turn.cos()).sum(0))  # (B, D)
+                circular = self.head.low + torch.remainder(angle, TWO_PI) * span / TWO_PI
+                point = torch.where(self.head.periodic, circular, mean)[None]
+            return point[0]
 
     def __getitem__(self, index: torch.Tensor | slice | int) -> FlowRanges:
         """The distributions of a subset of the batch (an index into B)."""

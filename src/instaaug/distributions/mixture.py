@@ -10,11 +10,16 @@ ends of each dimension make, so H = −Σ_cells vol(cell) · p(cell) · log p(ce
 k] / vol(box k). It is differentiable in the ends and in π (the grid's combinatorics are piecewise constant), and
 for disjoint boxes it equals H(π) + Σ_k π_k log vol(box k). The grid has (2K − 1)^D cells: fine for the few
 dimensions of a transformation (K = 3, D = 3: 125 cells).
+
+``symmetric_centres`` and ``centre_offsets`` start the components at the symmetry candidates of a periodic parameter
+(the identity turned by multiples of 2π/M) instead of spread evenly over the range: components that start inside
+a label-preserving arc only have to widen, and the ones in the gaps only have to lose their weight.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -140,3 +145,40 @@ class UniformMixture(TransformDistribution):
         if low.dim() == 2:
             low, high, logits = low[None], high[None], logits[None]
         return UniformMixture(low, high, logits, self.names, self.min_width)
+
+
+def symmetric_centres(low: float, high: float, divisions: int, half_width: float) -> torch.Tensor:
+    """Initial centres (K,) for a periodic parameter on [low, high] (low < 0 < high, one full turn): the identity 0
+    turned by every multiple of (high − low) / ``divisions``, i.e. the rotations that a shape with n-fold symmetry
+    is invariant to, for every n dividing ``divisions`` (6: n = 1, 2, 3, 6).
+
+    A candidate on the seam (±π when ``divisions`` is even, both ends being the same rotation) cannot be a box's
+    centre (a box never leaves the bounds), so it becomes two components, at low + ``half_width`` and
+    high − ``half_width``, each a box of width 2·``half_width`` touching its end: K = divisions + 1 then, else
+    K = divisions. Sorted ascending.
+    """
+    if divisions < 1:
+        raise ValueError(f"divisions must be ≥ 1, got {divisions}")
+    if not low < 0 < high:
+        raise ValueError(f"need low < 0 < high, got ({low}, {high})")
+    span = high - low
+    if not 0 < half_width < span / (2 * divisions):
+        raise ValueError(f"half_width must lie in (0, (high − low) / (2·divisions)), got {half_width}")
+    centres = []
+    for j in range(divisions):
+        # The candidate j·span/M, wrapped into [low, high) (going round once from the identity).
+        c = low + math.fmod(j * span / divisions - low, span)
+        if math.isclose(c, low, abs_tol=1e-9 * span) or math.isclose(c, high, abs_tol=1e-9 * span):
+            centres += [low + half_width, high - half_width]  # on the seam
+        else:
+            centres.append(c)
+    return torch.tensor(sorted(centres), dtype=torch.float64)
+
+
+def centre_offsets(centres: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """The per-component offsets c0 (K,) that put a ``MixtureRangeHead``'s centres, c = low + (high − low) ·
+    σ(r + c0), at ``centres`` (K,) for a zero raw output r: c0 = logit((centres − low) / (high − low))."""
+    fractions = (centres.double() - low) / (high - low)
+    if bool(((fractions <= 0) | (fractions >= 1)).any()):
+        raise ValueError(f"centres must lie strictly inside ({low}, {high}), got {centres.tolist()}")
+    return torch.logit(fractions)

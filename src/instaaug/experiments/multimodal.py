@@ -10,6 +10,19 @@ shapes and on test images of three held-out shapes φ never saw:
   ``flow``: a conditional normalizing flow per input on the circle (``FlowRanges``).
 
 InstaAug's three share φ, the entropy band (0.4 … 0.7 nats: see ``Config.entropy_range``) and the λ controller.
+
+With ``frozen=true`` the classifier is trained first on views inside each image's true arcs (``oracle_views``) and
+frozen, and φ alone learns what it is invariant to. Two ways out of "one arc around the identity" (issue 18's
+finding), both inductive biases stated as such:
+
+- ``mixture_init="symmetric"``: the mixture's components start at the identity turned by multiples of 2π/6
+  (``symmetric_centres``), narrow and equally weighted: those on true arcs widen, those in the gaps lose weight;
+- ``flow_fit="sampling"``: the flow is fitted by maximum likelihood to the frozen classifier's Gibbs density
+  exp(−L/T) (``fit_by_sampling``, a forward KL that covers every arc) instead of by E[L] − λ·H (a reverse KL,
+  mode-seeking: it stays on one arc).
+
+``init_width``/``flow_init_width`` start the distributions wide, ``anneal_epochs`` moves the entropy band down from
+``entropy_start`` (``AnnealedBand``), ``copies`` sets the views per input.
 Metrics, from each test image's learned density on a grid of ``grid`` rotations:
 
 - ``coverage``: the fraction of the image's label-preserving set where the density is at least
@@ -48,16 +61,40 @@ from ..data.symmetric import (
     invariance_mask,
     symmetric_shapes,
 )
+from ..distributions.mixture import centre_offsets, symmetric_centres
 from ..models import build_classifier
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_rotation_densities
 from ..train import TrainConfig, predict, train
-from ..transforms import TransformStack
-from .common import OWN_DATA_HINT, check_methods, torch_threads, write_metrics
+from ..transforms import FAMILIES, TransformStack
+from .common import check_methods, run_on_builtin_data, write_metrics
 
 DESCRIPTION = "multimodal rotation invariances (1-, 2-, 3-fold symmetric shapes): uniform vs mixture vs flow"
 METHODS = ("none", "augerino", "uniform", "mixture", "flow")
 LEARNED = ("augerino", "uniform", "mixture", "flow")
+MIXTURE_INITS = ("spread", "symmetric")
+FLOW_FITS = ("objective", "sampling")
+
+
+class AnnealedBand(EntropyController):
+    """An ``EntropyController`` whose band moves linearly from ``start`` to ``end`` over ``anneal_steps`` steps,
+    then stays at ``end``: the entropy is held high first and brought down to the target gradually.
+
+    The band follows the controller's own step count (a buffer), so a restored controller resumes where it was.
+    """
+
+    def __init__(self, start: tuple[float, float], end: tuple[float, float], anneal_steps: int, **options: Any) -> None:
+        super().__init__(*end, **options)
+        if anneal_steps < 1:
+            raise ValueError(f"anneal_steps must be ≥ 1, got {anneal_steps}")
+        self.start_band, self.end_band, self.anneal_steps = tuple(start), tuple(end), anneal_steps
+
+    @torch.no_grad()
+    def update(self, mean_entropy: torch.Tensor) -> torch.Tensor:
+        """Move the band to this step's place, then the usual update (see ``EntropyController.update``)."""
+        t = min(int(self.steps) / self.anneal_steps, 1.0)  # one host read per step: fine for this CPU experiment
+        self.h_min, self.h_max = (a + t * (b - a) for a, b in zip(self.start_band, self.end_band, strict=True))
+        return super().update(mean_entropy)
 
 
 @dataclass(frozen=True)
@@ -91,8 +128,40 @@ class Config:
     #: λ's ceiling: a λ that keeps growing while φ lags behind ends with φ on the whole circle and a classifier
     #: that can no longer learn the orientation (seen at λ ≈ 1.4, seed 1).
     lam_max: float = 1.0
-    #: mixture components (2-fold classes need 2 arcs, 3-fold 3, and an arc across ±π splits in two).
+    #: mixture components (2-fold classes need 2 arcs, 3-fold 3, and an arc across ±π splits in two); ignored with
+    #: ``mixture_init="symmetric"``, which sets K itself.
     components: int = 4
+    #: where the mixture's components start: ``spread`` evenly over [−π, π) (the head's default), or ``symmetric``:
+    #: at the identity turned by every multiple of 2π/``symmetry_divisions`` (``symmetric_centres``), the rotations
+    #: a shape with n-fold symmetry keeps for every n dividing it. An inductive bias, stated: symmetries of order
+    #: 1, 2, 3 or 6. Components that start on a true arc only have to widen; those in the gaps only to lose weight.
+    mixture_init: str = "spread"
+    symmetry_divisions: int = 6
+    #: the initial rotation half-width of the InstaAug methods (0: the family's default, 0.38 rad). For the
+    #: flow, a width near π starts it near the uniform density on the circle ("start wide and shrink").
+    init_width: float = 0.0
+    #: the flow's own initial half-width, overriding ``init_width`` for the flow alone (0: ``init_width``).
+    flow_init_width: float = 0.0
+    #: anneal the entropy band linearly from ``entropy_start`` to ``entropy_range`` over this many joint epochs
+    #: (0: the fixed band ``entropy_range`` from the start). With a wide start, mass then leaves the gaps
+    #: gradually instead of having to find the far arcs.
+    anneal_epochs: int = 0
+    entropy_start: tuple[float, float] = (1.6, 1.84)
+    #: views per input (n_copies): with ≥ 2, the mixture's REINFORCE baseline is the leave-one-out mean.
+    copies: int = 1
+    #: how the flow learns against a frozen classifier: ``objective``, InstaAug's E[L] − λ·H like every other
+    #: method, or ``sampling``: fitted by maximum likelihood to the classifier's own Gibbs density
+    #: p*(τ | x) ∝ exp(−L(f(τ(x)), y) / ``fit_temperature``), estimated on ``fit_grid`` rotations per image
+    #: (``fit_by_sampling``). E[L] − λ·H is λ·KL(p ‖ p*_λ) + const, a mode-seeking divergence: one arc already
+    #: satisfies it. The forward KL(p* ‖ p) that maximum likelihood minimises punishes every arc p misses.
+    flow_fit: str = "objective"
+    #: T = 0.5: at an arc's end a view is as much "up" as "down", a loss of about log 2, which T = 0.5 weighs
+    #: exp(−log 2 / 0.5) = 1/4 of the arc's middle: the ``coverage_threshold``. Set a priori, not tuned.
+    fit_temperature: float = 0.5
+    #: 36 rotations (10°) per image: the narrowest arc (π/3) spans 6 of them.
+    fit_grid: int = 36
+    #: rotations per image and step of the sampling fit, one drawn uniformly in each of as many equal strata.
+    fit_samples: int = 16
     #: samples per input of the flow's Monte Carlo entropy.
     entropy_samples: int = 8
     augerino_weight: float = 0.01
@@ -116,6 +185,17 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
+        if self.mixture_init not in MIXTURE_INITS:
+            raise ValueError(f"mixture_init must be one of {MIXTURE_INITS}, got {self.mixture_init!r}")
+        if self.flow_fit not in FLOW_FITS:
+            raise ValueError(f"flow_fit must be one of {FLOW_FITS}, got {self.flow_fit!r}")
+        if self.flow_fit == "sampling" and not self.frozen:
+            raise ValueError("flow_fit='sampling' fits the flow to a fixed classifier: it needs frozen=true")
+        if self.fit_temperature <= 0 or self.fit_grid < 2 or self.fit_samples < 1:
+            raise ValueError(
+                f"need fit_temperature > 0, fit_grid ≥ 2 and fit_samples ≥ 1, got {self.fit_temperature}, "
+                f"{self.fit_grid}, {self.fit_samples}"
+            )
 
     @classmethod
     def quick(cls) -> Config:
@@ -123,27 +203,42 @@ class Config:
         return cls(n_train=384, n_test=96, epochs=1, pretrain_epochs=1, grid=180, align_epochs=1, figure_examples=3)
 
 
-def build_method(method: str, config: Config) -> tuple[Augmenter, nn.Module]:
-    """The augmenter and the objective of a method of ``METHODS``."""
+def build_method(method: str, config: Config, steps: int = 1) -> tuple[Augmenter, nn.Module]:
+    """The augmenter and the objective of a method of ``METHODS`` (``steps``: joint training steps, over which an
+    annealed band moves)."""
     if method == "none":
         return NoAugment(in_channels=1), TaskObjective()
     if method == "augerino":
         return Augerino(("rotation",), in_channels=1, width=config.aug_width), AugerinoObjective(config.augerino_weight)
+    width = config.flow_init_width if method == "flow" and config.flow_init_width else config.init_width
+    centres = None
+    if method == "mixture" and config.mixture_init == "symmetric":
+        half = width or FAMILIES["rotation"].init_half_width
+        centres = symmetric_centres(-math.pi, math.pi, config.symmetry_divisions, half)
     aug = InstaAug(
         ("rotation",),
         in_channels=1,
         width=config.aug_width,
-        distribution=method if method != "uniform" else "uniform",
-        components=config.components,
+        distribution=method,
+        components=config.components if centres is None else centres.shape[0],
         entropy_samples=config.entropy_samples,
         entropy_range=config.entropy_range,
+        init_half_width=(width,) if width else None,
+        n_copies=config.copies,
     )
-    controller = EntropyController(
-        *config.entropy_range,
-        lam_init=config.lam_init,
-        rate=config.lam_rate,
-        lam_min=config.lam_min,
-        lam_max=config.lam_max,
+    if centres is not None:
+        with torch.no_grad():  # the head's centre offsets are buffers: saved and loaded with the augmenter
+            aug.head.centre_offset.copy_(centre_offsets(centres, -math.pi, math.pi)[:, None])
+    options: dict[str, Any] = {
+        "lam_init": config.lam_init,
+        "rate": config.lam_rate,
+        "lam_min": config.lam_min,
+        "lam_max": config.lam_max,
+    }
+    controller = (
+        AnnealedBand(config.entropy_start, config.entropy_range, max(1, steps), **options)
+        if config.anneal_epochs
+        else EntropyController(*config.entropy_range, **options)
     )
     return aug, InstaAugObjective(controller)
 
@@ -233,10 +328,7 @@ def alignment(config: Config, augmenters: dict[str, Augmenter], test: SymmetricS
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train every method, measure coverage, violation, accuracy and alignment; write metrics.json and figures."""
-    if data is not None:
-        raise ValueError(f"the multimodal experiment draws its own shapes; it takes no --data; {OWN_DATA_HINT}")
-    with torch_threads(config.threads):
-        return _run(config, Path(out_dir))
+    return run_on_builtin_data("multimodal", _run, config, out_dir, data, uses="shapes it draws itself")
 
 
 def oracle_views(data: SymmetricShapes, copies: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -251,6 +343,75 @@ def oracle_views(data: SymmetricShapes, copies: int, seed: int) -> tuple[torch.T
     angle = torch.remainder(-tilt + arc * period + offset + math.pi, 2 * math.pi) - math.pi
     images = TransformStack(("rotation",))(data.images.repeat(copies, 1, 1, 1), angle[:, None])
     return images, data.labels.repeat(copies), angle
+
+
+@torch.no_grad()
+def grid_losses(classifier: nn.Module, data: SymmetricShapes, angles: torch.Tensor, views: int = 256) -> torch.Tensor:
+    """The frozen classifier's loss (N, R) on every image of ``data`` rotated by every angle of ``angles`` (R,),
+    about ``views`` rotated images per forward pass."""
+    stack = TransformStack(("rotation",))
+    rows = []
+    batch = max(1, views // angles.shape[0])
+    for x, y in zip(data.images.split(batch), data.labels.split(batch), strict=True):
+        rotated = stack(x.repeat_interleave(angles.shape[0], 0), angles.repeat(x.shape[0])[:, None])
+        loss = nn.functional.cross_entropy(classifier(rotated), y.repeat_interleave(angles.shape[0]), reduction="none")
+        rows.append(loss.view(x.shape[0], -1))
+    return torch.cat(rows)
+
+
+def fit_by_sampling(
+    aug: InstaAug, images: torch.Tensor, losses: torch.Tensor, config: Config
+) -> list[dict[str, float]]:
+    """Fit φ's distribution to a frozen classifier's invariances by maximum likelihood (forward KL).
+
+    ``images`` (N, C, H, W) are the training images and ``losses`` (N, G) the classifier's loss on each rotated by
+    each of G = ``fit_grid`` angles −π + 2πg/G (``grid_losses``).
+
+    The target for image x is the Gibbs density p*(τ | x) ∝ exp(−L(f(τ(x)), y) / T), T = ``fit_temperature``:
+    flat where the classifier keeps the label, ≈ 0 where it does not. The losses on the grid are linearly
+    interpolated between grid points. Every step draws S = ``fit_samples`` rotations per image, one uniformly in
+    each of S equal strata of the circle, and minimises the self-normalised estimate −Σ_s w_s log p(τ_s | x),
+    w = softmax(−L / T) over the S rotations, of the cross-entropy H(p*, p) = KL(p* ‖ p) + const (importance
+    sampling with a uniform proposal). Adam at ``aug_lr`` with a cosine decay over ``epochs``, batches of
+    ``batch_size``. Returns one dict per epoch (the mean fitted cross-entropy ``fit_loss`` and the distribution's
+    Monte Carlo ``entropy`` on the epoch's last batch).
+    """
+    n, grid = losses.shape
+    if images.shape[0] != n:
+        raise ValueError(f"{images.shape[0]} images but losses for {n}")
+    generator = torch.Generator().manual_seed(config.seed + 3)
+    torch.manual_seed(config.seed)
+    optimiser = torch.optim.Adam(aug.parameters(), lr=config.aug_lr)
+    total = config.epochs * math.ceil(n / config.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
+    strata = torch.arange(config.fit_samples) / config.fit_samples  # (S,) in turns
+    aug.train()
+    history = []
+    for epoch in range(config.epochs):
+        started, sums, count = time.perf_counter(), 0.0, 0
+        for index in torch.randperm(n, generator=generator).split(config.batch_size):
+            turns = strata + torch.rand(index.shape[0], config.fit_samples, generator=generator) / config.fit_samples
+            position = turns * grid  # (b, S) in grid steps from −π
+            left = position.floor().long()
+            fraction = position - left
+            here = losses[index]
+            interpolated = (1 - fraction) * here.gather(1, left % grid) + fraction * here.gather(1, (left + 1) % grid)
+            weights = torch.softmax(-interpolated / config.fit_temperature, dim=1)  # (b, S)
+            rotations = turns * 2 * math.pi - math.pi  # (b, S), in [−π, π)
+            dist = aug.distribution(images[index])
+            log_p = dist.log_prob(rotations.T[..., None])  # (S, b)
+            loss = -(weights.T * log_p).sum(0).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            sums, count = sums + float(loss.detach()) * index.shape[0], count + index.shape[0]
+        with torch.no_grad():
+            entropy = float(dist.entropy().mean())
+        history.append(
+            {"epoch": epoch + 1, "fit_loss": sums / count, "entropy": entropy, "seconds": time.perf_counter() - started}
+        )
+    return history
 
 
 def _frozen_classifier(config: Config, data: SymmetricShapes) -> nn.Module:
@@ -292,10 +453,15 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
             model = frozen
         else:
             model = _classifier(config, 2 * len(TRAIN_SHAPES))
-        aug, objective = build_method(method, config)
+        steps_per_epoch = math.ceil(config.n_train / config.batch_size)
+        aug, objective = build_method(method, config, config.anneal_epochs * steps_per_epoch)
         method_started = time.perf_counter()
         history: list[dict[str, Any]] = []
-        if frozen is None or method != "none":  # a frozen classifier without augmentation has nothing to train
+        if frozen is not None and method == "flow" and config.flow_fit == "sampling":
+            assert isinstance(aug, InstaAug)
+            grid = torch.arange(config.fit_grid) * (2 * math.pi / config.fit_grid) - math.pi
+            history = fit_by_sampling(aug, train_data.images, grid_losses(frozen, train_data, grid), config)
+        elif frozen is None or method != "none":  # a frozen classifier without augmentation has nothing to train
             history = train(
                 model,
                 aug,
