@@ -170,6 +170,13 @@ def test_invalid_mode_and_num_classes():
         InvarianceNet(4, mode="instance", network="vgg")
 
 
+def test_only_the_small_cnn_phi_runs_channels_last_on_the_cpu():
+    # The PreAct ResNet's 1×1 stride-2 shortcut convolutions crash torch's channels-last CPU backward for few
+    # channels and an odd batch (measured: 4 channels, 16 px, batch 3 segfaults within a few hundred steps).
+    assert InvarianceNet(4, mode="instance", network="small_cnn", in_channels=3, width=4).channels_last_on_cpu
+    assert not InvarianceNet(4, mode="instance", network="preact_resnet18", in_channels=3, width=4).channels_last_on_cpu
+
+
 def test_preact_resnet18_backbone_for_instance_mode():
     net = InvarianceNet(4, mode="instance", network="preact_resnet18", in_channels=3, width=4).eval()
     randomise(net)

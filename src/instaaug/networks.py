@@ -397,8 +397,10 @@ class InvarianceNet(nn.Module):
         self.phi_size = None if phi_size is None else (int(phi_size[0]), int(phi_size[1]))
         self.max_side = max_side
         self.crop = crop
-        #: Run the backbone on channels-last (NHWC) input when it is on the CPU (see ``forward``).
-        self.channels_last_on_cpu = PHI_CHANNELS_LAST_ON_CPU
+        #: Run the backbone on channels-last (NHWC) input when it is on the CPU (see ``forward``). Only the small CNN:
+        #: torch 2.13's CPU backward of a channels-last 1×1 stride-2 convolution (the PreAct ResNet's shortcuts)
+        #: corrupts memory for ≤ 8 channels and an odd batch (e.g. 4 channels, 16 px, batch 3: a segfault or abort).
+        self.channels_last_on_cpu = PHI_CHANNELS_LAST_ON_CPU and network == "small_cnn"
         backbone = phi_backbone(network, in_channels, width, depth, norm) if mode == "instance" or crop else None
         if mode == "instance":
             self.backbone = backbone

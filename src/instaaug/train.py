@@ -116,7 +116,9 @@ class TrainConfig:
         channels_last: store f's and φ's convolution weights channels-last (NHWC) during training, and leave them so.
             oneDNN's CPU convolutions run faster on that layout (a 4-stage CNN's step on 48×48 images took 0.63–0.65×
             the time at 1 thread); results differ from the default layout by float rounding only. A model that
-            ``view``s its conv features must use ``reshape`` or ``flatten`` instead.
+            ``view``s its conv features must use ``reshape`` or ``flatten`` instead. Not for models with 1×1
+            stride-2 convolutions of ≤ 8 channels on the CPU: torch 2.13's channels-last backward of those corrupts
+            memory for odd batches.
     """
 
     epochs: int = 10
