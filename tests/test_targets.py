@@ -290,7 +290,7 @@ def test_dense_tta_of_an_equivariant_model_returns_its_own_prediction() -> None:
     aug = RandomAugment(("crop", "flip", "rotation"), {"crop": (0.7, 1.0), "rotation": 0.3})
     direct = model(x)
     for merge in ("logits", "mean", "max", "min"):
-        tta = DenseTTAWrapper(model, aug, n_samples=6, merge=merge, include_identity=False)
+        tta = DenseTTAWrapper(model, aug, n_copies=6, merge=merge, include_identity=False)
         values, coverage = tta.view_outputs(x)
         assert values.shape == (2, 6, 4, H, W) and coverage.shape == (2, 6, 1, H, W)
         merged = merge_predictions(values, merge, coverage)
@@ -299,7 +299,7 @@ def test_dense_tta_of_an_equivariant_model_returns_its_own_prediction() -> None:
         err = (merged - direct).abs().amax(1)[inner]
         assert err.max() < 0.03, merge
     # With the input itself among the views every pixel has a prediction.
-    tta = DenseTTAWrapper(model, aug, n_samples=4, merge="probs")
+    tta = DenseTTAWrapper(model, aug, n_copies=4, merge="probs")
     assert tta(x).shape == (2, 4, H, W)
     assert torch.allclose(tta(x).sum(1), torch.ones(2, H, W), atol=1e-5)
     with pytest.raises(ValueError, match="dense outputs"):
@@ -308,7 +308,7 @@ def test_dense_tta_of_an_equivariant_model_returns_its_own_prediction() -> None:
 
 def test_dense_tta_resizes_strided_outputs() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, stride=2, padding=1))
-    tta = DenseTTAWrapper(model, RandomAugment(("crop",)), n_samples=2, chunk_size=1)
+    tta = DenseTTAWrapper(model, RandomAugment(("crop",)), n_copies=2, chunk_size=1)
     assert tta(torch.rand(3, 3, H, W)).shape == (3, 2, H, W)
 
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import perturb_output, structured_images, tiny_aug
-from instaaug import NoAugment, TTAWrapper
+from instaaug import DenseTTAWrapper, NoAugment, RandomAugment, TTAWrapper
+from instaaug.models import build_classifier
 from instaaug.tta import merge_predictions
 
 
@@ -37,7 +38,7 @@ def setup():
 def test_batched_output_equals_loop_over_views(setup):
     model, aug, x = setup
     n = 4
-    tta = TTAWrapper(model, aug, n_samples=n)
+    tta = TTAWrapper(model, aug, n_copies=n)
     merged = tta(x, generator=gen(7))
     with torch.no_grad():
         out = aug(x, n_copies=n, generator=gen(7))
@@ -51,8 +52,8 @@ def test_batched_output_equals_loop_over_views(setup):
 @pytest.mark.parametrize("chunk", [1, 3, 5, 100])
 def test_chunking_does_not_change_predictions(setup, chunk):
     model, aug, x = setup
-    full = TTAWrapper(model, aug, n_samples=4)(x, generator=gen(1))
-    chunked = TTAWrapper(model, aug, n_samples=4, chunk_size=chunk)(x, generator=gen(1))
+    full = TTAWrapper(model, aug, n_copies=4)(x, generator=gen(1))
+    chunked = TTAWrapper(model, aug, n_copies=4, chunk_size=chunk)(x, generator=gen(1))
     torch.testing.assert_close(chunked, full, atol=1e-6, rtol=0)
 
 
@@ -60,7 +61,7 @@ def test_chunking_does_not_change_predictions(setup, chunk):
 def test_number_of_model_calls(setup, chunk, calls):
     model, aug, x = setup
     counter = count_calls(model)
-    TTAWrapper(model, aug, n_samples=4, chunk_size=chunk)(x)
+    TTAWrapper(model, aug, n_copies=4, chunk_size=chunk)(x)
     assert counter["n"] == calls
 
 
@@ -70,7 +71,7 @@ def test_merge_modes(setup):
         out = aug(x, n_copies=3, generator=gen(2))
         logits = model(out.images).view(3, 3, 5)
     results = {
-        m: TTAWrapper(model, aug, n_samples=3, merge=m)(x, generator=gen(2)) for m in ("logits", "probs", "log_probs")
+        m: TTAWrapper(model, aug, n_copies=3, merge=m)(x, generator=gen(2)) for m in ("logits", "probs", "log_probs")
     }
     torch.testing.assert_close(results["logits"], logits.mean(1))
     torch.testing.assert_close(results["probs"], F.softmax(logits, -1).mean(1))
@@ -90,13 +91,13 @@ def test_merge_predictions_directly():
 def test_identity_augmenter_gives_model_output():
     model = classifier()
     x = structured_images(2, 3, 8)
-    tta = TTAWrapper(model, NoAugment(), n_samples=5)
+    tta = TTAWrapper(model, NoAugment(), n_copies=5)
     torch.testing.assert_close(tta(x), model(x), atol=1e-6, rtol=0)
 
 
 def test_views_carry_no_gradient_to_phi(setup):
     model, aug, x = setup
-    TTAWrapper(model, aug, n_samples=2)(x).sum().backward()
+    TTAWrapper(model, aug, n_copies=2)(x).sum().backward()
     assert aug.net.output.weight.grad is None
     assert model[1].weight.grad is not None
 
@@ -115,12 +116,12 @@ def test_bad_arguments(setup):
     model, aug, _ = setup
     with pytest.raises(ValueError, match="merge"):
         TTAWrapper(model, aug, merge="median")
-    with pytest.raises(ValueError, match="n_samples"):
-        TTAWrapper(model, aug, n_samples=0)
+    with pytest.raises(ValueError, match="n_copies"):
+        TTAWrapper(model, aug, n_copies=0)
     with pytest.raises(ValueError, match="chunk_size"):
         TTAWrapper(model, aug, chunk_size=0)
-    with pytest.raises(TypeError, match="n_samples"):
-        TTAWrapper(model, aug, n_samples=2.5)
+    with pytest.raises(TypeError, match="n_copies"):
+        TTAWrapper(model, aug, n_copies=2.5)
 
 
 def test_chunking_changes_nothing_but_the_calls(setup):
@@ -131,7 +132,7 @@ def test_chunking_changes_nothing_but_the_calls(setup):
     outputs = {}
     for chunk in ("auto", None, 3):
         calls.clear()
-        wrapper = TTAWrapper(counting, aug, n_samples=5, chunk_size=chunk)
+        wrapper = TTAWrapper(counting, aug, n_copies=5, chunk_size=chunk)
         outputs[chunk] = wrapper(x, generator=torch.Generator().manual_seed(0))
         expected = {"auto": [max(x.shape[0], 5)] * (5 * x.shape[0] // max(x.shape[0], 5)), None: [5 * x.shape[0]]}
         if chunk in expected:
@@ -165,3 +166,12 @@ def test_ttach_merge_modes():
     torch.testing.assert_close(
         merge_predictions(logits, "sum", weights), logits[:, 0] + 2 * logits[:, 2] + logits[:, 3]
     )
+
+
+def test_old_keyword_n_samples_still_sets_the_views_with_a_deprecation_warning():
+    model, aug = build_classifier("small_cnn", 3, 2, width=4, depth=2), RandomAugment(("rotation",))
+    with pytest.warns(DeprecationWarning, match="n_copies"):
+        tta = TTAWrapper(model, aug, n_samples=3)
+    assert tta.n_copies == tta.n_samples == 3
+    with pytest.warns(DeprecationWarning, match="n_copies"):
+        assert DenseTTAWrapper(model, aug, n_samples=2).n_copies == 2

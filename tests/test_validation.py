@@ -57,7 +57,7 @@ def test_train_rejects_bad_images(x, error, match):
 
 
 def test_tta_rejects_bad_images():
-    tta = TTAWrapper(build_classifier("small_cnn", 3, 2, width=4, depth=2), tiny_aug(), n_samples=2)
+    tta = TTAWrapper(build_classifier("small_cnn", 3, 2, width=4, depth=2), tiny_aug(), n_copies=2)
     with pytest.raises(TypeError, match="uint8"):
         tta((good() * 255).to(torch.uint8))
 

@@ -535,8 +535,8 @@ def tta_speedup(
     model = _classifier(3, device, classifier, classifier_width).eval()
     aug = InstaAug(UNIFORM_TRANSFORMS).to(device).eval()
     wrappers = {
-        "auto": TTAWrapper(model, aug, n_samples=n),
-        "batched": TTAWrapper(model, aug, n_samples=n, chunk_size=None),
+        "auto": TTAWrapper(model, aug, n_copies=n),
+        "batched": TTAWrapper(model, aug, n_copies=n, chunk_size=None),
     }
 
     def call(wrapper: TTAWrapper) -> Callable[[], torch.Tensor]:

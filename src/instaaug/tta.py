@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,19 +101,32 @@ class _ViewEnsemble(nn.Module):
         self,
         model: nn.Module,
         aug: nn.Module,
-        n_samples: int,
+        n_copies: int,
         merge: str,
         chunk_size: int | str | None,
         temperature: float,
+        n_samples: int | None = None,
     ) -> None:
         super().__init__()
         merge_predictions(torch.zeros(1, 1, 1), merge, temperature=temperature)  # refuses bad options now
         self.model = model
         self.aug = aug
-        self.n_samples = check_positive_int(n_samples, "n_samples")
+        if n_samples is not None:
+            warnings.warn(
+                "n_samples is deprecated: views per input are n_copies, as in InstaAug and aug(x, n_copies=...)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            n_copies = n_samples
+        self.n_copies = check_positive_int(n_copies, "n_copies")
         self.merge = merge
         self.temperature = temperature
         self.chunk_size = _check_chunk_size(chunk_size)
+
+    @property
+    def n_samples(self) -> int:
+        """Deprecated name of ``n_copies``."""
+        return self.n_copies
 
     def _outputs(self, images: torch.Tensor, batch: int) -> torch.Tensor:
         """The model's outputs for views (N, C, H, W) of ``batch`` inputs, in chunks of ``chunk_size``."""
@@ -119,7 +134,7 @@ class _ViewEnsemble(nn.Module):
 
 
 class TTAWrapper(_ViewEnsemble):
-    """Wraps a model so that its forward merges the predictions of ``n_samples`` augmented views per input.
+    """Wraps a model so that its forward merges the predictions of ``n_copies`` augmented views per input.
 
     φ runs once per input and all B·n views are drawn in one call; they go through the model in chunks of
     ``chunk_size`` views. Views are sampled without gradient. The wrapper holds the model and the augmenter as
@@ -128,28 +143,30 @@ class TTAWrapper(_ViewEnsemble):
     Args:
         model: maps images (N, C, H, W) to logits (N, K).
         aug: an augmenter (``InstaAug``, ``RandomAugment``, ...) called as ``aug(x, n_copies=n)``.
-        n_samples: views per input.
+        n_copies: views per input (``n_samples``, its old name, still works with a DeprecationWarning).
         merge: ``logits`` (mean of logits, default) or another of ``MERGE_MODES``; see ``merge_predictions``.
         chunk_size: the most views per model call: ``auto`` (default) for max(B, n) — as many as a loop over the
             views would send, so that the wrapper is never slower than that loop on models whose throughput falls
             with the batch (a ResNet-18 on CPU) while a single input's views still go together —, an int, or None
             for all B·n at once (fastest for small models).
         temperature: the exponent of the ``tsharpen`` merge.
-        views: ``sample`` (default) draws ``n_samples`` views from the augmenter; ``top`` takes its
-            ``n_samples`` most probable crops (deterministic; needs an ``InstaAug`` with ``crop``).
+        views: ``sample`` (default) draws ``n_copies`` views from the augmenter; ``top`` takes its
+            ``n_copies`` most probable crops (deterministic; needs an ``InstaAug`` with ``crop``).
     """
 
     def __init__(
         self,
         model: nn.Module,
         aug: nn.Module,
-        n_samples: int = 10,
+        n_copies: int = 10,
         merge: str = "logits",
         chunk_size: int | str | None = "auto",
         views: str = "sample",
         temperature: float = 0.5,
+        *,
+        n_samples: int | None = None,
     ) -> None:
-        super().__init__(model, aug, n_samples, merge, chunk_size, temperature)
+        super().__init__(model, aug, n_copies, merge, chunk_size, temperature, n_samples)
         if views not in VIEW_MODES:
             raise ValueError(f"views must be one of {VIEW_MODES}, got {views!r}")
         if views == "top" and not (isinstance(aug, InstaAug) and aug.config.has_crop):
@@ -166,23 +183,23 @@ class TTAWrapper(_ViewEnsemble):
         """x (B, C, H, W) in [0, 1] → merged predictions (B, K); ``y`` only for class-conditional augmenters."""
         with torch.no_grad():
             if self.views == "top":
-                images = self.aug.top_views(x, self.n_samples, y)
+                images = self.aug.top_views(x, self.n_copies, y)
             else:
-                images = self.aug(x, y, n_copies=self.n_samples, generator=generator).images
+                images = self.aug(x, y, n_copies=self.n_copies, generator=generator).images
         logits = self.view_logits(images, x.shape[0])
-        return merge_predictions(logits.view(x.shape[0], self.n_samples, -1), self.merge, temperature=self.temperature)
+        return merge_predictions(logits.view(x.shape[0], self.n_copies, -1), self.merge, temperature=self.temperature)
 
 
 class DenseTTAWrapper(_ViewEnsemble):
     """Test-time augmentation for dense prediction (segmentation, heat maps): the model's output on each of
-    ``n_samples`` views is mapped back to the input's frame (``AugmentOutput.to_input``) and the views are merged
+    ``n_copies`` views is mapped back to the input's frame (``AugmentOutput.to_input``) and the views are merged
     pixel by pixel, each weighted by how much of the pixel it saw.
 
     Args:
         model: maps images (N, C, h, w) to dense outputs (N, K, h', w'); outputs at another size than the views
             (e.g. a stride-4 head) are resized bilinearly to the views' size first.
         aug: an augmenter called as ``aug(x, n_copies=n)``; its geometric views are inverted exactly.
-        n_samples: sampled views per input.
+        n_copies: sampled views per input (``n_samples``: its deprecated old name).
         merge: one of ``MERGE_MODES`` (see ``merge_predictions``); ``logits`` by default.
         chunk_size: the most views per model call: ``auto`` (default; max(B, n), see ``TTAWrapper``), an int, or
             None for all at once.
@@ -195,13 +212,15 @@ class DenseTTAWrapper(_ViewEnsemble):
         self,
         model: nn.Module,
         aug: nn.Module,
-        n_samples: int = 10,
+        n_copies: int = 10,
         merge: str = "logits",
         chunk_size: int | str | None = "auto",
         temperature: float = 0.5,
         include_identity: bool = True,
+        *,
+        n_samples: int | None = None,
     ) -> None:
-        super().__init__(model, aug, n_samples, merge, chunk_size, temperature)
+        super().__init__(model, aug, n_copies, merge, chunk_size, temperature, n_samples)
         if not isinstance(include_identity, bool):
             raise TypeError(f"include_identity must be True or False, got {include_identity!r}")
         self.include_identity = include_identity
@@ -218,13 +237,13 @@ class DenseTTAWrapper(_ViewEnsemble):
         self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The views' outputs in the input's frame (B, v, K, H, W) and their coverage (B, v, 1, H, W), v =
-        ``n_samples`` (+ 1 for the input itself, first, when ``include_identity``)."""
+        ``n_copies`` (+ 1 for the input itself, first, when ``include_identity``)."""
         batch, size = x.shape[0], x.shape[-2:]
         with torch.no_grad():
-            out = self.aug(x, y, n_copies=self.n_samples, generator=generator)
+            out = self.aug(x, y, n_copies=self.n_copies, generator=generator)
         values, coverage = out.to_input(self._dense(out.images, batch))
-        values = values.view(batch, self.n_samples, *values.shape[1:])
-        coverage = coverage.view(batch, self.n_samples, *coverage.shape[1:])
+        values = values.view(batch, self.n_copies, *values.shape[1:])
+        coverage = coverage.view(batch, self.n_copies, *coverage.shape[1:])
         if self.include_identity:
             own = self._dense(x, batch)[:, None]
             values = torch.cat((own, values), 1)

@@ -319,7 +319,7 @@ def per_light_accuracy(
     augmentation by ``aug`` (``tta_samples`` views, logits averaged; None without ``aug``)."""
     gains = light_gains()
     plain, tta = [], []
-    wrapper = TTAWrapper(model, aug, n_samples=tta_samples, chunk_size=None) if aug is not None else None
+    wrapper = TTAWrapper(model, aug, n_copies=tta_samples, chunk_size=None) if aug is not None else None
     generator = torch.Generator().manual_seed(seed)
     # Light by light: the lit copies of all 46 lights at once would hold 46 × N images.
     for gain in gains:

@@ -158,7 +158,7 @@ def evaluate(
     """mIoU, digit mIoU and pixel accuracy on whole images, and with dense TTA over ``views`` views of ``aug``."""
     model.eval()
     aug.eval()
-    tta = DenseTTAWrapper(model, aug, n_samples=views)
+    tta = DenseTTAWrapper(model, aug, n_copies=views)
     generator = torch.Generator(device=device).manual_seed(seed)
     plain = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
     merged = torch.zeros_like(plain)
