@@ -23,7 +23,8 @@ from .backbones import ConditionedBackbone
 from .objectives import CornerQueues, MomentumEncoder, ProjectionHeads, moco_loss, nt_xent
 from .space import CornerSampler, InvarianceSpace, check_inputs
 
-METHODS = ("simclr", "moco")
+#: The contrastive objectives of pre-training (not augmentation methods, which ``METHODS`` names elsewhere).
+CONTRASTIVE_OBJECTIVES = ("simclr", "moco")
 
 
 @dataclass
@@ -63,8 +64,8 @@ class PretrainConfig:
     progress: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in CONTRASTIVE_OBJECTIVES:
+            raise ValueError(f"method must be one of {CONTRASTIVE_OBJECTIVES}, got {self.method!r}")
         for key in ("batch_size", "proj_hidden", "proj_dim", "queue_size"):
             check_positive_int(getattr(self, key), key)
         if self.batch_size < 2:
