@@ -223,3 +223,41 @@ def test_mixture_head_rejects_bad_arguments():
         MixtureRangeHead(([-1.0], [1.0]), 2, [2.0])
     with pytest.raises(ValueError, match="one entry per dimension"):
         MixtureRangeHead(([-1.0, -1.0], [1.0]), 2, [0.2])
+
+
+def test_instaaug_mixture_can_start_at_the_symmetry_candidates_and_keeps_them_through_save_and_load(tmp_path):
+    options = {"distribution": "mixture", "mixture_init": "symmetric", "components": 7, "init_half_width": (0.2, 0.05)}
+    aug = InstaAug(("rotation", "hue"), **options)
+    x = torch.rand(2, 3, 16, 16)
+    dist = aug.distribution(x)
+    centres = (dist.low + dist.high)[0] / 2  # (K, D) at φ's initial (zero) output
+    want = symmetric_centres(-math.pi, math.pi, 6, 0.2).float()
+    torch.testing.assert_close(centres[:, 0], want, atol=1e-5, rtol=0)  # rotation: the candidates
+    torch.testing.assert_close(centres[:, 1], torch.zeros(7), atol=1e-6, rtol=0)  # hue: the identity
+    aug.save(tmp_path)
+    loaded = InstaAug.load(tmp_path)
+    assert loaded.config.mixture_init == "symmetric"
+    torch.testing.assert_close(loaded.distribution(x).low, dist.low)
+
+
+@pytest.mark.parametrize(
+    ("transforms", "options", "message"),
+    [
+        (("rotation",), {"distribution": "mixture", "mixture_init": "symmetric"}, "set components=7"),
+        (
+            ("rotation",),
+            {"distribution": "mixture", "mixture_init": "symmetric", "symmetry_divisions": 4},
+            "places 5 components .* set components=5",
+        ),
+        (
+            ("hue",),
+            {"distribution": "mixture", "mixture_init": "symmetric", "components": 7},
+            "needs a periodic family",
+        ),
+        (("rotation",), {"mixture_init": "symmetric"}, "mixture_init is a mixture's option"),
+        (("rotation",), {"distribution": "mixture", "mixture_init": "even"}, "mixture_init must be one of"),
+    ],
+)
+def test_symmetric_start_refuses_what_it_cannot_do(transforms, options, message):
+    with pytest.raises(ValueError, match=message):
+        InstaAug(transforms, **options)

@@ -271,6 +271,8 @@ _BAD_VALUES: dict[tuple[str, str], list[tuple[Any, type[Exception]]]] = {
     ("instaaug", "lam_min"): [(0, V), (-0.1, V), ("0.1", T), ({"x": 1}, T)],
     ("instaaug", "distribution"): [("gmm", V), (3, T), (None, T), (["flow"], T)],
     ("instaaug", "components"): [(0, V), (17, V), (2.5, T), ("3", T), (True, T)],
+    ("instaaug", "mixture_init"): [("even", V), ("symmetric", V), (1, T), (None, T)],  # symmetric: not a mixture
+    ("instaaug", "symmetry_divisions"): [(0, V), (16, V), (6.0, T), ("6", T), (True, T)],
     ("instaaug", "flow_context"): [(0, V), (10**6, V), ("32", T)],
     ("instaaug", "flow_transforms"): [(0, V), (100, V), (1.5, T)],
     ("instaaug", "flow_hidden"): [(-1, V), (10**9, V), ([64], T)],

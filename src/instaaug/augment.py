@@ -36,6 +36,7 @@ from .distributions import (
     UniformMixture,
     UniformRanges,
 )
+from .distributions.mixture import symmetric_centres
 from .io import load_tensors, read_json, save_tensors, write_json
 from .models import BACKBONES, NORMS
 from .networks import MODES, CropLevels, InvarianceNet, MixtureRangeHead, UniformRangeHead, phi_backbone
@@ -97,9 +98,12 @@ MAX_FEATURE_ELEMENTS = 2**26
 MAX_CROP_CANDIDATES = 2**20
 #: The distributions ``InstaAug`` can put over the interval families (``InstaAugConfig.distribution``).
 DISTRIBUTIONS = ("uniform", "mixture", "flow")
+#: Where a mixture's components start (``InstaAugConfig.mixture_init``).
+MIXTURE_INITS = ("spread", "symmetric")
 #: Bounds on the options of the mixture and the flow.
 MAX_DISTRIBUTION_OPTIONS = {
     "components": 16,
+    "symmetry_divisions": 15,
     "flow_context": 1024,
     "flow_transforms": 16,
     "flow_hidden": 4096,
@@ -427,6 +431,14 @@ class InstaAugConfig:
             ``flow`` (a conditional normalizing flow, ``FlowRanges``: any density on the bounds, periodic for
             rotation; Monte Carlo entropy from ``entropy_samples`` samples). Crop and flip keep their own parts.
         components: the mixture's K (1 … 16).
+        mixture_init: where the mixture's components start: ``spread`` evenly over the bounds, or ``symmetric``: on
+            every periodic parameter (rotation) at the identity turned by each multiple of 2π / ``symmetry_divisions``
+            (the rotations that n-fold symmetric inputs keep, for every n dividing it), every other parameter at the
+            identity; a candidate on the ±π seam becomes two boxes touching the ends, so ``components`` must be
+            ``symmetry_divisions`` + 1 when it is even, ``symmetry_divisions`` when odd (the error names the number).
+            Components that start on a label-preserving arc only have to widen, those in the gaps to lose weight
+            (``instaaug run multimodal``).
+        symmetry_divisions: M of ``mixture_init="symmetric"`` (1 … 15).
         flow_context, flow_transforms, flow_hidden: the flow's context size (φ's outputs it is conditioned on), its
             number of transforms and their hidden width.
         entropy_samples: samples per input of the flow's Monte Carlo entropy.
@@ -467,6 +479,8 @@ class InstaAugConfig:
     lam_min: float | None = None
     distribution: str = "uniform"
     components: int = 3
+    mixture_init: str = "spread"
+    symmetry_divisions: int = 6
     flow_context: int = 32
     flow_transforms: int = 3
     flow_hidden: int = 64
@@ -510,6 +524,9 @@ class InstaAugConfig:
             if getattr(self, key) is not None:
                 check_number(getattr(self, key), key, low, low_open=True)
         check_choice(self.distribution, "distribution", DISTRIBUTIONS)
+        check_choice(self.mixture_init, "mixture_init", MIXTURE_INITS)
+        if self.mixture_init != "spread" and self.distribution != "mixture":
+            raise ValueError(f"mixture_init is a mixture's option; distribution is {self.distribution!r}")
         for key, most in MAX_DISTRIBUTION_OPTIONS.items():
             check_positive_int(getattr(self, key), key, most)
         if self.distribution != "uniform" and self.symmetric:
@@ -663,7 +680,8 @@ class InstaAug(Augmenter):
                 )
             bounds = self.stack.bounds()
             if config.distribution == "mixture":
-                self.head = MixtureRangeHead(bounds, config.components, init, config.min_width)
+                centres = self._symmetric_centres(config, bounds, init) if config.mixture_init == "symmetric" else None
+                self.head = MixtureRangeHead(bounds, config.components, init, config.min_width, centres=centres)
             elif config.distribution == "flow":
                 self.head = FlowHead(
                     bounds,
@@ -699,6 +717,27 @@ class InstaAug(Augmenter):
             candidates = self.net.candidates()
             dist = CropCategorical(torch.zeros(1, candidates.num_candidates), candidates.boxes, candidates.jitter)
             self._jitter_entropy = float((self.net.initial_distribution() * dist.log_volume()).sum())
+
+    def _symmetric_centres(
+        self, config: InstaAugConfig, bounds: tuple[Sequence[float], Sequence[float]], init: Sequence[float]
+    ) -> torch.Tensor:
+        """The mixture's initial centres (K, D) of ``mixture_init="symmetric"``: the symmetry candidates on every
+        periodic dimension, the identity (0) on the others; a ValueError if there is no periodic dimension or
+        ``components`` is not the number of candidates."""
+        periodic = self.stack.periodic()
+        if not any(periodic):
+            raise ValueError("mixture_init='symmetric' needs a periodic family (rotation) among the transforms")
+        per_dim = [
+            symmetric_centres(bounds[0][d], bounds[1][d], config.symmetry_divisions, init[d]) if p else None
+            for d, p in enumerate(periodic)
+        ]
+        k = next(c.shape[0] for c in per_dim if c is not None)
+        if config.components != k:
+            raise ValueError(
+                f"mixture_init='symmetric' with symmetry_divisions={config.symmetry_divisions} places {k} components "
+                f"(a candidate on the ±π seam is split in two); got components={config.components}: set components={k}"
+            )
+        return torch.stack([c if c is not None else torch.zeros(k, dtype=torch.float64) for c in per_dim], dim=1)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> InstaAug:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import DEFAULT_MIN_WIDTH
+from .distributions.mixture import centre_offsets
 from .models import StageGeometry, build_backbone
 
 MODES = ("instance", "global", "class")
@@ -134,20 +135,29 @@ class MixtureRangeHead(nn.Module):
         components: int,
         init_half_width: Sequence[float],
         min_width: float = DEFAULT_MIN_WIDTH,
+        centres: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         lo, hi, init = _bounds_and_init(bounds, init_half_width)
         if components < 1:
             raise ValueError(f"components must be ≥ 1, got {components}")
+        if centres is not None and tuple(centres.shape) != (components, lo.shape[0]):
+            raise ValueError(f"centres must have shape ({components}, {lo.shape[0]}), got {tuple(centres.shape)}")
         half = min_width / 2
         span = hi - lo
         if bool((init <= half).any() | (init >= span / 2).any()):
             raise ValueError(f"init_half_width must lie in ({half}, half the range) per dimension, got {init.tolist()}")
         self.dim, self.components, self.min_width = lo.shape[0], components, min_width
-        fractions = (torch.arange(components, dtype=torch.float64) + 0.5) / components  # (K,)
+        if centres is None:
+            fractions = (torch.arange(components, dtype=torch.float64) + 0.5) / components  # (K,)
+            offsets = torch.logit(fractions)[:, None].expand(-1, self.dim)
+        else:  # the given starting centres (K, D), e.g. ``symmetric_centres`` on a periodic dimension
+            offsets = torch.stack(
+                [centre_offsets(centres[:, d], float(lo[d]), float(hi[d])) for d in range(self.dim)], 1
+            )
         self.register_buffer("low_bound", lo.float())
         self.register_buffer("span", span.float())
-        self.register_buffer("centre_offset", torch.logit(fractions)[:, None].expand(-1, self.dim).float().clone())
+        self.register_buffer("centre_offset", offsets.float().clone())
         self.register_buffer("room", (span / 2 - half).float())
         self.register_buffer("width_offset", torch.logit((init - half) / (span / 2 - half)).float())
 

@@ -61,7 +61,7 @@ from ..data.symmetric import (
     invariance_mask,
     symmetric_shapes,
 )
-from ..distributions.mixture import centre_offsets, symmetric_centres
+from ..distributions.mixture import symmetric_centres
 from ..models import build_classifier
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_rotation_densities
@@ -211,24 +211,24 @@ def build_method(method: str, config: Config, steps: int = 1) -> tuple[Augmenter
     if method == "augerino":
         return Augerino(("rotation",), in_channels=1, width=config.aug_width), AugerinoObjective(config.augerino_weight)
     width = config.flow_init_width if method == "flow" and config.flow_init_width else config.init_width
-    centres = None
-    if method == "mixture" and config.mixture_init == "symmetric":
+    symmetric = method == "mixture" and config.mixture_init == "symmetric"
+    components = config.components
+    if symmetric:  # as many components as symmetry candidates (one more when one lies on the ±π seam)
         half = width or FAMILIES["rotation"].init_half_width
-        centres = symmetric_centres(-math.pi, math.pi, config.symmetry_divisions, half)
+        components = symmetric_centres(-math.pi, math.pi, config.symmetry_divisions, half).shape[0]
     aug = InstaAug(
         ("rotation",),
         in_channels=1,
         width=config.aug_width,
         distribution=method,
-        components=config.components if centres is None else centres.shape[0],
+        components=components,
+        mixture_init="symmetric" if symmetric else "spread",
+        symmetry_divisions=config.symmetry_divisions,
         entropy_samples=config.entropy_samples,
         entropy_range=config.entropy_range,
         init_half_width=(width,) if width else None,
         n_copies=config.copies,
     )
-    if centres is not None:
-        with torch.no_grad():  # the head's centre offsets are buffers: saved and loaded with the augmenter
-            aug.head.centre_offset.copy_(centre_offsets(centres, -math.pi, math.pi)[:, None])
     options: dict[str, Any] = {
         "lam_init": config.lam_init,
         "rate": config.lam_rate,
