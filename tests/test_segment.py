@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
 from instaaug import InstaAug, RandomAugment
+from instaaug.config_files import load_config
 from instaaug.data.digits import INK_THRESHOLD, cluttered_digits
 from instaaug.experiments import segment
+from instaaug.experiments.common import apply_overrides
 from instaaug.models import UNet
 from instaaug.objective import TaskObjective
 from instaaug.segmentation import confusion_matrix, mean_iou
@@ -109,3 +112,16 @@ def test_cli_refuses_data_for_segment_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "takes no --data" in err and "Traceback" not in err
     assert main(["run", "segment", "--quick", "--set", "loss_frame=output"]) == 2
     assert "loss_frame" in capsys.readouterr().err
+
+
+def test_training_keys_live_in_the_nested_train_config_and_old_flat_keys_still_work(tmp_path):
+    config = apply_overrides(segment.Config(), ["train.epochs=3", "train.lr=0.01"])
+    assert (config.train.epochs, config.train.lr, config.train.pretrain_epochs) == (3, 0.01, 10)
+    with pytest.warns(DeprecationWarning, match="'batch_size' is deprecated.*train.batch_size"):
+        old = apply_overrides(segment.Config(), ["batch_size=16", "tta_views=3"])
+    assert old.train.batch_size == 16 and old.tta_views == 3 and old.train.epochs == 20
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"epochs": 2, "train": {"lr": 0.02}}))
+    with pytest.warns(DeprecationWarning, match="'epochs'"):
+        loaded = load_config(path, segment.Config)
+    assert (loaded.train.epochs, loaded.train.lr, loaded.train.batch_size) == (2, 0.02, 32)

@@ -140,30 +140,38 @@ def _default(field: dataclasses.Field) -> Any:
 
 
 def renamed_keys(config_cls: type, values: Mapping[str, Any], current: Any) -> dict[str, Any]:
-    """``values`` with each deprecated key of ``config_cls.RENAMED_KEYS`` (old name → ``"new"`` or ``"new[i]"``, an
-    element of a tuple key) replaced by its new key, with a DeprecationWarning naming it. ``current`` gives the
-    values of the tuple elements not set (a config instance, or None for the class defaults)."""
+    """``values`` with each deprecated key of ``config_cls.RENAMED_KEYS`` replaced by its new key, with a
+    DeprecationWarning naming it. A new key is ``"new"``, ``"new[i]"`` (an element of a tuple key; ``current``, a
+    config instance or None for the class defaults, gives the other elements) or ``"group.key"`` (a key of a nested
+    config, e.g. ``train.lr``, which joins the mapping's ``group`` table)."""
     renames: dict[str, str] = getattr(config_cls, "RENAMED_KEYS", {})
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in renames:
+            if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+                value = {**out[key], **value}  # a group given both ways: its own table wins
             out[key] = value
             continue
-        new, bracket, index = renames[key].partition("[")
+        target = renames[key]
         warnings.warn(
-            f"config key {key!r} is deprecated and will be removed: use {renames[key].replace('[', ' element [')!r}",
+            f"config key {key!r} is deprecated and will be removed: use {target.replace('[', ' element [')!r}",
             DeprecationWarning,
             stacklevel=3,
         )
-        if not bracket:
+        new, bracket, index = target.partition("[")
+        head, dot, rest = new.partition(".")
+        if dot:
+            group = out.get(head)
+            out[head] = {rest: value, **(dict(group) if isinstance(group, Mapping) else {})}
+        elif not bracket:
             out[new] = value
-            continue
-        if new not in out:
-            field = {f.name: f for f in dataclasses.fields(config_cls)}[new]
-            out[new] = getattr(current, new) if current is not None else _default(field)
-        items = list(out[new])
-        items[int(index.rstrip("]"))] = value
-        out[new] = tuple(items)
+        else:
+            if new not in out:
+                field = {f.name: f for f in dataclasses.fields(config_cls)}[new]
+                out[new] = getattr(current, new) if current is not None else _default(field)
+            items = list(out[new])
+            items[int(index.rstrip("]"))] = value
+            out[new] = tuple(items)
     return out
 
 

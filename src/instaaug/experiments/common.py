@@ -170,12 +170,18 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
         pairs.append((key.strip(), value))
     renames = getattr(type(config), "RENAMED_KEYS", {})
     for key, value in list(pairs):
-        if key in renames:  # a deprecated key: set its new one (an element of a tuple key), with a warning
-            pairs.remove((key, value))
-            new, bracket, _ = renames[key].partition("[")
-            element = getattr(config, new)[int(renames[key][len(new) + 1 : -1])] if bracket else getattr(config, new)
-            converted = renamed_keys(type(config), {key: _coerce(value.strip(), element, key)}, config)
-            config = dataclasses.replace(config, **converted)
+        if key not in renames:
+            continue
+        # A deprecated key: its new one is set instead, with a warning (``renamed_keys``).
+        pairs.remove((key, value))
+        new, bracket, _ = renames[key].partition("[")
+        if not bracket:  # a plain or a nested (``train.lr``) key: set below like any other
+            renamed_keys(type(config), {key: None}, config)  # the warning
+            pairs.append((new, value))
+            continue
+        element = getattr(config, new)[int(renames[key][len(new) + 1 : -1])]
+        converted = renamed_keys(type(config), {key: _coerce(value.strip(), element, key)}, config)
+        config = dataclasses.replace(config, **converted)
     for key, value in pairs:
         head, dot, rest = key.partition(".")
         if head not in fields:

@@ -21,9 +21,9 @@ import functools
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -36,10 +36,10 @@ from ..models import UNet
 from ..objective import TaskObjective
 from ..plots import plot_segmentation_views
 from ..segmentation import confusion_matrix, mean_iou, segmentation_loss
-from ..train import train
+from ..train import TrainConfig, train
 from ..tta import DenseTTAWrapper
 from ..validation import check_int_fields
-from .common import check_methods, run_on_builtin_data, train_config_of, write_metrics
+from .common import check_methods, run_on_builtin_data, write_metrics
 from .parallel import run_seeds
 
 DESCRIPTION = "learned crop + rotation + brightness for segmenting cluttered digits (U-Net, mIoU) vs random, none"
@@ -60,15 +60,21 @@ class Config:
     n_test: int = 497
     #: > 0: train on the first ``n_train - validation`` training images and report on the last ``validation``.
     validation: int = 0
+    #: the training run of every method (``--set train.KEY=VALUE``; ``seed`` is set per run). ``pretrain_epochs``:
     #: the U-Net alone on clean images first (the paper's recipe for crops), so that it has learned the digits
     #: before augmentation starts: trained on rotated views from the start it predicted background everywhere
     #: (validation runs, every method with rotation; φ then gets no signal that the rotation hurts).
-    pretrain_epochs: int = 10
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 3e-3
-    aug_lr: float = 1e-3
-    aug_lr_schedule: str = "cosine"
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            pretrain_epochs=10,
+            epochs=20,
+            batch_size=32,
+            lr=3e-3,
+            aug_lr=1e-3,
+            aug_lr_schedule="cosine",
+            channels_last=True,
+        )
+    )
     unet_width: int = 16
     aug_width: int = 16
     #: the random baseline: crop side in [0.6, 1] of the image, rotation ±0.5 rad, brightness ×(1 ± 0.3).
@@ -82,10 +88,22 @@ class Config:
     tta_views: int = 10
     threads: int = 0
     workers: int = 0
-    device: str = "cpu"
-    channels_last: bool = True
     figure_examples: int = 4
-    progress: bool | None = None
+    #: The training keys' old flat names, still accepted (with a DeprecationWarning) by ``--set`` and config files.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        key: f"train.{key}"
+        for key in (
+            "pretrain_epochs",
+            "epochs",
+            "batch_size",
+            "lr",
+            "aug_lr",
+            "aug_lr_schedule",
+            "device",
+            "channels_last",
+            "progress",
+        )
+    }
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
@@ -97,14 +115,16 @@ class Config:
             raise ValueError(f"loss_frame must be 'input' or 'view', got {self.loss_frame!r}")
         if self.validation >= self.n_train:
             raise ValueError(f"validation ({self.validation}) must be smaller than n_train ({self.n_train})")
-        train_config_of(self)  # the training keys fail here, not inside a worker
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         for method in self.methods:
             build_segment_method(method, self)  # so do the transform names and ranges
 
     @classmethod
     def quick(cls) -> Config:
         """A seconds-long variant for tests."""
-        return cls(n_train=96, n_test=48, epochs=1, batch_size=32, tta_views=2, workers=1, figure_examples=2)
+        train = dataclasses.replace(cls().train, epochs=1)
+        return cls(n_train=96, n_test=48, train=train, tta_views=2, workers=1, figure_examples=2)
 
 
 def build_segment_method(method: str, config: Config) -> tuple[Augmenter, nn.Module]:
@@ -174,7 +194,7 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
     """Train and evaluate one (method, seed); save a learned augmenter to ``out/method/seed<seed>``."""
     config, method, seed, out = job
     train_set, test_set = _datasets(config)
-    train_config = dataclasses.replace(train_config_of(config), seed=seed)
+    train_config = dataclasses.replace(config.train, seed=seed)
     torch.manual_seed(seed)
     model = UNet(1, NUM_CLASSES, width=config.unet_width)
     aug, objective = build_segment_method(method, config)
@@ -184,7 +204,7 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
     history = train(
         model, aug, objective, (train_set.images, train_set.masks), train_config, out_dir=run_dir, task_loss=loss
     )
-    metrics = evaluate(model, aug, test_set, config.tta_views, seed, device=config.device)
+    metrics = evaluate(model, aug, test_set, config.tta_views, seed, device=config.train.device)
     metrics["train_seconds"] = time.perf_counter() - began
     if history and "entropy" in history[-1]:
         metrics["final_entropy"] = history[-1]["entropy"]
@@ -210,7 +230,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         out,
         workers=config.workers,
         threads=config.threads,
-        progress=config.progress,
+        progress=config.train.progress,
         description="segment runs",
     )
     results = runs.results
