@@ -33,6 +33,7 @@ from instaaug.outputs import (
     check_output_file,
     claimed_output_dir,
 )
+from instaaug.train import TrainConfig
 
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -322,12 +323,14 @@ def test_a_reused_pid_does_not_hold_the_lock(tmp_path):
 def test_show_lists_every_key_with_its_default_and_meaning(capsys):
     assert main(["show", "crop"]) == 0
     out = capsys.readouterr().out
-    keys = re.findall(r"^  (\w+) = ", out, flags=re.MULTILINE)  # meanings are indented by 6 spaces
-    assert keys == [f.name for f in dataclasses.fields(get_experiment("crop").Config)]
+    keys = re.findall(r"^  ([\w.]+) = ", out, flags=re.MULTILINE)  # meanings are indented by 6 spaces
+    nested = {"train": [f"train.{f.name}" for f in dataclasses.fields(TrainConfig)]}  # a group's keys in its place
+    fields = dataclasses.fields(get_experiment("crop").Config)
+    assert keys == [key for f in fields for key in nested.get(f.name, [f.name])]
     assert "  seeds = 3  (--quick: 1)\n" in out
     assert "the data are the same for every seed" in out
     assert "  box_scale = 1.4\n" in out and "receptive field" in out
-    assert "  channels_last = true\n" in out and "  levels = 2\n" in out and "  progress = null\n" in out
+    assert "  train.channels_last = true\n" in out and "  levels = 2\n" in out and "  train.progress = null\n" in out
     assert "  methods = none,random,augerino," in out
     assert main(["show", "colour"]) == 0  # meanings from an Attributes: docstring section
     out = capsys.readouterr().out

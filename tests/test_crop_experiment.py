@@ -13,6 +13,7 @@ from instaaug.baselines import NoAugment, RandomCrop
 from instaaug.cli import main
 from instaaug.data.digits import cluttered_digits
 from instaaug.experiments import crop
+from instaaug.experiments.common import apply_overrides
 from instaaug.transforms import TransformStack
 
 
@@ -109,7 +110,9 @@ def test_crop_config_validation():
     with pytest.raises(ValueError, match="workers"):
         crop.Config(workers=-1)
     with pytest.raises(ValueError, match="aug_lr_schedule"):
-        crop.Config(aug_lr_schedule="linear")
+        apply_overrides(crop.Config(), ["train.aug_lr_schedule=linear"])
+    with pytest.raises(TypeError, match="train must be a TrainConfig"):
+        crop.Config(train={"epochs": 1})
     with pytest.raises(ValueError, match="validation"):
         crop.Config(validation=1300)
     with pytest.raises(ValueError, match="validation"):
@@ -141,3 +144,11 @@ def test_seeds_flag_only_for_multi_seed_experiments(tmp_path, capsys):
     assert "--seeds is not supported" in capsys.readouterr().err
     assert main(["run", "crop", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "seeds must be an int ≥ 1" in capsys.readouterr().err
+
+
+def test_training_keys_are_nested_and_the_old_flat_ones_still_work():
+    config = apply_overrides(crop.Config(), ["train.batch_size=64", "entropy_range=0.4,0.8"])
+    assert config.train.batch_size == 64 and config.train.epochs == 24 and config.entropy_range == (0.4, 0.8)
+    with pytest.warns(DeprecationWarning, match="'aug_lr' is deprecated.*train.aug_lr"):
+        old = apply_overrides(crop.Config(), ["aug_lr=3e-4", "aug_lr_schedule=constant"])
+    assert (old.train.aug_lr, old.train.aug_lr_schedule, old.train.batch_size) == (3e-4, "constant", 32)

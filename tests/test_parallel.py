@@ -48,14 +48,14 @@ def test_run_jobs_refuses_bad_counts():
 
 
 def test_crop_runs_in_two_workers_match_one_process(tmp_path):
+    quick = crop.Config.quick()
     config = dataclasses.replace(
-        crop.Config.quick(),
+        quick,
         methods=("none", "instaaug"),
         n_train=48,
         n_test=16,
-        pretrain_epochs=0,
+        train=dataclasses.replace(quick.train, pretrain_epochs=0, progress=False),
         threads=1,
-        progress=False,
     )
     one = crop.run(dataclasses.replace(config, workers=1), tmp_path / "one")
     with train_overrides(tensorboard=True):  # the CLI's flags reach the workers' train() calls

@@ -24,9 +24,9 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -39,9 +39,9 @@ from ..distributed import is_main_process
 from ..models import build_classifier
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_crop_examples
-from ..train import train
+from ..train import TrainConfig, train
 from ..validation import check_int_fields
-from .common import check_methods, run_on_builtin_data, train_config_of, write_metrics
+from .common import check_methods, run_on_builtin_data, write_metrics
 from .parallel import best_setting, run_seeds
 from .views_eval import ViewSource, evaluate_views, full_views, sampled_views
 
@@ -70,17 +70,23 @@ class Config:
     #: > 0: train on the first ``n_train - validation`` training images and report every metric on the last
     #: ``validation`` of them instead of the test set, to choose settings without looking at the test set.
     validation: int = 0
-    epochs: int = 24
-    pretrain_epochs: int = 3
-    #: 32 rather than 64: twice the steps for the same compute lifted both random crops (0.856 → 0.896) and
-    #: instaaug (0.866 → 0.894) in held-out runs (``validation=300``, 3 seeds).
-    batch_size: int = 32
-    lr: float = 3e-3
-    #: with a constant rate the LRP entropy kept swinging between about 0.5 and 2 nats as λ moved (measured at
-    #: 3e-4 and 6e-4), so the run ended wherever the swing was; decaying φ's rate to 0 lets it settle.
-    aug_lr: float = 1e-3
-    aug_lr_schedule: str = "cosine"
-    weight_decay: float = 0.0
+    #: every method's training run (``--set train.KEY=VALUE``; ``seed`` is set per run). Batch 32 rather than 64:
+    #: twice the steps for the same compute lifted both random crops (0.856 → 0.896) and instaaug (0.866 → 0.894)
+    #: in held-out runs (``validation=300``, 3 seeds). φ's rate decays to 0 (cosine): with a constant rate the LRP
+    #: entropy kept swinging between about 0.5 and 2 nats as λ moved (measured at 3e-4 and 6e-4), so the run ended
+    #: wherever the swing was. Channels-last convolution weights: a training step here took 0.63–0.65× the time
+    #: (``instaaug bench``).
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=24,
+            pretrain_epochs=3,
+            batch_size=32,
+            lr=3e-3,
+            aug_lr=1e-3,
+            aug_lr_schedule="cosine",
+            channels_last=True,
+        )
+    )
     classifier_width: int = 20
     #: LRP: stages of φ's 4-stage CNN whose units propose crops (stage 2: 6×6 cells, receptive field 22 px).
     levels: tuple[int, ...] = (2,)
@@ -123,11 +129,23 @@ class Config:
     threads: int = 0
     #: worker processes, one run (method, seed) each at a time (0: one per available core).
     workers: int = 0
-    device: str = "cpu"
-    #: channels-last convolution weights: a training step here took 0.63–0.65× the time (`instaaug bench`).
-    channels_last: bool = True
     figure_examples: int = 6
-    progress: bool | None = None
+    #: The training keys' old flat names, still accepted (with a DeprecationWarning) by ``--set`` and config files.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        key: f"train.{key}"
+        for key in (
+            "epochs",
+            "pretrain_epochs",
+            "batch_size",
+            "lr",
+            "aug_lr",
+            "aug_lr_schedule",
+            "weight_decay",
+            "device",
+            "channels_last",
+            "progress",
+        )
+    }
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
@@ -139,7 +157,8 @@ class Config:
             raise ValueError(f"validation ({self.validation}) must be smaller than n_train ({self.n_train})")
         if not self.random_min_scales or not all(0 < s <= 1 for s in self.random_min_scales):
             raise ValueError(f"random_min_scales must be fractions in (0, 1], got {self.random_min_scales}")
-        train_config_of(self)  # the training keys (lr, aug_lr_schedule, ...) fail here, not inside a worker
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         if {"instaaug", "instaaug-global", "instaaug-class"} & set(self.methods):
             build_crop_method("instaaug", self, NUM_CLASSES)  # so do the LRP keys (box_scale, jitter, ...)
 
@@ -150,8 +169,7 @@ class Config:
             seeds=1,
             n_train=128,
             n_test=64,
-            epochs=1,
-            pretrain_epochs=1,
+            train=dataclasses.replace(cls().train, epochs=1, pretrain_epochs=1),
             random_min_scales=(0.5, 0.85),
             tta_views=4,
             figure_examples=3,
@@ -254,14 +272,14 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
     """Train and evaluate one (method, seed); save a learned augmenter to ``out/method/seed<seed>``."""
     config, name, seed, out = job
     train_set, test_set = _datasets(config)
-    train_config = dataclasses.replace(train_config_of(config), seed=seed)
+    train_config = dataclasses.replace(config.train, seed=seed)
     torch.manual_seed(seed)
     model = build_classifier("small_cnn", 1, NUM_CLASSES, width=config.classifier_width, depth=4)
     aug, objective = build_crop_method(name, config, NUM_CLASSES)
     run_dir = Path(out) / name / f"seed{seed}"
     began = time.perf_counter()
     history = train(model, aug, objective, (train_set.images, train_set.labels), train_config, out_dir=run_dir)
-    metrics = evaluate(model, aug, test_set, config.tta_views, seed, device=config.device)
+    metrics = evaluate(model, aug, test_set, config.tta_views, seed, device=config.train.device)
     metrics["train_seconds"] = time.perf_counter() - began
     if history and "entropy" in history[-1]:
         metrics["final_entropy"] = history[-1]["entropy"]
@@ -284,7 +302,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         out,
         workers=config.workers,
         threads=config.threads,
-        progress=config.progress,
+        progress=config.train.progress,
         description="crop runs",
         cost=RELATIVE_COST,
     )
