@@ -112,6 +112,27 @@ def learned_ranges(
     return torch.cat(lows), torch.cat(highs)
 
 
+#: The ``TrainConfig`` keys that experiments used to hold flat (``--set lr=...``), before nesting them as ``train``.
+FLAT_TRAIN_KEYS = (
+    "epochs",
+    "pretrain_epochs",
+    "batch_size",
+    "lr",
+    "aug_lr",
+    "aug_lr_schedule",
+    "weight_decay",
+    "device",
+    "channels_last",
+    "progress",
+)
+
+
+def flat_train_aliases() -> dict[str, str]:
+    """``RENAMED_KEYS`` entries for an experiment that nests its ``TrainConfig`` as ``train``: each old flat
+    training key → ``train.KEY`` (still accepted, with a DeprecationWarning)."""
+    return {key: f"train.{key}" for key in FLAT_TRAIN_KEYS}
+
+
 def train_config_of(config: Any) -> TrainConfig:
     """The ``TrainConfig`` made of the fields an experiment's config shares with it (epochs, lr, seed, ...)."""
     shared = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -41,7 +41,7 @@ from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_crop_examples
 from ..train import TrainConfig, train
 from ..validation import check_int_fields
-from .common import check_methods, run_on_builtin_data, write_metrics
+from .common import check_methods, flat_train_aliases, run_on_builtin_data, write_metrics
 from .parallel import best_setting, run_seeds
 from .views_eval import ViewSource, evaluate_views, full_views, sampled_views
 
@@ -131,21 +131,7 @@ class Config:
     workers: int = 0
     figure_examples: int = 6
     #: The training keys' old flat names, still accepted (with a DeprecationWarning) by ``--set`` and config files.
-    RENAMED_KEYS: ClassVar[dict[str, str]] = {
-        key: f"train.{key}"
-        for key in (
-            "epochs",
-            "pretrain_epochs",
-            "batch_size",
-            "lr",
-            "aug_lr",
-            "aug_lr_schedule",
-            "weight_decay",
-            "device",
-            "channels_last",
-            "progress",
-        )
-    }
+    RENAMED_KEYS: ClassVar[dict[str, str]] = flat_train_aliases()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))

@@ -473,15 +473,7 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> 
     Returns:
         the contents of ``metrics.json``.
     """
-    return run_on_builtin_data(
-        "lighting",
-        _run,
-        config,
-        out_dir,
-        data,
-        uses=_USES,
-        config_type=Config,
-    )
+    return run_on_builtin_data("lighting", _run, config, out_dir, data, uses=_USES, config_type=Config)
 
 
 def _run(config: Config, out: Path) -> dict[str, Any]:

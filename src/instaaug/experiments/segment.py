@@ -39,7 +39,7 @@ from ..segmentation import confusion_matrix, mean_iou, segmentation_loss
 from ..train import TrainConfig, train
 from ..tta import DenseTTAWrapper
 from ..validation import check_int_fields
-from .common import check_methods, run_on_builtin_data, write_metrics
+from .common import check_methods, flat_train_aliases, run_on_builtin_data, write_metrics
 from .parallel import run_seeds
 
 DESCRIPTION = "learned crop + rotation + brightness for segmenting cluttered digits (U-Net, mIoU) vs random, none"
@@ -90,20 +90,7 @@ class Config:
     workers: int = 0
     figure_examples: int = 4
     #: The training keys' old flat names, still accepted (with a DeprecationWarning) by ``--set`` and config files.
-    RENAMED_KEYS: ClassVar[dict[str, str]] = {
-        key: f"train.{key}"
-        for key in (
-            "pretrain_epochs",
-            "epochs",
-            "batch_size",
-            "lr",
-            "aug_lr",
-            "aug_lr_schedule",
-            "device",
-            "channels_last",
-            "progress",
-        )
-    }
+    RENAMED_KEYS: ClassVar[dict[str, str]] = flat_train_aliases()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
