@@ -92,6 +92,7 @@ def test_run_mistakes_are_one_line_and_leave_no_directory(tmp_path, capsys, no_g
         ([*run, "--out", str(out), "--data", "folder"], "--data folder is a folder"),
         ([*run, "--out", str(out), "--set", "device=cuda"], "--set device=cuda: CUDA is not available on this machine"),
         ([*run, "--out", str(out), "--set", "device=mps"], "--set device=mps: MPS is not available"),
+        ([*run, "--out", str(out), "--set", "train.device=cuda"], "--set train.device=cuda: CUDA is not available"),
         ([*run, "--out", str(out), "--set", "device=gpu0"], "--set device=gpu0: not a device"),
         # An experiment that takes no --data refuses it itself, inside the claimed directory: created, then removed.
         (["run", "colour", "--quick", "--out", str(out), "--data", "afile"], "takes no --data"),

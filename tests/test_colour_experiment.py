@@ -223,8 +223,8 @@ def test_data_argument_is_rejected(tmp_path):
 def test_registered_and_configurable():
     assert get_experiment("colour") is colour
     assert colour.DESCRIPTION and "\n" not in colour.DESCRIPTION
-    config = apply_overrides(colour.Config(), ["methods=none,instaaug", "epochs=2", "entropy_range=-0.2,0.5"])
-    assert config.methods == ("none", "instaaug") and config.epochs == 2 and config.entropy_range == (-0.2, 0.5)
+    config = apply_overrides(colour.Config(), ["methods=none,instaaug", "train.epochs=2", "entropy_range=-0.2,0.5"])
+    assert config.methods == ("none", "instaaug") and config.train.epochs == 2 and config.entropy_range == (-0.2, 0.5)
     assert dataclasses.replace(colour.Config.quick(), seed=5).seed == 5
     with pytest.raises(ValueError, match="methods"):
         colour.Config(methods=("none", "autoaugment"))
@@ -241,7 +241,13 @@ def test_registered_and_configurable():
 def test_run_restores_the_thread_count(tmp_path):
     before = torch.get_num_threads()
     config = dataclasses.replace(
-        colour.Config.quick(), methods=("none",), n_train=27, n_test=18, epochs=0, threads=1, figure_per_class=1
+        colour.Config.quick(),
+        methods=("none",),
+        n_train=27,
+        n_test=18,
+        train=dataclasses.replace(colour.Config.quick().train, epochs=0),
+        threads=1,
+        figure_per_class=1,
     )
     metrics = colour.run(config, tmp_path)
     assert torch.get_num_threads() == before
@@ -281,8 +287,8 @@ def test_plot_colour_ranges(tmp_path):
 
 def test_old_band_keys_still_set_the_band_with_a_deprecation_warning(tmp_path):
     with pytest.warns(DeprecationWarning, match="'entropy_max' is deprecated.*entropy_range"):
-        config = apply_overrides(colour.Config(), ["entropy_max=0.5", "epochs=2"])
-    assert config.entropy_range == (-0.4, 0.5) and config.epochs == 2
+        config = apply_overrides(colour.Config(), ["entropy_max=0.5", "train.epochs=2"])
+    assert config.entropy_range == (-0.4, 0.5) and config.train.epochs == 2
     with pytest.warns(DeprecationWarning, match="entropy_min"):
         config = apply_overrides(colour.Config(), ["entropy_min=-1", "entropy_max=-0.5"])
     assert config.entropy_range == (-1.0, -0.5)
@@ -290,9 +296,9 @@ def test_old_band_keys_still_set_the_band_with_a_deprecation_warning(tmp_path):
     path.write_text(json.dumps({"entropy_min": -2.0, "epochs": 3}))
     with pytest.warns(DeprecationWarning, match="entropy_min"):
         loaded = load_config(path, colour.Config)
-    assert loaded.entropy_range == (-2.0, 0.0) and loaded.epochs == 3
+    assert loaded.entropy_range == (-2.0, 0.0) and loaded.train.epochs == 3
     with pytest.raises(dataclasses.FrozenInstanceError):
-        loaded.epochs = 4  # configs are frozen: a run cannot change its own settings
+        loaded.seed = 4  # configs are frozen: a run cannot change its own settings
 
 
 def test_old_experiment_name_color_still_runs_with_a_deprecation_warning():

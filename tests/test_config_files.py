@@ -114,9 +114,11 @@ def test_cli_run_with_config_file_and_set_after_it(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "run", fake_run)
     monkeypatch.setattr(module, "summary", lambda metrics: "")
     path = _write(tmp_path, "c.toml", 'epochs = 2\nlr = 0.01\nmethods = ["random", "instaaug"]\n')
-    assert main(["run", "rotation", "--quick", "--config", str(path), "--set", "lr=0.5", "--out", str(tmp_path)]) == 0
+    argv = ["run", "rotation", "--quick", "--config", str(path), "--set", "train.lr=0.5", "--out", str(tmp_path)]
+    with pytest.warns(DeprecationWarning, match="'epochs' is deprecated"):  # the file's old flat keys still work
+        assert main(argv) == 0
     config = seen["config"]
-    assert (config.epochs, config.lr, config.methods) == (2, 0.5, ("random", "instaaug"))
+    assert (config.train.epochs, config.train.lr, config.methods) == (2, 0.5, ("random", "instaaug"))
     assert config.n_train == RotationConfig.quick().n_train  # keys not in the file keep the --quick values
 
 

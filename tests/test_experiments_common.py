@@ -14,7 +14,6 @@ from instaaug.experiments.common import (
     build_method,
     check_methods,
     torch_threads,
-    train_config_of,
     write_metrics,
 )
 
@@ -22,9 +21,9 @@ from instaaug.experiments.common import (
 def test_overrides_are_parsed_by_the_type_of_each_field():
     config = apply_overrides(
         rotation.Config(),
-        ["epochs=3", "lr=0.5", "methods=none,instaaug", "entropy_range=(0.5, 0.75)", "device=cpu"],
+        ["train.epochs=3", "train.lr=0.5", "methods=none,instaaug", "entropy_range=(0.5, 0.75)", "train.device=cpu"],
     )
-    assert config.epochs == 3 and config.lr == 0.5 and config.device == "cpu"
+    assert config.train.epochs == 3 and config.train.lr == 0.5 and config.train.device == "cpu"
     assert config.methods == ("none", "instaaug")
     assert config.entropy_range == (0.5, 0.75)
 
@@ -34,7 +33,8 @@ def test_overrides_are_parsed_by_the_type_of_each_field():
     [
         ("epochs", "key=value"),
         ("nope=1", "unknown config key 'nope'"),
-        ("epochs=1.5", "cannot parse '1.5' for config key 'epochs'"),
+        ("train.epochs=1.5", "cannot parse '1.5' for config key 'epochs'"),
+        ("epochs=1.5", "cannot parse '1.5' for config key 'epochs'"),  # the old flat key, converted first
         ("entropy_range=a,b", "cannot parse"),
         ("methods=none,dance", "methods must be"),
     ],
@@ -79,7 +79,7 @@ def test_write_metrics_layout(tmp_path):
     path = write_metrics(tmp_path, "rotation", {"none": {"accuracy": 0.5}}, rotation.Config(), seconds=1.0)
     data = json.loads(path.read_text())
     assert data["experiment"] == "rotation" and data["methods"] == {"none": {"accuracy": 0.5}}
-    assert data["config"]["epochs"] == rotation.Config().epochs and data["seconds"] == 1.0
+    assert data["config"]["train"]["epochs"] == rotation.Config().train.epochs and data["seconds"] == 1.0
 
 
 def test_unknown_experiment():
@@ -87,11 +87,15 @@ def test_unknown_experiment():
         get_experiment("nope")
 
 
-def test_train_config_of_copies_the_shared_fields():
-    config = apply_overrides(rotation.Config(), ["epochs=7", "lr=0.25", "seed=9", "aug_lr=0.5", "batch_size=16"])
-    train_config = train_config_of(config)
-    assert (train_config.epochs, train_config.lr, train_config.seed) == (7, 0.25, 9)
-    assert (train_config.aug_lr, train_config.batch_size, train_config.pretrain_epochs) == (0.5, 16, 1)
+@pytest.mark.parametrize("name", ["colour", "crop", "lighting", "rotation", "segment"])
+def test_experiments_nest_their_training_keys_and_accept_the_old_flat_ones(name):
+    config_cls = get_experiment(name).Config
+    config = apply_overrides(config_cls(), ["train.epochs=7", "train.lr=0.25", "train.batch_size=16"])
+    assert (config.train.epochs, config.train.lr, config.train.batch_size) == (7, 0.25, 16)
+    assert config.train.pretrain_epochs == config_cls().train.pretrain_epochs  # the rest keep their defaults
+    with pytest.warns(DeprecationWarning, match=r"'aug_lr' is deprecated.*'train\.aug_lr'"):
+        old = apply_overrides(config_cls(), ["aug_lr=0.5", "seed=9"])
+    assert old.train.aug_lr == 0.5 and old.seed == 9
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -127,7 +128,7 @@ def test_run_reads_a_data_file_and_reports_it(tmp_path):
     sprites = builtin_sprites().numpy()[:, None].astype(np.float64)
     np.savez(path, mario=sprites[1], iggy=sprites[0])
     config = rotation.Config.quick()
-    config = type(config)(**{**config.__dict__, "methods": ("none",), "epochs": 1})
+    config = dataclasses.replace(config, methods=("none",), train=dataclasses.replace(config.train, epochs=1))
     rotation.run(config, tmp_path / "out", data=path)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["data"] == str(path)

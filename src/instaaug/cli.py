@@ -181,10 +181,20 @@ def _show(name: str) -> int:
 
 
 def _device_flag(args: argparse.Namespace) -> str:
-    """How the run's ``device`` key was given, to name it in an error."""
-    if any(item.split("=", 1)[0].strip() == "device" for item in args.overrides):
-        return "--set device"
+    """How the run's ``device`` key (or ``train.device``, or its old flat name) was given, to name it in an error."""
+    for item in reversed(args.overrides):
+        key = item.split("=", 1)[0].strip()
+        if key in ("device", "train.device"):
+            return f"--set {key}"
     return f"{args.config}: device" if args.config is not None else "device"
+
+
+def _config_device(config: Any) -> str | None:
+    """The device a run's config asks for: its ``device`` key, or its nested ``train.device``."""
+    for holder in (config, getattr(config, "train", None)):
+        if isinstance(getattr(holder, "device", None), str):
+            return holder.device
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,8 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             point_configs(config, axes, args.sweep_workers)  # every point's settings checked before any run
         # Everything the run will need from outside, checked before it starts rather than minutes into it.
         out_dir = check_output_dir(args.out or f"runs/{args.experiment}")
-        if isinstance(getattr(config, "device", None), str):
-            check_device(config.device, flag=_device_flag(args))
+        device = _config_device(config)
+        if device is not None:
+            check_device(device, flag=_device_flag(args))
         if args.data is not None and args.experiment in DATA_KINDS:
             check_input_path(args.data, kind=DATA_KINDS[args.experiment])
     except ValueError as e:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,16 +25,16 @@ import torch
 from ..data.colours import CLASS_NAMES, HUE_DEFINED, NUM_CLASSES, SHAPE_DEFINED, ColourData, make_colour_dataset
 from ..models import build_classifier
 from ..plots import plot_colour_ranges
-from ..train import accuracy, predict
-from ..validation import check_numbers
+from ..train import TrainConfig, accuracy, predict
+from ..validation import check_int_fields, check_numbers
 from .common import (
     METHODS,
     MethodResult,
     check_methods,
     fit_method,
+    flat_train_aliases,
     learned_ranges,
     run_on_builtin_data,
-    train_config_of,
     write_metrics,
 )
 
@@ -52,9 +52,9 @@ class Config:
             the training run.
         n_train, n_test: generated training and test images (balanced over the 9 classes).
         image_size: image side in pixels.
-        epochs: joint training epochs of f and the augmenter, after ``pretrain_epochs`` of f alone (the paper
-            pre-trains f so that the task loss says something about hue when φ starts learning).
-        batch_size, lr, aug_lr: mini-batch size, f's and φ's learning rates (Adam).
+        train: the training run of every method (``--set train.KEY=VALUE``; its ``seed`` is ``seed``): 16 joint
+            epochs of f and the augmenter after 3 of f alone (the paper pre-trains f so that the task loss says
+            something about hue when φ starts learning), batch 64, f's and φ's learning rates 3e-3.
         width, depth: the classifier (``small_cnn``).
         aug_width, aug_depth: InstaAug's invariance network φ (``small_cnn``).
         methods: the methods to run, a subset of ``none, random, augerino, instaaug``.
@@ -80,11 +80,9 @@ class Config:
     n_train: int = 2800
     n_test: int = 1800
     image_size: int = 32
-    epochs: int = 16
-    pretrain_epochs: int = 3
-    batch_size: int = 64
-    lr: float = 3e-3
-    aug_lr: float = 3e-3
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=16, pretrain_epochs=3, batch_size=64, lr=3e-3, aug_lr=3e-3)
+    )
     width: int = 16
     depth: int = 3
     aug_width: int = 16
@@ -102,19 +100,23 @@ class Config:
     threads: int = 0
     figure_per_class: int = 1
     #: Old key names still accepted (with a DeprecationWarning) by ``--set`` and config files.
-    RENAMED_KEYS: ClassVar[dict[str, str]] = {"entropy_min": "entropy_range[0]", "entropy_max": "entropy_range[1]"}
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "entropy_min": "entropy_range[0]",
+        "entropy_max": "entropy_range[1]",
+        **flat_train_aliases(),
+    }
 
     @classmethod
     def quick(cls) -> Config:
         """A small variant for tests and smoke runs (seconds)."""
-        return cls(n_train=540, n_test=270, epochs=2, pretrain_epochs=1, width=8, aug_width=8)
+        train = dataclasses.replace(cls().train, epochs=2, pretrain_epochs=1)
+        return cls(n_train=540, n_test=270, train=train, width=8, aug_width=8)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods))
-        for key in ("n_train", "n_test", "batch_size", "width", "depth", "aug_width", "aug_depth"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an int ≥ 1, got {value!r}")
+        check_int_fields(self, ("n_train", "n_test", "width", "depth", "aug_width", "aug_depth"), least=1)
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         for key in ("n_train", "n_test"):
             if getattr(self, key) < NUM_CLASSES:
                 raise ValueError(f"{key} must be ≥ {NUM_CLASSES} (one example per class), got {getattr(self, key)}")
@@ -199,7 +201,7 @@ def evaluate_methods(
             model,
             (train.images, train.labels),
             TRANSFORMS,
-            train_config_of(config),
+            dataclasses.replace(config.train, seed=config.seed),
             out_dir,
             **options,
         )

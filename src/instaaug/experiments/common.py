@@ -133,12 +133,6 @@ def flat_train_aliases() -> dict[str, str]:
     return {key: f"train.{key}" for key in FLAT_TRAIN_KEYS}
 
 
-def train_config_of(config: Any) -> TrainConfig:
-    """The ``TrainConfig`` made of the fields an experiment's config shares with it (epochs, lr, seed, ...)."""
-    shared = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in shared})
-
-
 def check_methods(methods: Sequence[str], known: Sequence[str] = METHODS) -> tuple[str, ...]:
     """Validate a list of method names (a comma-separated string is accepted too)."""
     if isinstance(methods, str):

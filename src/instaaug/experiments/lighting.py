@@ -29,9 +29,9 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -52,16 +52,16 @@ from ..data.lighting import (
 )
 from ..data.photos import FOLDER_PHOTOS, PHOTOGRAPHS
 from ..models import build_classifier
-from ..train import accuracy, predict
+from ..train import TrainConfig, accuracy, predict
 from ..transforms import FAMILIES
 from ..tta import TTAWrapper
 from ..validation import check_int_fields
 from .common import (
     check_methods,
     fit_method,
+    flat_train_aliases,
     learned_ranges,
     run_on_builtin_data,
-    train_config_of,
     write_metrics,
 )
 from .parallel import summarise_seeds
@@ -106,8 +106,8 @@ class Config:
         validation: what the sweep is chosen on, always held-out training patches: ``all_lights`` (each patch under
             one of the 46 lights in turn: the lights are known, the test patches are not) or ``train_lights``.
         random_gain: the half-width of the ``random_gain`` baseline (each channel × 1 + δ, δ ~ U[-w, w]).
-        epochs, pretrain_epochs, batch_size, lr, aug_lr: training (``TrainConfig``; Adam(W)); ``pretrain_epochs``
-            of f alone first, for every method.
+        train: every run's training (``TrainConfig``, ``--set train.KEY=VALUE``; its seed is each run's):
+            ``pretrain_epochs`` of f alone first, for every method.
         width, depth: the classifier (``small_cnn``); aug_width, aug_depth: InstaAug's φ.
         entropy_offset: nats added to both ends of each InstaAug method's default entropy band (the sum over its
             dimensions of log of the families' narrow and wide widths).
@@ -139,11 +139,9 @@ class Config:
     sweep: tuple[float, ...] = (0.05, 0.3, 0.3, 0.0, 0.2, 0.8, 0.1, 0.5, 0.5, 0.02, 0.1, 0.5)
     validation: str = "all_lights"
     random_gain: float = 0.5
-    epochs: int = 8
-    pretrain_epochs: int = 1
-    batch_size: int = 64
-    lr: float = 3e-3
-    aug_lr: float = 3e-3
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=8, pretrain_epochs=1, batch_size=64, lr=3e-3, aug_lr=3e-3)
+    )
     width: int = 16
     depth: int = 3
     aug_width: int = 16
@@ -157,6 +155,8 @@ class Config:
     tta_samples: int = 4
     threads: int = 0
     figure_images: int = 6
+    #: The training keys' old flat names, still accepted (with a DeprecationWarning) by ``--set`` and config files.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = flat_train_aliases()
 
     @classmethod
     def quick(cls) -> Config:
@@ -167,8 +167,7 @@ class Config:
             n_train=24,
             n_val=6,
             n_test=4,
-            epochs=1,
-            pretrain_epochs=0,
+            train=dataclasses.replace(cls().train, epochs=1, pretrain_epochs=0),
             width=8,
             aug_width=8,
             depth=2,
@@ -181,9 +180,11 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
-        ints = ("grid", "photo_size", "patch", "stripe", "n_train", "n_val", "n_test", "batch_size", "width")
+        ints = ("grid", "photo_size", "patch", "stripe", "n_train", "n_val", "n_test", "width")
         check_int_fields(self, (*ints, "depth", "aug_width", "aug_depth", "tta_samples", "figure_images"), least=1)
-        check_int_fields(self, ("epochs", "pretrain_epochs", "threads"), least=0)
+        check_int_fields(self, ("threads",), least=0)
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):  # ``--seeds N``: seeds 0 … N - 1
             if self.seeds < 1:
                 raise ValueError(f"seeds must be ≥ 1, got {self.seeds}")
@@ -216,7 +217,7 @@ class Config:
             raise ValueError(f"validation must be one of {VALIDATION_MODES}, got {self.validation!r}")
         if not 0 < self.random_gain <= 1:
             raise ValueError(f"random_gain must lie in (0, 1], got {self.random_gain}")
-        for key in ("lr", "aug_lr", "lam_init", "lam_rate", "lam_max", "augerino_weight"):
+        for key in ("lam_init", "lam_rate", "lam_max", "augerino_weight"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"{key} must be a number > 0, got {value!r}")
@@ -288,7 +289,7 @@ def _fit(
     """Train ``method`` with training seed ``seed``: (model, augmenter, last epoch's record, seconds)."""
     torch.manual_seed(seed)  # the same initial classifier for every method of a seed
     model = build_classifier("small_cnn", 3, num_classes, width=config.width, depth=config.depth)
-    train_config = dataclasses.replace(train_config_of(config), seed=seed)
+    train_config = dataclasses.replace(config.train, seed=seed)
     result = fit_method(
         _METHOD_SPECS[method][0],
         model,

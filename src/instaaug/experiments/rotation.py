@@ -12,26 +12,28 @@ against the image's own tilt, which no single global range can be. Metrics over 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from ..data.sprites import builtin_sprites, load_mario_iggy, rotated_sprites
 from ..models import build_classifier
 from ..plots import plot_rotation_arcs
+from ..train import TrainConfig
 from .common import (
     METHODS,
     accuracy_on,
     check_methods,
     fit_method,
+    flat_train_aliases,
     learned_ranges,
     torch_threads,
-    train_config_of,
     write_metrics,
 )
 
@@ -46,11 +48,10 @@ class Config:
     seed: int = 0
     n_train: int = 2000
     n_test: int = 1000
-    epochs: int = 20
-    pretrain_epochs: int = 1
-    batch_size: int = 64
-    lr: float = 3e-3
-    aug_lr: float = 1e-2
+    #: every method's training run (``--set train.KEY=VALUE``; its ``seed`` is ``seed``).
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=20, pretrain_epochs=1, batch_size=64, lr=3e-3, aug_lr=1e-2)
+    )
     methods: tuple[str, ...] = METHODS
     #: the entropy band of InstaAug: log-widths [log 0.95π, log 1.1π] around log π, the width of the
     #: label-preserving interval [-π/2 - a, π/2 - a].
@@ -63,16 +64,20 @@ class Config:
     classifier_width: int = 16
     aug_width: int = 16
     threads: int = 0
-    device: str = "cpu"
     figure_examples: int = 8
+    #: The training keys' old flat names, still accepted (with a DeprecationWarning) by ``--set`` and config files.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = flat_train_aliases()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods))
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
 
     @classmethod
     def quick(cls) -> Config:
         """A seconds-long variant for tests: less data, fewer epochs."""
-        return cls(n_train=400, n_test=200, epochs=2, pretrain_epochs=1, figure_examples=4)
+        train = dataclasses.replace(cls().train, epochs=2, pretrain_epochs=1)
+        return cls(n_train=400, n_test=200, train=train, figure_examples=4)
 
 
 def coverage_and_violation(low: torch.Tensor, high: torch.Tensor, angle: torch.Tensor) -> tuple[float, float]:
@@ -104,7 +109,7 @@ def _run(config: Config, out: Path, data: str | os.PathLike | None) -> dict[str,
     gen = torch.Generator().manual_seed(config.seed)
     train_x, train_y, _ = rotated_sprites(sprites, config.n_train, gen)
     test_x, test_y, test_angle = rotated_sprites(sprites, config.n_test, gen)
-    train_config = train_config_of(config)
+    train_config = dataclasses.replace(config.train, seed=config.seed)
     results: dict[str, dict[str, Any]] = {}
     ranges: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     started = time.perf_counter()
@@ -124,11 +129,11 @@ def _run(config: Config, out: Path, data: str | os.PathLike | None) -> dict[str,
             controller_options={"lam_init": config.lam_init, "rate": config.lam_rate},
         )
         metrics: dict[str, Any] = {
-            "accuracy": accuracy_on(fitted.model, test_x, test_y, config.device),
+            "accuracy": accuracy_on(fitted.model, test_x, test_y, config.train.device),
             "train_seconds": round(fitted.seconds, 2),
         }
         if method in ("augerino", "instaaug"):
-            low, high = (t[:, 0] for t in learned_ranges(fitted.aug, test_x, device=config.device))
+            low, high = (t[:, 0] for t in learned_ranges(fitted.aug, test_x, device=config.train.device))
             metrics["coverage"], metrics["violation"] = coverage_and_violation(low, high, test_angle)
             metrics["mean_width"] = float((high - low).mean())
             ranges[method] = (low, high)
