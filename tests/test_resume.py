@@ -166,7 +166,7 @@ def test_cli_resume(tmp_path, capsys):
 
     out = tmp_path / "rot"
     argv = ["run", "rotation", "--quick", "--out", str(out), "--checkpoint-every", "2"]
-    argv += ["--set", "methods=instaaug", "--set", "n_train=64", "--set", "n_test=32", "--set", "epochs=1"]
+    argv += ["--set", "methods=instaaug", "--set", "n_train=64", "--set", "n_test=32", "--set", "train.epochs=1"]
     assert main(argv) == 0
     first = json.loads((out / "metrics.json").read_text())
     ckpt = out / "instaaug" / CHECKPOINT_FILE
