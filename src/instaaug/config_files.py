@@ -139,6 +139,15 @@ def _default(field: dataclasses.Field) -> Any:
     return None if field.default is dataclasses.MISSING else field.default
 
 
+def warn_renamed(old: str, target: str) -> None:
+    """The DeprecationWarning of a renamed config key ``old``, naming its ``target`` (see ``renamed_keys``)."""
+    warnings.warn(
+        f"config key {old!r} is deprecated and will be removed: use {target.replace('[', ' element [')!r}",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+
+
 def renamed_keys(config_cls: type, values: Mapping[str, Any], current: Any) -> dict[str, Any]:
     """``values`` with each deprecated key of ``config_cls.RENAMED_KEYS`` replaced by its new key, with a
     DeprecationWarning naming it. A new key is ``"new"``, ``"new[i]"`` (an element of a tuple key; ``current``, a
@@ -153,11 +162,7 @@ def renamed_keys(config_cls: type, values: Mapping[str, Any], current: Any) -> d
             out[key] = value
             continue
         target = renames[key]
-        warnings.warn(
-            f"config key {key!r} is deprecated and will be removed: use {target.replace('[', ' element [')!r}",
-            DeprecationWarning,
-            stacklevel=3,
-        )
+        warn_renamed(key, target)
         new, bracket, index = target.partition("[")
         head, dot, rest = new.partition(".")
         if dot:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..augment import Augmenter, InstaAug
 from ..baselines import Augerino, NoAugment, RandomAugment
-from ..config_files import renamed_keys
+from ..config_files import renamed_keys, warn_renamed
 from ..controller import EntropyController
 from ..distributed import is_main_process
 from ..io import write_json
@@ -191,7 +191,7 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
         pairs.remove((key, value))
         new, bracket, _ = renames[key].partition("[")
         if not bracket:  # a plain or a nested (``train.lr``) key: set below like any other
-            renamed_keys(type(config), {key: None}, config)  # the warning
+            warn_renamed(key, new)
             pairs.append((new, value))
             continue
         element = getattr(config, new)[int(renames[key][len(new) + 1 : -1])]
