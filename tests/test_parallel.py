@@ -66,3 +66,14 @@ def test_crop_runs_in_two_workers_match_one_process(tmp_path):
     assert (tmp_path / "two" / "crops.png").exists()
     assert list((tmp_path / "two" / "instaaug" / "seed0" / "tensorboard").glob("events.*"))
     assert not (tmp_path / "one" / "instaaug" / "seed0" / "tensorboard").exists()
+
+
+def test_training_seeds_count_list_and_errors():
+    from instaaug.experiments.parallel import training_seeds
+
+    assert training_seeds(0, 3) == (0, 1, 2)
+    assert training_seeds(5, 2) == (5, 6)
+    assert training_seeds(0, (4, 1)) == (4, 1)
+    for bad in (0, -1, True, (), (1, 1), "0,1", (1.0,)):
+        with pytest.raises(ValueError, match="seeds"):
+            training_seeds(0, bad)

@@ -8,7 +8,7 @@ optimisers. It reads nothing back to the host: its outputs stay on the device un
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +176,35 @@ def step_loss(
     return StepLoss(loss, metrics, logits, targets, finite, task_loss, regression)
 
 
+def optimiser_step(
+    loss: torch.Tensor,
+    optimisers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+    *,
+    max_grad_norm: float = 0.0,
+    clear: Sequence[torch.optim.Optimizer] | None = None,
+) -> None:
+    """The gradient half of every training loop: clear the gradients, back-propagate ``loss`` (0-d), clip, step.
+
+    Shared by ``train_step``, the amortised pre-training and the invariance probe, so clipping and gradient
+    clearing behave the same everywhere. Reads nothing back to the host.
+
+    Args:
+        loss: the scalar to minimise.
+        optimisers: the optimisers to step, in order.
+        max_grad_norm: clip the gradients of every stepped parameter to this total norm (0: no clipping).
+        clear: the optimisers whose gradients are cleared first (default: ``optimisers``).
+    """
+    stepping = [optimisers] if isinstance(optimisers, torch.optim.Optimizer) else list(optimisers)
+    for opt in stepping if clear is None else clear:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm > 0:
+        params = [p for opt in stepping for group in opt.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    for opt in stepping:
+        opt.step()
+
+
 def train_step(
     model: nn.Module,
     aug: nn.Module,
@@ -211,15 +240,9 @@ def train_step(
     forward = step_loss(
         model, aug, objective, x, y, task_loss=task_loss, pretraining=pretraining, amp=amp, checks=checks
     )
-    stepping = {"f": optimisers["f"]} if pretraining else optimisers
-    for opt in optimisers.values():
-        opt.zero_grad(set_to_none=True)
-    forward.loss.backward()
-    if max_grad_norm > 0:
-        params = [p for opt in stepping.values() for group in opt.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    for opt in stepping.values():
-        opt.step()
+    # In pre-training φ's gradients are cleared but φ does not step.
+    stepping = [optimisers["f"]] if pretraining else list(optimisers.values())
+    optimiser_step(forward.loss, stepping, max_grad_norm=max_grad_norm, clear=list(optimisers.values()))
     logits, targets = forward.logits.detach(), forward.targets
     hits = getattr(forward.task_loss, "hits", None)
     if hits is not None:  # a task loss with its own score (e.g. ``InstanceContrast``: positive retrieval)

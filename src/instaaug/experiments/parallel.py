@@ -104,6 +104,25 @@ def summarise_seeds(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     return summary
 
 
+def training_seeds(seed: int, seeds: int | Sequence[int]) -> tuple[int, ...]:
+    """The training seeds of an experiment's ``seed`` and ``seeds`` keys: an int N means seed, seed + 1, …,
+    seed + N − 1 (``--set seeds=3``); a list names them (``--set seeds=0,4,7``). Raises ValueError otherwise."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be ≥ 1, got {seeds}")
+        return tuple(range(seed, seed + seeds))
+    if (
+        isinstance(seeds, str)
+        or not isinstance(seeds, Sequence)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise ValueError(f"seeds must be an int ≥ 1 or a non-empty list of ints, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must not repeat, got {list(seeds)}")
+    return tuple(seeds)
+
+
 def run_seeds(
     function: Callable[[tuple[Any, str, int, str]], dict[str, float]],
     config: Any,
