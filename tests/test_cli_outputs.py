@@ -333,6 +333,9 @@ def test_show_lists_every_key_with_its_default_and_meaning(capsys):
     assert "  box_scale = 1.4\n" in out and "receptive field" in out
     assert "  train.channels_last = true\n" in out and "  levels = 2\n" in out and "  train.progress = null\n" in out
     assert "  methods = none,random,augerino," in out
+    methods = out.split("in reporting order:\n", 1)[1].split("config keys", 1)[0]  # the registry, with summaries
+    assert [line.split()[0] for line in methods.splitlines()] == list(get_experiment("crop").METHODS)
+    assert "  instaaug-class    LRP crops, one learned distribution per class (ablation)\n" in methods
     assert main(["show", "colour"]) == 0  # meanings from an Attributes: docstring section
     out = capsys.readouterr().out
     assert "  n_test = 1800  (--quick: 270)\n      generated training and test images" in out

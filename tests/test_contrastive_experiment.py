@@ -10,7 +10,7 @@ import torch
 from instaaug import InstaAug, Then
 from instaaug.cli import main
 from instaaug.experiments.common import apply_overrides
-from instaaug.experiments.contrastive import METHODS, Config, build_method, make_data
+from instaaug.experiments.contrastive import METHODS, Config, make_data
 from instaaug.objective import ContrastiveInstaAugObjective, TaskObjective
 
 
@@ -38,14 +38,14 @@ def test_contrastive_quick_run_writes_every_method_and_the_figures(tmp_path, cap
 
 def test_methods_build_their_augmenters_and_objectives():
     config = Config.quick()
-    aug, objective = build_method("instaaug-crop", config, steps_per_epoch=4)
+    aug, objective = METHODS.build("instaaug-crop", config, steps_per_epoch=4)
     assert isinstance(aug, Then) and aug.first.families == ("crop",)
     assert isinstance(objective, ContrastiveInstaAugObjective) and objective.reward == "group"
-    aug, objective = build_method("instaaug", apply_overrides(config, ["phi_objective=reference"]), 4)
+    aug, objective = METHODS.build("instaaug", apply_overrides(config, ["phi_objective=reference"]), 4)
     assert set(aug.families) == {"crop", "value", "contrast", "flip"} and objective.reward == "anchor"
-    assert isinstance(build_method("random-crop-0.3", config, 4)[1], TaskObjective)
+    assert isinstance(METHODS.build("random-crop-0.3", config, 4)[1], TaskObjective)
     with pytest.raises(ValueError, match="unknown method"):
-        build_method("simclr", config, 4)
+        METHODS.build("simclr", config, 4)
 
 
 def test_data_keep_test_digits_out_of_pre_training():

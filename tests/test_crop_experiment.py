@@ -58,25 +58,25 @@ def test_random_crop_sweep_metrics_follow_min_scale(quick_run):
     assert large["object_coverage"] > small["object_coverage"]
 
 
-def test_build_crop_method_kinds():
+def test_crop_methods_build_kinds():
     config = crop.Config.quick()
-    kinds = {name: crop.build_crop_method(name, config, 10)[0] for name in crop.METHODS if name != "random"}
+    kinds = {name: crop.METHODS.build(name, config, 10)[0] for name in crop.METHODS if name != "random"}
     assert isinstance(kinds["none"], NoAugment)
     assert kinds["instaaug"].mode == "instance" and kinds["instaaug-global"].mode == "global"
     assert kinds["instaaug-class"].mode == "class"
     assert kinds["instaaug-uniform"].names == ("translate_x", "translate_y", "scale")
-    assert isinstance(crop.build_crop_method("random-0.7", config, 10)[0], RandomCrop)
+    assert isinstance(crop.METHODS.build("random-0.7", config, 10)[0], RandomCrop)
     with pytest.raises(ValueError, match="unknown method"):
-        crop.build_crop_method("bogus", config, 10)
+        crop.METHODS.build("bogus", config, 10)
 
 
 def test_jitter_shifts_the_lrp_entropy_band_by_the_jitter_entropy():
     config = dataclasses.replace(crop.Config.quick(), centre_jitter=0.0, size_jitter=0.0)
-    aug, objective = crop.build_crop_method("instaaug", config, 10)
+    aug, objective = crop.METHODS.build("instaaug", config, 10)
     assert aug.jitter_entropy == 0.0
     assert (objective.controller.h_min, objective.controller.h_max) == pytest.approx(config.entropy_range)
     jittered = dataclasses.replace(config, centre_jitter=1.0, size_jitter=0.1)
-    aug, objective = crop.build_crop_method("instaaug", jittered, 10)
+    aug, objective = crop.METHODS.build("instaaug", jittered, 10)
     assert aug.jitter_entropy < -5
     band = (objective.controller.h_min, objective.controller.h_max)
     assert band == pytest.approx(tuple(h + aug.jitter_entropy for h in config.entropy_range))

@@ -80,7 +80,7 @@ def test_crop_evaluation_equals_its_former_loop(method):
     test = crop.fit_and_eval_sets(64, 40, 0)[1]
     torch.manual_seed(0)
     model = build_classifier("small_cnn", 1, crop.NUM_CLASSES, width=8, depth=4)
-    aug, _ = crop.build_crop_method(method, config, crop.NUM_CLASSES)
+    aug, _ = crop.METHODS.build(method, config, crop.NUM_CLASSES)
     ours = crop.evaluate(model, aug, test, views=3, seed=5, batch_size=16)
     theirs = _crop_evaluation_by_hand(model, aug, test, 3, 5, 16)
     assert ours.keys() == theirs.keys()

@@ -168,6 +168,12 @@ def _show(name: str) -> int:
         module = get_experiment(name)
         config_cls = module.Config
         print(f"{name}: {module.DESCRIPTION}")
+        registry = getattr(module, "METHODS", None)
+        if hasattr(registry, "describe"):  # a MethodRegistry
+            print("methods (`--set methods=A,B`), in reporting order:")
+            width = max(len(method) for method in registry)
+            for method, summary in registry.describe():
+                print(f"  {method:{width}s}  {summary}")
         print(f"config keys (`instaaug run {name} --set KEY=VALUE`, or a --config file), with their defaults:")
     quick = config_cls.quick() if hasattr(config_cls, "quick") else None
     for key, default, quick_value, meaning in _config_lines(config_cls, quick):

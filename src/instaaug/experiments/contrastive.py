@@ -55,19 +55,67 @@ from ..objective import ContrastiveInstaAugObjective, TaskObjective
 from ..plots import plot_colour_ranges, plot_sampled_views
 from ..train import TrainConfig, train
 from ..validation import check_int_fields
-from .common import check_methods, run_on_builtin_data, write_metrics
+from .common import run_on_builtin_data, write_metrics
 from .crop import view_boxes
-from .parallel import best_setting, run_seeds
+from .methods import MethodRegistry
+from .parallel import best_setting, run_seeds, training_seeds
 from .views_eval import COVERAGE_THRESHOLD, to_pixel_corners
 
 DESCRIPTION = "contrastive InstaAug: SimCLR with learned views on cluttered digits, linear probe with TTA (Table 5)"
 
-METHODS = ("random-crop", "random-crop-colour", "instaaug-global", "instaaug-crop", "instaaug")
 PHI_OBJECTIVES = ("ours", "reference")
 #: The learned colour families (the images have one channel: brightness and contrast).
 COLOUR = ("value", "contrast")
 #: Training time relative to a random crop's (longest first, so that no worker idles at the end).
 RELATIVE_COST = {"instaaug": 1.6, "instaaug-global": 1.5, "instaaug-crop": 1.5}
+
+
+#: The methods, in reporting order; each builds ``(augmenter with two views per input, objective)`` from the config
+#: and the steps per epoch (``random-crop`` runs once per ``random_min_scales`` entry, as ``random-crop-<s>``).
+METHODS = MethodRegistry("contrastive")
+
+
+@METHODS.register("random-crop", "SimCLR with random crops of at least the given area", setting=float)
+def _random_crop(config: Config, steps_per_epoch: int, setting: float = 0.5) -> tuple[nn.Module, nn.Module]:
+    size = (config.view_size, config.view_size)
+    return RandomCrop(setting, output_size=size, in_channels=1, n_copies=2), TaskObjective()
+
+
+@METHODS.register("random-crop-colour", "SimCLR's random recipe: crops, brightness, contrast and flips")
+def _random_crop_colour(config: Config, steps_per_epoch: int) -> tuple[nn.Module, nn.Module]:
+    ranges = {"crop": (config.colour_min_scale, 1.0), **_colour_ranges(config)}
+    size = (config.view_size, config.view_size)
+    aug = RandomAugment(("crop", *COLOUR, "flip"), ranges, in_channels=1, n_copies=2, output_size=size)
+    return aug, TaskObjective()
+
+
+@METHODS.register("instaaug-global", "learned crops and colour, one distribution for every image (ablation)")
+def _instaaug_global(config: Config, steps_per_epoch: int) -> tuple[nn.Module, nn.Module]:
+    learned = _learned(config, ("crop", *COLOUR, "flip"), "global")
+    return learned, _phi_objective(learned, config, steps_per_epoch)
+
+
+@METHODS.register("instaaug-crop", "learned per-image crops, then the random colour recipe")
+def _instaaug_crop(config: Config, steps_per_epoch: int) -> tuple[nn.Module, nn.Module]:
+    colour = RandomAugment((*COLOUR, "flip"), _colour_ranges(config), in_channels=1)
+    learned = _learned(config, ("crop",), "instance")
+    return Then(learned, colour.requires_grad_(False)), _phi_objective(learned, config, steps_per_epoch)
+
+
+@METHODS.register("instaaug", "InstaAug: learned per-image crops, brightness, contrast and flips (Table 5)")
+def _instaaug(config: Config, steps_per_epoch: int) -> tuple[nn.Module, nn.Module]:
+    learned = _learned(config, ("crop", *COLOUR, "flip"), "instance")
+    return learned, _phi_objective(learned, config, steps_per_epoch)
+
+
+def _phi_objective(learned: InstaAug, config: Config, steps_per_epoch: int) -> nn.Module:
+    """φ's objective (``phi_objective``): ours, a controller per part's entropy band, or the reference code's pull
+    on the total entropy, its target annealed from the top of the parts' bands to the bottom."""
+    if config.phi_objective == "ours":
+        return ContrastiveInstaAugObjective(part_controllers(learned, config), reward="group")
+    low, high = (sum(band[i] for band in part_bands(learned, config)) for i in (0, 1))
+    pull = AnnealedEntropyPull(high, low, max(1, joint_epochs(config) * steps_per_epoch), config.reference_weight)
+    return ContrastiveInstaAugObjective(pull, reward="anchor")
 
 
 @dataclass(frozen=True)
@@ -77,7 +125,7 @@ class Config:
     seed: int = 0
     #: seeds seed … seed + seeds - 1 (the data are the same for every seed).
     seeds: int = 3
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = METHODS.names
     #: unlabelled renders of the training digits (seeds 1, 2, …: other placements and clutter).
     n_unlabelled: int = 4000
     #: labelled training images for the probe (of 1300) and, of those, the last ``validation`` held out to choose C.
@@ -144,7 +192,7 @@ class Config:
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
+        object.__setattr__(self, "methods", METHODS.check(self.methods))
         check_int_fields(self, ("seeds", "n_probe", "n_test", "view_size", "encoder_width", "tta_views"), least=1)
         check_int_fields(
             self,
@@ -174,7 +222,7 @@ class Config:
             raise ValueError("train.batch_size must be ≥ 2: NT-Xent needs negatives")
         InstanceContrast(self.temperature)  # a bad temperature fails here, not inside a worker
         for method in self.methods:  # so do the augmenters' keys
-            build_method(f"random-crop-{self.random_min_scales[0]}" if method == "random-crop" else method, self, 1)
+            METHODS.build(method, self, 1)
 
     @classmethod
     def quick(cls) -> Config:
@@ -236,32 +284,6 @@ def _learned(config: Config, transforms: tuple[str, ...], mode: str) -> InstaAug
         size_jitter=config.size_jitter,
         min_inside=config.min_inside,
     )
-
-
-def build_method(method: str, config: Config, steps_per_epoch: int) -> tuple[nn.Module, nn.Module]:
-    """The augmenter (two views per input) and the objective of a method (``random-crop-<s>`` for one setting)."""
-    size = (config.view_size, config.view_size)
-    if method.startswith("random-crop-") and method != "random-crop-colour":
-        return RandomCrop(float(method.rsplit("-", 1)[1]), output_size=size, in_channels=1, n_copies=2), TaskObjective()
-    if method == "random-crop-colour":
-        ranges = {"crop": (config.colour_min_scale, 1.0), **_colour_ranges(config)}
-        aug = RandomAugment(("crop", *COLOUR, "flip"), ranges, in_channels=1, n_copies=2, output_size=size)
-        return aug, TaskObjective()
-    if method == "instaaug-crop":
-        colour = RandomAugment((*COLOUR, "flip"), _colour_ranges(config), in_channels=1)
-        learned: InstaAug = _learned(config, ("crop",), "instance")
-        augmenter: nn.Module = Then(learned, colour.requires_grad_(False))
-    elif method in ("instaaug", "instaaug-global"):
-        learned = _learned(config, ("crop", *COLOUR, "flip"), "instance" if method == "instaaug" else "global")
-        augmenter = learned
-    else:
-        raise ValueError(f"unknown method {method!r}; known methods: {list(METHODS)}")
-    if config.phi_objective == "ours":
-        return augmenter, ContrastiveInstaAugObjective(part_controllers(learned, config), reward="group")
-    # The reference pull on the total entropy, its target annealed from the top of the parts' bands to the bottom.
-    low, high = (sum(band[i] for band in part_bands(learned, config)) for i in (0, 1))
-    pull = AnnealedEntropyPull(high, low, max(1, joint_epochs(config) * steps_per_epoch), config.reference_weight)
-    return augmenter, ContrastiveInstaAugObjective(pull, reward="anchor")
 
 
 def joint_epochs(config: Config) -> int:
@@ -398,7 +420,7 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
     torch.manual_seed(seed)
     model = build_encoder(config)
     steps = math.ceil(data.pretrain.shape[0] / config.train.batch_size)
-    aug, objective = build_method(name, config, steps)
+    aug, objective = METHODS.build(name, config, steps)
     run_dir = Path(out) / name / f"seed{seed}"
     ids = torch.arange(data.pretrain.shape[0])
     began = time.perf_counter()
@@ -407,7 +429,7 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
     if warmup:
         # The encoder first learns from random crops: an untrained encoder gives φ no signal, and φ's
         # initial, uniform crop distribution alone teaches the encoder little (see the Config).
-        random_views = build_method(f"random-crop-{config.warmup_min_scale}", config, steps)[0]
+        random_views = METHODS.build(f"random-crop-{config.warmup_min_scale}", config, steps)[0]
         warm = dataclasses.replace(train_config(config, seed, warmup), aug_frozen_epochs=0)
         train(
             model,
@@ -450,7 +472,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     ]
     names = list(dict.fromkeys(names))
     started = time.perf_counter()
-    seeds = range(config.seed, config.seed + config.seeds)
+    seeds = training_seeds(config.seed, config.seeds)
     runs = run_seeds(
         _train_job,
         config,

@@ -24,6 +24,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,20 +42,83 @@ from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_crop_examples
 from ..train import TrainConfig, train
 from ..validation import check_int_fields
-from .common import check_methods, flat_train_aliases, run_on_builtin_data, write_metrics
-from .parallel import best_setting, run_seeds
+from .common import flat_train_aliases, run_on_builtin_data, write_metrics
+from .methods import MethodRegistry
+from .parallel import best_setting, run_seeds, training_seeds
 from .views_eval import ViewSource, evaluate_views, full_views, sampled_views
 
 DESCRIPTION = "learned crops (LRP) on built-in cluttered digits vs random crops and ablations; Figure 6"
 
-#: Methods in reporting order.
-METHODS = ("none", "random", "augerino", "instaaug-uniform", "instaaug-global", "instaaug-class", "instaaug")
 #: The uniform-range methods crop by translating and zooming.
 UNIFORM_TRANSFORMS = ("translation", "scale")
 #: Training time of a method relative to a random crop's (default run, 1 thread each; 1 where absent): the runs
 #: are started longest first, so that no worker is left with a long run while the others idle at the end.
 RELATIVE_COST = {"instaaug-uniform": 1.5, "instaaug": 1.5, "augerino": 1.1}
 NUM_CLASSES = 10
+
+
+#: The methods, in reporting order (``random`` runs once per ``random_min_scales`` entry, as ``random-<scale>``).
+METHODS = MethodRegistry("crop")
+
+
+@METHODS.register("none", "the full image, no augmentation")
+def _none(config: Config, num_classes: int) -> tuple[Augmenter, nn.Module]:
+    return NoAugment(in_channels=1), TaskObjective()
+
+
+@METHODS.register("random", "random crops of at least the given area (random-<min_scale>)", setting=float)
+def _random(config: Config, num_classes: int, setting: float = 0.85) -> tuple[Augmenter, nn.Module]:
+    return RandomCrop(setting, in_channels=1), TaskObjective()
+
+
+@METHODS.register("augerino", "one learned translation and zoom range for every image (Augerino)")
+def _augerino(config: Config, num_classes: int) -> tuple[Augmenter, nn.Module]:
+    return Augerino(UNIFORM_TRANSFORMS, in_channels=1), AugerinoObjective(config.augerino_weight)
+
+
+@METHODS.register("instaaug-uniform", "InstaAug without LRP: per-image uniform translation and zoom ranges")
+def _instaaug_uniform(config: Config, num_classes: int) -> tuple[Augmenter, nn.Module]:
+    # φ at the images' own 48×48, as when the results in the README were measured (the default would be 32).
+    aug = InstaAug(
+        UNIFORM_TRANSFORMS, in_channels=1, width=config.aug_width, n_copies=config.n_copies, phi_size=(48, 48)
+    )
+    band = config.uniform_entropy_range
+    controller = EntropyController(*band, lam_init=config.uniform_lam_init, rate=config.uniform_lam_rate)
+    return aug, InstaAugObjective(controller)
+
+
+def _lrp(mode: str) -> Callable[[Config, int], tuple[Augmenter, nn.Module]]:
+    """The builder of the LRP crop method with φ's ``mode``: per image, one for all, or one per class."""
+
+    def build(config: Config, num_classes: int) -> tuple[Augmenter, nn.Module]:
+        aug = InstaAug(
+            ("crop",),
+            phi_size=(48, 48),
+            in_channels=1,
+            levels=config.levels,
+            box_scale=config.box_scale,
+            global_crop=config.global_crop,
+            depth=4,
+            width=config.aug_width,
+            mode=mode,
+            num_classes=num_classes,
+            n_copies=config.n_copies,
+            entropy_range=config.entropy_range,
+            centre_jitter=config.centre_jitter,
+            size_jitter=config.size_jitter,
+        )
+        if config.fixed_lam > 0:
+            return aug, InstaAugObjective(lam=config.fixed_lam)
+        band = tuple(h + aug.jitter_entropy for h in aug.entropy_range)
+        controller = EntropyController(*band, lam_init=config.lam_init, rate=config.lam_rate, lam_min=config.lam_min)
+        return aug, InstaAugObjective(controller)
+
+    return build
+
+
+METHODS.register("instaaug-global", "LRP crops, one learned distribution for every image (ablation)")(_lrp("global"))
+METHODS.register("instaaug-class", "LRP crops, one learned distribution per class (ablation)")(_lrp("class"))
+METHODS.register("instaaug", "InstaAug: per-image LRP crop distributions (the paper's method)")(_lrp("instance"))
 
 
 @dataclass(frozen=True)
@@ -64,7 +128,7 @@ class Config:
     seed: int = 0
     #: seeds seed, seed + 1, … seed + seeds - 1 (the data are the same for every seed).
     seeds: int = 3
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = METHODS.names
     n_train: int = 1300
     n_test: int = 497
     #: > 0: train on the first ``n_train - validation`` training images and report every metric on the last
@@ -134,7 +198,7 @@ class Config:
     RENAMED_KEYS: ClassVar[dict[str, str]] = flat_train_aliases()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
+        object.__setattr__(self, "methods", METHODS.check(self.methods))
         check_int_fields(self, ("seeds",), least=1)
         check_int_fields(self, ("validation", "workers", "threads"), least=0)
         if not (isinstance(self.fixed_lam, int | float) and math.isfinite(self.fixed_lam) and self.fixed_lam >= 0):
@@ -146,7 +210,7 @@ class Config:
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         if {"instaaug", "instaaug-global", "instaaug-class"} & set(self.methods):
-            build_crop_method("instaaug", self, NUM_CLASSES)  # so do the LRP keys (box_scale, jitter, ...)
+            METHODS.build("instaaug", self, NUM_CLASSES)  # so do the LRP keys (box_scale, jitter, ...)
 
     @classmethod
     def quick(cls) -> Config:
@@ -163,46 +227,8 @@ class Config:
         )
 
 
-def build_crop_method(method: str, config: Config, num_classes: int) -> tuple[Augmenter, nn.Module]:
-    """The augmenter and the objective of a method of ``METHODS`` (``random-<min_scale>`` for a random setting)."""
-    if method == "none":
-        return NoAugment(in_channels=1), TaskObjective()
-    if method.startswith("random-"):
-        return RandomCrop(float(method.split("-", 1)[1]), in_channels=1), TaskObjective()
-    if method == "augerino":
-        return Augerino(UNIFORM_TRANSFORMS, in_channels=1), AugerinoObjective(config.augerino_weight)
-    if method == "instaaug-uniform":
-        # φ at the images' own 48×48, as when the results in the README were measured (the default would be 32).
-        aug = InstaAug(
-            UNIFORM_TRANSFORMS, in_channels=1, width=config.aug_width, n_copies=config.n_copies, phi_size=(48, 48)
-        )
-        band = config.uniform_entropy_range
-        controller = EntropyController(*band, lam_init=config.uniform_lam_init, rate=config.uniform_lam_rate)
-        return aug, InstaAugObjective(controller)
-    modes = {"instaaug": "instance", "instaaug-global": "global", "instaaug-class": "class"}
-    if method not in modes:
-        raise ValueError(f"unknown method {method!r}; known methods: {list(METHODS)}")
-    aug = InstaAug(
-        ("crop",),
-        phi_size=(48, 48),
-        in_channels=1,
-        levels=config.levels,
-        box_scale=config.box_scale,
-        global_crop=config.global_crop,
-        depth=4,
-        width=config.aug_width,
-        mode=modes[method],
-        num_classes=num_classes,
-        n_copies=config.n_copies,
-        entropy_range=config.entropy_range,
-        centre_jitter=config.centre_jitter,
-        size_jitter=config.size_jitter,
-    )
-    if config.fixed_lam > 0:
-        return aug, InstaAugObjective(lam=config.fixed_lam)
-    band = tuple(h + aug.jitter_entropy for h in aug.entropy_range)
-    controller = EntropyController(*band, lam_init=config.lam_init, rate=config.lam_rate, lam_min=config.lam_min)
-    return aug, InstaAugObjective(controller)
+def build_crop_method(method: str, config: Config, num_classes: int) -> tuple[Augmenter, nn.Module]:  # TEMP-ALIAS
+    return METHODS.build(method, config, num_classes)
 
 
 def view_boxes(aug: Augmenter, params: torch.Tensor) -> torch.Tensor:
@@ -261,7 +287,7 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
     train_config = dataclasses.replace(config.train, seed=seed)
     torch.manual_seed(seed)
     model = build_classifier("small_cnn", 1, NUM_CLASSES, width=config.classifier_width, depth=4)
-    aug, objective = build_crop_method(name, config, NUM_CLASSES)
+    aug, objective = METHODS.build(name, config, NUM_CLASSES)
     run_dir = Path(out) / name / f"seed{seed}"
     began = time.perf_counter()
     history = train(model, aug, objective, (train_set.images, train_set.labels), train_config, out_dir=run_dir)
@@ -279,7 +305,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     names = [f"random-{s:g}" if m == "random" else m for m in config.methods for s in config.random_min_scales]
     names = list(dict.fromkeys(names))  # every method once, random once per setting
     started = time.perf_counter()
-    seeds = range(config.seed, config.seed + config.seeds)
+    seeds = training_seeds(config.seed, config.seeds)
     runs = run_seeds(
         _train_job,
         config,

@@ -39,12 +39,48 @@ from ..segmentation import confusion_matrix, mean_iou, segmentation_loss
 from ..train import TrainConfig, train
 from ..tta import DenseTTAWrapper
 from ..validation import check_int_fields
-from .common import check_methods, flat_train_aliases, run_on_builtin_data, write_metrics
-from .parallel import run_seeds
+from .common import flat_train_aliases, run_on_builtin_data, write_metrics
+from .methods import MethodRegistry
+from .parallel import run_seeds, training_seeds
 
 DESCRIPTION = "learned crop + rotation + brightness for segmenting cluttered digits (U-Net, mIoU) vs random, none"
-METHODS = ("none", "random", "instaaug")
 NUM_CLASSES = 11  # background + 10 digits
+
+#: The methods, in reporting order.
+METHODS = MethodRegistry("segment")
+
+
+@METHODS.register("none", "no augmentation")
+def _none(config: Config) -> tuple[Augmenter, nn.Module]:
+    return NoAugment(in_channels=1), TaskObjective()
+
+
+@METHODS.register("random", "random crop, rotation and brightness at the random_* ranges")
+def _random(config: Config) -> tuple[Augmenter, nn.Module]:
+    ranges: dict[str, Any] = {
+        "crop": tuple(config.random_crop),
+        "rotation": config.random_rotation,
+        "value": config.random_value,
+    }
+    ranges = {k: v for k, v in ranges.items() if k in config.transforms}
+    return RandomAugment(config.transforms, ranges, in_channels=1), TaskObjective()
+
+
+@METHODS.register("instaaug", "InstaAug: per-image LRP crops with rotation and brightness ranges")
+def _instaaug(config: Config) -> tuple[Augmenter, nn.Module]:
+    # The band allows each interval between a tenth and all of the random baseline's width: InstaAug spends
+    # at most as much augmentation as the baseline, where each input tolerates it, and may nearly switch off
+    # a family that hurts; the whole image is a crop candidate because the baseline's crops reach it too.
+    widths = {"rotation": 2 * config.random_rotation, "value": 2 * config.random_value}
+    aug = InstaAug(
+        config.transforms,
+        in_channels=1,
+        width=config.aug_width,
+        depth=4,
+        global_crop=True,
+        entropy_widths=tuple((k, w / 10, w) for k, w in widths.items() if k in config.transforms),
+    )
+    return aug, aug.objective()
 
 
 @dataclass(frozen=True)
@@ -54,7 +90,7 @@ class Config:
     seed: int = 0
     #: seeds seed, seed + 1, … seed + seeds - 1 (the data are the same for every seed).
     seeds: int = 1
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = METHODS.names
     transforms: tuple[str, ...] = ("crop", "rotation", "value")
     n_train: int = 1300
     n_test: int = 497
@@ -93,7 +129,7 @@ class Config:
     RENAMED_KEYS: ClassVar[dict[str, str]] = flat_train_aliases()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
+        object.__setattr__(self, "methods", METHODS.check(self.methods))
         if isinstance(self.transforms, str):
             object.__setattr__(self, "transforms", tuple(t for t in self.transforms.split(",") if t))
         check_int_fields(self, ("seeds", "n_train", "n_test", "tta_views", "unet_width", "aug_width"), least=1)
@@ -105,42 +141,13 @@ class Config:
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         for method in self.methods:
-            build_segment_method(method, self)  # so do the transform names and ranges
+            METHODS.build(method, self)  # so do the transform names and ranges
 
     @classmethod
     def quick(cls) -> Config:
         """A seconds-long variant for tests."""
         train = dataclasses.replace(cls().train, epochs=1)
         return cls(n_train=96, n_test=48, train=train, tta_views=2, workers=1, figure_examples=2)
-
-
-def build_segment_method(method: str, config: Config) -> tuple[Augmenter, nn.Module]:
-    """The augmenter and the objective of a method of ``METHODS``."""
-    if method == "none":
-        return NoAugment(in_channels=1), TaskObjective()
-    if method == "random":
-        ranges: dict[str, Any] = {
-            "crop": tuple(config.random_crop),
-            "rotation": config.random_rotation,
-            "value": config.random_value,
-        }
-        ranges = {k: v for k, v in ranges.items() if k in config.transforms}
-        return RandomAugment(config.transforms, ranges, in_channels=1), TaskObjective()
-    if method == "instaaug":
-        # The band allows each interval between a tenth and all of the random baseline's width: InstaAug spends
-        # at most as much augmentation as the baseline, where each input tolerates it, and may nearly switch off
-        # a family that hurts; the whole image is a crop candidate because the baseline's crops reach it too.
-        widths = {"rotation": 2 * config.random_rotation, "value": 2 * config.random_value}
-        aug = InstaAug(
-            config.transforms,
-            in_channels=1,
-            width=config.aug_width,
-            depth=4,
-            global_crop=True,
-            entropy_widths=tuple((k, w / 10, w) for k, w in widths.items() if k in config.transforms),
-        )
-        return aug, aug.objective()
-    raise ValueError(f"unknown method {method!r}; known methods: {list(METHODS)}")
 
 
 def _datasets(config: Config) -> tuple[Any, Any]:
@@ -184,7 +191,7 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
     train_config = dataclasses.replace(config.train, seed=seed)
     torch.manual_seed(seed)
     model = UNet(1, NUM_CLASSES, width=config.unet_width)
-    aug, objective = build_segment_method(method, config)
+    aug, objective = METHODS.build(method, config)
     run_dir = Path(out) / method / f"seed{seed}"
     began = time.perf_counter()
     loss = functools.partial(segmentation_loss, frame=config.loss_frame)
@@ -208,7 +215,7 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | No
 def _run(config: Config, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    seeds = range(config.seed, config.seed + config.seeds)
+    seeds = training_seeds(config.seed, config.seeds)
     runs = run_seeds(
         _train_job,
         config,
