@@ -79,7 +79,7 @@ __all__ = [  # what other modules and users import from here; the checkpoint and
 ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Settings of ``train``.
 
