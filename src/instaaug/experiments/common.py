@@ -24,11 +24,54 @@ from ..io import write_json
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..provenance import provenance
 from ..train import TrainConfig, accuracy, predict, train
+from .methods import MethodRegistry
 
 #: Where an experiment that generates its own data sends a user who gives it theirs.
 OWN_DATA_HINT = "for your own images: instaaug fit --data DIR (or instaaug tta for a frozen model)"
-#: The methods of the uniform-parameterisation experiments, in reporting order.
-METHODS = ("none", "random", "augerino", "instaaug")
+#: The methods of the uniform-parameterisation experiments (rotation, colour), in reporting order. Each builds
+#: ``(augmenter, objective)`` from the transform names and keyword options (see ``build_method``).
+UNIFORM_METHODS = MethodRegistry("uniform-range")
+
+
+@UNIFORM_METHODS.register("none", "no augmentation")
+def _none(transforms: Sequence[str], *, in_channels: int, **options: Any) -> tuple[Augmenter, nn.Module]:
+    return NoAugment(in_channels=in_channels), TaskObjective()
+
+
+@UNIFORM_METHODS.register("random", "random augmentation at fixed ranges (random_ranges)")
+def _random(
+    transforms: Sequence[str],
+    *,
+    in_channels: int,
+    random_ranges: dict[str, float | tuple[float, float]] | None = None,
+    **options: Any,
+) -> tuple[Augmenter, nn.Module]:
+    return RandomAugment(transforms, random_ranges, in_channels=in_channels), TaskObjective()
+
+
+@UNIFORM_METHODS.register("augerino", "one learned range for every input (Augerino)")
+def _augerino(
+    transforms: Sequence[str], *, in_channels: int, augerino_weight: float = 0.01, **options: Any
+) -> tuple[Augmenter, nn.Module]:
+    return Augerino(transforms, in_channels=in_channels), AugerinoObjective(augerino_weight)
+
+
+@UNIFORM_METHODS.register("instaaug", "InstaAug: a learned range per input")
+def _instaaug(
+    transforms: Sequence[str],
+    *,
+    in_channels: int,
+    instaaug_options: dict[str, Any] | None = None,
+    controller_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> tuple[Augmenter, nn.Module]:
+    aug = InstaAug(transforms, in_channels=in_channels, **(instaaug_options or {}))
+    controller = EntropyController(*aug.entropy_range, **(controller_options or {}))
+    return aug, InstaAugObjective(controller)
+
+
+#: Their names.
+METHODS = UNIFORM_METHODS.names
 
 
 def build_method(
@@ -41,18 +84,18 @@ def build_method(
     instaaug_options: dict[str, Any] | None = None,
     controller_options: dict[str, Any] | None = None,
 ) -> tuple[Augmenter, nn.Module]:
-    """The augmenter and the objective of a method named in ``METHODS``."""
-    if method == "none":
-        return NoAugment(in_channels=in_channels), TaskObjective()
-    if method == "random":
-        return RandomAugment(transforms, random_ranges, in_channels=in_channels), TaskObjective()
-    if method == "augerino":
-        return Augerino(transforms, in_channels=in_channels), AugerinoObjective(augerino_weight)
-    if method == "instaaug":
-        aug = InstaAug(transforms, in_channels=in_channels, **(instaaug_options or {}))
-        controller = EntropyController(*aug.entropy_range, **(controller_options or {}))
-        return aug, InstaAugObjective(controller)
-    raise ValueError(f"unknown method {method!r}; known methods: {list(METHODS)}")
+    """The augmenter and the objective of a method of ``UNIFORM_METHODS``: ``random`` at ``random_ranges``,
+    ``augerino`` with weight ``augerino_weight``, ``instaaug`` with ``InstaAug(**instaaug_options)`` and an
+    ``EntropyController(**controller_options)`` over its entropy band."""
+    return UNIFORM_METHODS.build(
+        method,
+        transforms,
+        in_channels=in_channels,
+        random_ranges=random_ranges,
+        augerino_weight=augerino_weight,
+        instaaug_options=instaaug_options,
+        controller_options=controller_options,
+    )
 
 
 @dataclasses.dataclass
