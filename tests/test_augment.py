@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 
 import pytest
@@ -311,3 +312,16 @@ def test_phi_gives_the_same_ranges_in_training_and_eval_mode():
     torch.testing.assert_close(train_low, eval_low)
     torch.testing.assert_close(alone_low, eval_low[:1])
     assert (train_low[0] - train_low[1]).abs().max() > 1e-4
+
+
+def test_instaaug_learns_one_interval_per_anchor_of_a_local_colour_family(tmp_path):
+    aug = InstaAug(("hue", "local_value"), in_channels=3, width=4)
+    x = torch.rand(4, 3, 16, 16)
+    dist = aug.distribution(x)
+    assert dist.names == ("hue", "value_00", "value_01", "value_10", "value_11") and dist.low.shape == (4, 5)
+    assert aug.entropy_range[0] == pytest.approx(math.log(0.1) + 4 * math.log(0.4))  # one log-width per anchor
+    out = aug(x)
+    out.images.mean().backward()
+    assert all(p.grad is not None for p in aug.parameters() if p.requires_grad)
+    aug.save(tmp_path)
+    assert InstaAug.load(tmp_path).families == ("hue", "local_value")

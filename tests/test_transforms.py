@@ -11,7 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import structured_images
-from instaaug.transforms import FAMILIES, TransformStack, adjust_hsv, affine_matrix, get_family, warp
+from instaaug.transforms import (
+    FAMILIES,
+    LOCAL_ANCHORS,
+    LOCAL_FAMILIES,
+    TransformStack,
+    adjust_hsv,
+    affine_matrix,
+    get_family,
+    local_field,
+    warp,
+)
 
 ALL = tuple(FAMILIES)
 NON_RGB = tuple(name for name, f in FAMILIES.items() if not f.needs_rgb)
@@ -396,3 +406,53 @@ def test_colour_of_fixed_images_has_the_same_values_and_parameter_gradients_as_a
             scale = reference.grad.abs().max()
             torch.testing.assert_close(fused.grad, reference.grad, atol=tolerance * scale, rtol=0, msg=str(families))
             assert fused.grad[:, 0].abs().max() == 0  # rotation does not act on colour
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Local (spatially varying) colour families
+
+
+def test_local_field_weights_sum_to_one_and_peak_at_their_anchor():
+    size = (24, 32)
+    for k, (ax, ay) in enumerate(LOCAL_ANCHORS):
+        field = local_field(torch.eye(len(LOCAL_ANCHORS))[k : k + 1].double(), size)[0, 0]
+        row, col = divmod(int(field.argmax()), size[1])
+        # The pixel nearest the anchor holds almost all of the anchor's weight; the opposite corner almost none.
+        assert abs((row + 0.5) / size[0] - ay) <= 1 / size[0] and abs((col + 0.5) / size[1] - ax) <= 1 / size[1]
+        assert field.max() > 0.95 and field[size[0] - 1 - row, size[1] - 1 - col] < 0.05
+    delta = torch.rand(5, len(LOCAL_ANCHORS), dtype=torch.float64)
+    total = sum(local_field(torch.eye(4, dtype=torch.float64)[k : k + 1], size) for k in range(4))
+    assert torch.allclose(total, torch.ones_like(total))  # a partition of unity
+    constant = local_field(delta[:, :1].expand(-1, 4), size)
+    assert torch.allclose(constant, delta[:, :1, None, None].expand_as(constant))
+    with pytest.raises(ValueError, match="delta must be"):
+        local_field(torch.zeros(2, 3), size)
+
+
+def test_local_family_with_equal_anchors_is_its_global_family_and_zero_is_the_identity():
+    images = torch.rand(6, 3, 20, 20)
+    images[0] = 0.5  # grey
+    images[1, 0], images[1, 1:] = 1.0, 0.0  # saturated red
+    for local, base in LOCAL_FAMILIES.items():
+        assert FAMILIES[local].params == tuple(f"{base}_{r}{c}" for r in "01" for c in "01")
+        delta = torch.empty(6).uniform_(-0.4, 0.4)
+        same = TransformStack((local,))(images, delta[:, None].expand(-1, 4).contiguous())
+        assert torch.allclose(same, TransformStack((base,))(images, delta[:, None]), atol=1e-5), local
+        identity = TransformStack((local,))(images, torch.zeros(6, 4))
+        assert torch.allclose(identity, images, atol=1e-6)  # the hue sector rebuild rounds at 1e-7
+
+
+def test_local_value_brightens_only_around_its_anchor():
+    grey = torch.full((1, 3, 32, 32), 0.4)
+    top_left = torch.tensor([[0.5, 0.0, 0.0, 0.0]])
+    out = TransformStack(("local_value",))(grey, top_left)
+    assert out[0, :, 8, 8].mean() == pytest.approx(0.4 * 1.5, abs=0.02)  # the anchor (0.25, 0.25)
+    assert out[0, :, 24, 24].mean() == pytest.approx(0.4, abs=0.01)  # the opposite anchor
+    assert (out >= grey - 1e-6).all()
+
+
+def test_local_colour_is_differentiable_in_its_anchor_parameters():
+    images = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    stack = TransformStack(("local_hue", "local_saturation"))
+    params = torch.empty(2, 8, dtype=torch.float64).uniform_(-0.2, 0.2).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: stack(images, p), (params,))

@@ -18,6 +18,10 @@ family          parameters                 valid range    meaning
 ``gain``        ``gain_r/_g/_b``           [-1, 1]        each RGB channel multiplied by 1 + δ_c in linear light
                                                           (sRGB decoded, scaled, clipped to [0, 1], re-encoded):
                                                           a change of the illuminant's colour and intensity
+``local_hue``,  ``hue_00`` … ``hue_11``      as above       hue, saturation or value changed by a smooth field over
+``local_saturation``, ``local_value``                     the image instead of one number: one δ per anchor of a
+                                                          2×2 grid (``LOCAL_ANCHORS``), spread to every pixel
+                                                          with inverse-cube distance weights (``local_field``)
 ``crop``        ``crop_x/_y/_w/_h``        [0, 1]         the box (centre x, centre y, width, height) the view
                                                           shows, in fractions of the image; identity at
                                                           (0.5, 0.5, 1, 1); drawn from ``CropCategorical`` (LRP)
@@ -26,12 +30,18 @@ family          parameters                 valid range    meaning
                                                           ``FlipBernoulli``
 ==============  =========================  =============  =====================================================
 
-``FAMILIES`` holds the interval families (the first eight, parameterised by ``UniformRanges``); ``crop`` and
+``FAMILIES`` holds the interval families (all but the last two, parameterised by ``UniformRanges``); ``crop`` and
 ``flip`` are in ``DISCRETE_FAMILIES``. Crop, flip and the geometric families are composed into one affine map per
 sample and applied with a single resampling (``view_grid_matrix``: the view's output grid → the input image); colour
 families are applied in closed form in RGB (the results of an HSV round trip, without one), the gain first (it
-acts on the light falling on the scene), then hue, saturation and value, then contrast. Colour is applied
-before geometry so that the padding of the resampling stays the padding value (black by default).
+acts on the light falling on the scene), then hue, saturation and value, then their local versions, then
+contrast. Colour is applied before geometry so that the padding of the resampling stays the padding value (black by
+default).
+
+The local families are the InstaAug reference code's spatially varying colour jitter: there φ predicts H, S and V
+ranges at its convolution units' centres and spreads each unit's draw over the image with distance⁻³ weights. Here
+the anchors are a fixed 2×2 grid and φ's head predicts one interval per anchor; a field with the same δ at every
+anchor is the global family's change exactly.
 """
 
 from __future__ import annotations
@@ -121,6 +131,25 @@ FAMILIES: dict[str, Family] = {
     )
 }
 
+
+#: The anchors of the local colour families: the centres of a 2×2 grid, as (x, y) fractions of the image, row by row.
+LOCAL_ANCHORS = ((0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75))
+#: local family → the global family whose change it applies pixel by pixel.
+LOCAL_FAMILIES = {"local_hue": "hue", "local_saturation": "saturation", "local_value": "value"}
+for _name, _base in LOCAL_FAMILIES.items():
+    _family = FAMILIES[_base]
+    # Anchor names row, column: hue_00 top left, hue_01 top right, hue_10 bottom left, hue_11 bottom right.
+    FAMILIES[_name] = Family(
+        _name,
+        tuple(f"{_base}_{int(y > 0.5)}{int(x > 0.5)}" for x, y in LOCAL_ANCHORS),
+        _family.bounds,
+        "colour",
+        _family.unit,
+        _family.init_half_width,
+        _family.entropy_widths,
+        needs_rgb=_family.needs_rgb,
+    )
+del _name, _base, _family
 
 #: Geometric interval families, composed with crop and flip into one resampling.
 GEOMETRIC = ("rotation", "translation", "scale")
@@ -267,13 +296,44 @@ def resample(
     return F.grid_sample(images, grid.to(images.dtype), mode=mode, padding_mode=padding_mode, align_corners=False)
 
 
+def _per_pixel(param: torch.Tensor) -> torch.Tensor:
+    """A per-sample parameter (N,) as (N, 1, 1, 1); a per-pixel field (N, 1, H, W) as it is."""
+    return param.view(-1, 1, 1, 1) if param.dim() == 1 else param
+
+
+def local_field(delta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Spread per-anchor changes delta (N, K) over images of ``size`` (H, W): a field (N, 1, H, W).
+
+    Each pixel takes the mean of the anchors' δ weighted by 1 / (d³ + ε), d its distance to the anchor in image
+    heights (Shepard interpolation with power 3, the reference code's weighting; ε = 1e-4 keeps a pixel on an
+    anchor finite). The weights sum to 1: equal δ at every anchor give that δ everywhere. Anchors:
+    ``LOCAL_ANCHORS``.
+    """
+    h, w = size
+    if delta.dim() != 2 or delta.shape[1] != len(LOCAL_ANCHORS):
+        raise ValueError(f"delta must be (N, {len(LOCAL_ANCHORS)}), got {tuple(delta.shape)}")
+    dtype = delta.dtype if delta.is_floating_point() else torch.float32
+    ys = (torch.arange(h, device=delta.device, dtype=dtype) + 0.5) / h
+    xs = (torch.arange(w, device=delta.device, dtype=dtype) + 0.5) / w
+    anchors = torch.arange(len(LOCAL_ANCHORS), device=delta.device)
+    # Anchor k sits at x = 0.25 + 0.5·(k mod 2), y = 0.25 + 0.5·(k div 2) (``LOCAL_ANCHORS``), built on the device.
+    ax = (0.25 + 0.5 * (anchors % 2)).to(dtype)
+    ay = (0.25 + 0.5 * (anchors // 2)).to(dtype)
+    dx = (xs[None, None, :] - ax[:, None, None]) * (w / h)  # distances in image heights, so circles stay round
+    dy = ys[None, :, None] - ay[:, None, None]
+    weights = 1.0 / ((dx * dx + dy * dy) ** 1.5 + 1e-4)  # (K, H, W)
+    weights = weights / weights.sum(0, keepdim=True)
+    return torch.einsum("nk,khw->nhw", delta.to(dtype), weights).unsqueeze(1)
+
+
 def adjust_hsv(
     images: torch.Tensor,
     hue: torch.Tensor | None = None,
     saturation: torch.Tensor | None = None,
     value: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Shift hue (turns) and scale saturation and value by (1 + δ), per sample; parameters (N,) or None.
+    """Shift hue (turns) and scale saturation and value by (1 + δ); parameters per sample (N,) or per pixel
+    (N, 1, H, W) (``local_field``), or None.
 
     The result is that of an RGB→HSV→RGB round trip (kornia's, to 1e-6 in float32), computed in closed form in RGB
     without building the HSV image: each change keeps the other two HSV coordinates, so they apply one after the
@@ -289,7 +349,7 @@ def adjust_hsv(
     if images.shape[1] != 3:
         if hue is not None or saturation is not None:
             raise ValueError(f"hue and saturation need 3-channel RGB images, got {images.shape[1]} channel(s)")
-        return images if value is None else (images * (1 + value)[:, None, None, None]).clamp(0, 1)
+        return images if value is None else (images * (1 + _per_pixel(value))).clamp(0, 1)
     tiny = torch.finfo(images.dtype).tiny
     v = images.amax(1, keepdim=True)
     chroma = v - images.amin(1, keepdim=True)
@@ -300,16 +360,16 @@ def adjust_hsv(
         h = torch.where(
             v == r, torch.remainder((g - b) / safe, 6), torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)
         )
-        h = h + 6 * hue[:, None, None, None]
+        h = h + 6 * _per_pixel(hue)
         # Per-channel offsets n = 5, 3, 1 (red, green, blue), made on the device (no host-to-device copy).
         offsets = torch.arange(5, 0, -2, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
         k = torch.remainder(offsets + h, 6)  # (N, 3, H, W)
         images = v - chroma * torch.minimum(k, 4 - k).clamp(0, 1)
     if saturation is not None:
-        ratio = torch.minimum((1 + saturation)[:, None, None, None], v / chroma.clamp_min(tiny))
+        ratio = torch.minimum(1 + _per_pixel(saturation), v / chroma.clamp_min(tiny))
         images = v - (v - images) * ratio
     if value is not None:
-        scaled = (v * (1 + value)[:, None, None, None]).clamp(max=1)
+        scaled = (v * (1 + _per_pixel(value))).clamp(max=1)
         images = images * torch.where(v > 0, scaled / v.clamp_min(tiny), torch.zeros_like(v))
     return images.clamp(0, 1)  # rounding: the smallest channel at full saturation can come out at -6e-8
 
@@ -357,7 +417,7 @@ class _ParamColour(torch.autograd.Function):
             h = torch.where(
                 v == r, torch.remainder((g - b) / safe, 6), torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)
             )
-            h = h + 6 * hue[:, None, None, None]
+            h = h + 6 * _per_pixel(hue)
             offsets = torch.arange(5, 0, -2, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
             k = torch.remainder(offsets + h, 6)
             images = v - chroma * torch.minimum(k, 4 - k).clamp(0, 1)
@@ -561,8 +621,9 @@ class TransformStack:
             images = adjust_gain(images, p["gain"].to(images.dtype))
         hsv = [p[name][:, 0] if name in p else None for name in ("hue", "saturation", "value")]
         contrast = p["contrast"][:, 0] if "contrast" in p else None
+        local = {base: p[name] for name, base in LOCAL_FAMILIES.items() if name in p}
         fused = images.shape[1] == 3 and not images.requires_grad and params.requires_grad and torch.is_grad_enabled()
-        if fused and (contrast is not None or any(t is not None for t in hsv)):
+        if fused and not local and (contrast is not None or any(t is not None for t in hsv)):
             # The usual training step: fixed images, learned parameters. Same values, a cheaper backward pass.
             return _ParamColour.apply(images, *hsv, contrast)
         if any(n in p for n in ("hue", "saturation", "value")):
@@ -572,6 +633,9 @@ class TransformStack:
                 saturation=p["saturation"][:, 0] if "saturation" in p else None,
                 value=p["value"][:, 0] if "value" in p else None,
             )
+        if local:  # the spatially varying changes, after the global ones (which they refine), before contrast
+            fields = {base: local_field(d.to(images.dtype), tuple(images.shape[-2:])) for base, d in local.items()}
+            images = adjust_hsv(images, **fields)
         if "contrast" in p:
             images = adjust_contrast(images, p["contrast"][:, 0])
         return images
