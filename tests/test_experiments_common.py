@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from instaaug import Augerino, AugerinoObjective, InstaAug, InstaAugObjective, NoAugment, RandomAugment
-from instaaug.experiments import get_experiment, rotation
+from instaaug.experiments import crop, get_experiment, rotation
 from instaaug.experiments.common import (
     apply_overrides,
     build_method,
@@ -114,3 +114,11 @@ def test_an_experiment_refuses_another_experiments_config(tmp_path):
     with pytest.raises(TypeError, match=r"config must be a instaaug\.experiments\.colour\.Config, got Config"):
         colour.run(crop.Config.quick(), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_seeds_take_a_count_or_a_list_on_the_command_line():
+    assert apply_overrides(crop.Config.quick(), ["seeds=2"]).seeds == 2
+    assert apply_overrides(crop.Config.quick(), ["seeds=0,4"]).seeds == (0, 4)
+    for bad in ("seeds=0", "seeds=1,1", "seeds=a,b"):
+        with pytest.raises(ValueError, match="seeds"):
+            apply_overrides(crop.Config.quick(), [bad])

@@ -212,6 +212,12 @@ def _coerce(value: str, default: Any, key: str) -> Any:
         raise ValueError(f"cannot parse {value!r} for config key {key!r} (like {default!r})") from None
 
 
+def _int_or_list(config: Any, key: str) -> bool:
+    """Whether field ``key`` of the dataclass ``config`` is annotated ``int | tuple[int, ...]``."""
+    annotation = str(next(f.type for f in dataclasses.fields(config) if f.name == key))
+    return isinstance(getattr(config, key), int) and "tuple[int" in annotation
+
+
 def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
     """Return a copy of the dataclass ``config`` with ``key=value`` overrides; unknown keys raise ValueError.
 
@@ -250,6 +256,8 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
             nested.setdefault(head, []).append(f"{rest}={value}")
         elif dataclasses.is_dataclass(getattr(config, key)):
             raise ValueError(f"config key {key!r} is a group; set its keys as {key}.KEY=VALUE")
+        elif _int_or_list(config, key) and "," in value:  # e.g. ``seeds``: a count, or the seeds themselves
+            changes[key] = _coerce(value.strip(), (0,), key)
         else:
             changes[key] = _coerce(value.strip(), getattr(config, key), key)
     for head, items in nested.items():

@@ -123,8 +123,9 @@ class Config:
     """Settings of the contrastive experiment (override with ``--set key=value``, ``train.KEY=value``)."""
 
     seed: int = 0
-    #: seeds seed … seed + seeds - 1 (the data are the same for every seed).
-    seeds: int = 3
+    #: an int N: seeds seed … seed + N - 1; or the seeds themselves (``--set seeds=0,4``). The data are the same
+    #: for every seed.
+    seeds: int | tuple[int, ...] = 3
     methods: tuple[str, ...] = METHODS.names
     #: unlabelled renders of the training digits (seeds 1, 2, …: other placements and clutter).
     n_unlabelled: int = 4000
@@ -193,7 +194,8 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", METHODS.check(self.methods))
-        check_int_fields(self, ("seeds", "n_probe", "n_test", "view_size", "encoder_width", "tta_views"), least=1)
+        training_seeds(self.seed, self.seeds)  # an int ≥ 1 or a list of distinct ints
+        check_int_fields(self, ("n_probe", "n_test", "view_size", "encoder_width", "tta_views"), least=1)
         check_int_fields(
             self,
             ("n_unlabelled", "validation", "threads", "workers", "figure_examples", "encoder_warmup_epochs"),

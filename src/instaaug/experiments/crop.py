@@ -126,8 +126,9 @@ class Config:
     """Settings of the crop experiment (override with ``--set key=value``)."""
 
     seed: int = 0
-    #: seeds seed, seed + 1, … seed + seeds - 1 (the data are the same for every seed).
-    seeds: int = 3
+    #: an int N: seeds seed, seed + 1, … seed + N - 1; or the seeds themselves (``--set seeds=0,4``). The data are
+    #: the same for every seed.
+    seeds: int | tuple[int, ...] = 3
     methods: tuple[str, ...] = METHODS.names
     n_train: int = 1300
     n_test: int = 497
@@ -199,7 +200,7 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", METHODS.check(self.methods))
-        check_int_fields(self, ("seeds",), least=1)
+        training_seeds(self.seed, self.seeds)  # an int ≥ 1 or a list of distinct ints
         check_int_fields(self, ("validation", "workers", "threads"), least=0)
         if not (isinstance(self.fixed_lam, int | float) and math.isfinite(self.fixed_lam) and self.fixed_lam >= 0):
             raise ValueError(f"fixed_lam must be a finite number ≥ 0, got {self.fixed_lam!r}")

@@ -88,8 +88,9 @@ class Config:
     """Settings of the segmentation experiment (override with ``--set key=value``)."""
 
     seed: int = 0
-    #: seeds seed, seed + 1, … seed + seeds - 1 (the data are the same for every seed).
-    seeds: int = 1
+    #: an int N: seeds seed, seed + 1, … seed + N - 1; or the seeds themselves (``--set seeds=0,4``). The data are
+    #: the same for every seed.
+    seeds: int | tuple[int, ...] = 1
     methods: tuple[str, ...] = METHODS.names
     transforms: tuple[str, ...] = ("crop", "rotation", "value")
     n_train: int = 1300
@@ -132,7 +133,8 @@ class Config:
         object.__setattr__(self, "methods", METHODS.check(self.methods))
         if isinstance(self.transforms, str):
             object.__setattr__(self, "transforms", tuple(t for t in self.transforms.split(",") if t))
-        check_int_fields(self, ("seeds", "n_train", "n_test", "tta_views", "unet_width", "aug_width"), least=1)
+        training_seeds(self.seed, self.seeds)  # an int ≥ 1 or a list of distinct ints
+        check_int_fields(self, ("n_train", "n_test", "tta_views", "unet_width", "aug_width"), least=1)
         check_int_fields(self, ("validation", "workers", "threads"), least=0)
         if self.loss_frame not in ("input", "view"):
             raise ValueError(f"loss_frame must be 'input' or 'view', got {self.loss_frame!r}")
