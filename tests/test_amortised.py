@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import math
 import re
 from pathlib import Path
@@ -35,6 +37,7 @@ from instaaug.amortised import (
     pretrain,
     score,
 )
+from instaaug.step import optimiser_step
 from instaaug.validation import trusted_inputs
 
 
@@ -429,6 +432,26 @@ def test_probe_regression_and_baselines():
     grid = grid_search(net, train, val, test, "regression", 2, points=2, config=config)
     assert len(grid["grid"]) == 4 and grid["i"] in [g[0] for g in grid["grid"]]
     assert grid["val"] == max(v for _, v in grid["grid"])
+
+
+def test_pretraining_and_probing_step_through_the_shared_optimiser_step(monkeypatch):
+    calls = []
+
+    def counting(loss, optimisers, **options):
+        calls.append(loss.detach())
+        optimiser_step(loss, optimisers, **options)
+
+    # the module, not the function ``pretrain`` that the package exports under the same name
+    monkeypatch.setattr(importlib.import_module("instaaug.amortised.pretrain"), "optimiser_step", counting)
+    monkeypatch.setattr(importlib.import_module("instaaug.amortised.probe"), "optimiser_step", counting)
+    net = tiny_resnet()
+    pretrain(net, image_space(), structured_images(24, 3, 8), PretrainConfig(epochs=2, batch_size=8, proj_dim=8))
+    assert len(calls) == 6  # 2 epochs × 3 batches
+    config = ProbeConfig(epochs=2, batch_size=16, readout_steps=20)
+    InvarianceProbe(net, "classification", 3, config).fit(_colour_task(48, 0), _colour_task(24, 1))
+    assert len(calls) == 6 + 2 * 3 + 20  # the joint epochs' steps, then the refitted readout's
+    with pytest.raises(dataclasses.FrozenInstanceError):  # settings are values: nothing changes them in place
+        config.epochs = 3  # type: ignore[misc]
 
 
 def test_probe_rejects_bad_tasks_and_targets():

@@ -1,16 +1,35 @@
-"""The amortised experiment: its data, and the quick run end to end through the CLI."""
+"""The amortised experiments (vision, and audio's config): data, nested config keys and their deprecated flat
+names, several seeds, and the quick run end to end through the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
 import torch
 
-from instaaug.amortised import load_backbone
+from instaaug.amortised import PretrainConfig, ProbeConfig, load_backbone
 from instaaug.cli import main
-from instaaug.experiments import amortised
+from instaaug.config_files import load_config
+from instaaug.experiments import amortised, amortised_audio
+from instaaug.experiments.common import apply_overrides
+
+EXPERIMENTS = [amortised, amortised_audio]
+#: A valid value of every old flat key (as ``--set`` would give it).
+OLD_VALUES = {
+    "method": "moco",
+    "pretrain_epochs": "3",
+    "batch_size": "32",
+    "lr": "0.01",
+    "temperature": "0.5",
+    "probe_epochs": "2",
+    "probe_lr": "0.05",
+    "i_lr": "0.3",
+    "parametrisation": "sigmoid",
+    "readout_steps": "25",
+}
 
 
 def test_coloured_digits_targets_match_the_images():
@@ -35,9 +54,18 @@ def test_coloured_digits_targets_match_the_images():
 
 def test_quick_run_writes_the_promised_metrics(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "amortised", "--quick", "--out", str(out), "--set", "threads=1"]) == 0
+    # nested keys on the command line (the --quick values, so the run is the quick one)
+    argv = ["--set", "threads=1", "--set", "pretrain.epochs=1", "--set", "probe.readout_steps=40"]
+    assert main(["run", "amortised", "--quick", "--out", str(out), *argv]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["experiment"] == "amortised" and metrics["config"]["threads"] == 1
+    assert metrics["config"]["pretrain"]["epochs"] == 1 and metrics["config"]["probe"]["readout_steps"] == 40
+    # one seed: the means are that seed's own numbers, every spread 0
+    (record,) = metrics["per_seed"]
+    assert record["seed"] == 0 and metrics["methods"]["amortised"]["seeds"] == 1
+    for name, task in metrics["tasks"].items():
+        assert task["score_learned"] == record["tasks"][name]["score_learned"] and task["score_learned_std"] == 0
+        assert task["score_corners"] == record["tasks"][name]["score_corners"]
     assert list(metrics["tasks"]) == ["digit", "colour", "position"]
     # One ordinary model with every augmentation, and one per task's own corner (the task-specific comparison).
     assert set(metrics["methods"]) == {"amortised", "unconditioned", "unconditioned_0,1", "unconditioned_1,0"}
@@ -71,3 +99,101 @@ def test_config_rejects_unknown_tasks_and_data_files(tmp_path, capsys):
         amortised.Config(tasks=("digit", "shape"))
     assert main(["run", "amortised", "--quick", "--out", str(tmp_path), "--data", "x.npz"]) == 2
     assert "built-in data only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", EXPERIMENTS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_nested_pretrain_and_probe_keys_by_set_and_by_file(module, tmp_path):
+    quick = module.Config.quick()
+    config = apply_overrides(quick, ["pretrain.epochs=3", "probe.lr=0.5", "probe.refit=false"])
+    assert (config.pretrain.epochs, config.probe.lr, config.probe.refit) == (3, 0.5, False)
+    # the rest of each group keeps its --quick values, not the library's defaults
+    assert config.pretrain.batch_size == quick.pretrain.batch_size != PretrainConfig().batch_size
+    assert config.probe.epochs == quick.probe.epochs != ProbeConfig().epochs
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"pretrain": {"epochs": 3}, "probe": {"lr": 0.5, "refit": False}}))
+    assert load_config(path, module.Config, base=quick) == config
+    with pytest.raises(ValueError, match="pretrain"):
+        apply_overrides(quick, ["pretrain.epoch=3"])
+
+
+@pytest.mark.parametrize("module", EXPERIMENTS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_old_flat_keys_are_deprecated_aliases_of_the_nested_ones(module, tmp_path):
+    quick = module.Config.quick()
+    renames = module.Config.RENAMED_KEYS
+    assert set(renames) <= set(OLD_VALUES) and {"pretrain_epochs", "probe_lr", "batch_size"} <= set(renames)
+    for old, new in renames.items():
+        with pytest.warns(DeprecationWarning, match=rf"'{old}' is deprecated.*'{new}'"):
+            by_old = apply_overrides(quick, [f"{old}={OLD_VALUES[old]}"])
+        by_new = apply_overrides(quick, [f"{new}={OLD_VALUES[old]}"])
+        assert by_old == by_new != quick, old
+        path = tmp_path / f"{old}.json"
+        text = OLD_VALUES[old]
+        path.write_text(json.dumps({old: text if text.isalpha() else json.loads(text)}))
+        with pytest.warns(DeprecationWarning, match=rf"'{old}' is deprecated"):
+            assert load_config(path, module.Config, base=quick) == by_new, old
+    # ``batch_size`` set both batch sizes; it now names the pre-training's only
+    assert renames["batch_size"] == "pretrain.batch_size"
+
+
+@pytest.mark.parametrize("module", EXPERIMENTS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_config_checks_the_groups_and_the_seeds(module):
+    with pytest.raises(ValueError, match=r"pretrain\.device is set by the experiment: use --set device="):
+        module.Config(pretrain=PretrainConfig(device="meta"))
+    with pytest.raises(ValueError, match=r"probe\.seed is set by the experiment"):
+        apply_overrides(module.Config(), ["probe.seed=3"])
+    with pytest.raises(TypeError, match="pretrain must be a PretrainConfig, got ProbeConfig"):
+        module.Config(pretrain=ProbeConfig())
+    with pytest.raises(ValueError, match="seeds must be ≥ 1"):
+        module.Config(seeds=0)
+    with pytest.raises(ValueError, match="seeds must not repeat"):
+        module.Config(seeds=(1, 1))
+    with pytest.raises(ValueError, match="workers"):
+        module.Config(workers=-1)
+    assert module.Config(seeds=[3, 5]).seeds == (3, 5)  # a list (from Python) is kept as a tuple
+    config = module.Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.pretrain.epochs = 3  # type: ignore[misc]
+
+
+def test_mean_over_seeds_averages_every_number_and_keeps_the_rest():
+    records = [
+        {"a": 1.0, "d": {"x": 1.0, "y": 2.0}, "n": 7, "s": "acc", "none": None, "l": [{"i": 0.0}], "c": {"0,1": 2.0}},
+        {"a": 3.0, "d": {"x": 3.0, "y": 2.0}, "n": 7, "s": "acc", "none": None, "l": [{"i": 1.0}], "c": {"1,0": 4.0}},
+    ]
+    mean = amortised.mean_over_seeds(records)
+    assert mean["a"] == 2.0 and mean["a_std"] == pytest.approx(math.sqrt(2))
+    assert mean["d"] == {"x": 2.0, "y": 2.0} and mean["d_std"] == pytest.approx({"x": math.sqrt(2), "y": 0.0})
+    assert (mean["n"], mean["s"], mean["none"]) == (7, "acc", None) and "n_std" not in mean
+    assert mean["l"] == [{"i": 0.5}]  # lists element by element, means only
+    assert mean["c"] == {"0,1": 2.0, "1,0": 4.0}  # a key some seeds lack: over the seeds that have it
+    one = records[:1]
+    assert {k: v for k, v in amortised.mean_over_seeds(one).items() if not k.endswith("_std")} == records[0]
+
+
+def test_several_seeds_are_whole_runs_summarised_as_mean_and_std(tmp_path):
+    base = dataclasses.replace(
+        amortised.Config.quick(), tasks=("colour",), task_specific=False, grid_points=1, workers=1, threads=1
+    )
+    metrics = amortised.run(dataclasses.replace(base, seeds=(0, 1)), tmp_path / "two")
+    single = amortised.run(dataclasses.replace(base, seed=1), tmp_path / "one")
+    written = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert written["tasks"] == metrics["tasks"] and [r["seed"] for r in written["per_seed"]] == [0, 1]
+
+    def timeless(record):
+        return {k: v for k, v in record.items() if k not in ("seconds", "pretrain_seconds")}
+
+    # each seed's record is that seed's own run, as a one-seed run gives it
+    second = written["per_seed"][1]
+    assert timeless(second["tasks"]["colour"]) == timeless(single["per_seed"][0]["tasks"]["colour"])
+    assert timeless(second["methods"]["amortised"]) == timeless(single["per_seed"][0]["methods"]["amortised"])
+    scores = torch.tensor([r["tasks"]["colour"]["score_learned"] for r in written["per_seed"]], dtype=torch.float64)
+    task = written["tasks"]["colour"]
+    assert task["seeds"] == 2 and written["methods"]["amortised"]["seeds"] == 2
+    assert task["score_learned"] == pytest.approx(float(scores.mean()))
+    assert task["score_learned_std"] == pytest.approx(float(scores.std()))
+    assert set(task["score_corners_std"]) == set(task["score_corners"]) == {"0,1", "1,0", "1,1"}
+    for s in (0, 1):
+        assert load_backbone(tmp_path / "two" / f"seed{s}" / "amortised").groups == ("spatial", "appearance")
+    table = amortised.summary(written)
+    assert f"{task['score_learned']:.3f}±{task['score_learned_std']:.3f}" in table
+    assert "±" not in amortised.summary(single)

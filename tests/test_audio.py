@@ -193,9 +193,16 @@ def test_synthesised_sounds_are_deterministic_and_their_targets_are_what_they_cl
 
 def test_quick_run_writes_the_promised_metrics(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "amortised-audio", "--quick", "--out", str(out), "--set", "threads=1"]) == 0
+    argv = ["--set", "threads=1", "--set", "probe.readout_steps=30"]  # a nested key (at its --quick value)
+    assert main(["run", "amortised-audio", "--quick", "--out", str(out), *argv]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["experiment"] == "amortised-audio" and metrics["config"]["threads"] == 1
+    assert metrics["config"]["probe"]["readout_steps"] == 30 and metrics["config"]["pretrain"]["method"] == "simclr"
+    (record,) = metrics["per_seed"]  # one seed: the means are its own numbers
+    assert record["seed"] == 0 and record["tasks"]["pitch"] == {
+        k: v for k, v in metrics["tasks"]["pitch"].items() if not k.endswith("_std") and k != "seeds"
+    }
+    assert (out / "amortised" / "config.json").is_file()  # one seed: the models directly under --out
     assert list(metrics["tasks"]) == ["source", "pitch", "onset", "loudness"]
     assert set(metrics["methods"]) == {"amortised", "ordinary", "ordinary_0,1,1", "ordinary_1,0,1", "ordinary_1,1,0"}
     for name, task in metrics["tasks"].items():

@@ -177,6 +177,8 @@ def test_the_config_rejects_bad_values_with_clear_errors() -> None:
         ({"methods": ("none", "bogus")}, "methods"),
         ({"random_gain": 2.0}, "random_gain"),
         ({"n_test": 0}, "n_test"),
+        ({"seeds": (0, 0)}, "must not repeat"),
+        ({"workers": -1}, "workers"),
     ):
         with pytest.raises(ValueError, match=message):
             dataclasses.replace(base, **changes)
@@ -229,3 +231,42 @@ def test_seeds_flag_gives_that_many_seeds():
     assert Config(seeds=2).seeds == (0, 1)
     with pytest.raises(ValueError, match="seeds"):
         Config(seeds=0)
+
+
+def _two_seed_config(**changes) -> lighting.Config:
+    """A tiny two-seed run of ``none`` and ``random_hsv`` (two sweep settings)."""
+    return dataclasses.replace(
+        lighting.Config.quick(), methods=("none", "random_hsv"), seeds=(0, 1), n_train=8, n_val=4, **changes
+    )
+
+
+def test_every_seed_is_a_job_and_random_hsv_reuses_the_sweeps_first_seed_run(tmp_path) -> None:
+    metrics = lighting.run(_two_seed_config(), tmp_path)
+    sweep = metrics["sweep"]
+    best = max(range(len(sweep)), key=lambda i: sweep[i]["val_accuracy"])
+    chosen = metrics["methods"]["random_hsv"]["chosen"]
+    assert chosen == {key: sweep[best][key] for key in ("hue", "saturation", "value")}
+    runs = metrics["per_seed"]["random_hsv"]
+    assert [r["seed"] for r in runs] == [0, 1] and runs[0]["val_accuracy"] == sweep[best]["val_accuracy"]
+    # The chosen setting's first-seed run is the sweep's own (not trained again); the second seed is a new run.
+    assert (tmp_path / "sweep" / f"sweep{best}").is_dir() and not (tmp_path / "random_hsv" / "seed0").exists()
+    assert (tmp_path / "random_hsv" / "seed1").is_dir() and (tmp_path / "none" / "seed1").is_dir()
+    for method, records in metrics["per_seed"].items():
+        values = metrics["methods"][method]
+        accuracies = [r["accuracy"] for r in records]
+        assert values["seeds"] == 2 and values["per_seed_accuracy"] == accuracies
+        assert values["accuracy"] == pytest.approx(sum(accuracies) / 2)
+        assert values["accuracy_std"] == pytest.approx(float(torch.tensor(accuracies, dtype=torch.float64).std()))
+        assert not any(key.startswith("light") for key in (*records[0], *values))  # per-light values: per_light
+        # per_light is the mean over seeds of each light's accuracy, whose mean over lights is the accuracy.
+        assert sum(metrics["per_light"][method]) / 46 == pytest.approx(values["accuracy"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_metrics(tmp_path) -> None:
+    one = lighting.run(_two_seed_config(workers=1), tmp_path / "one")
+    two = lighting.run(_two_seed_config(workers=2), tmp_path / "two")
+    for method, values in one["methods"].items():
+        same = {k: v for k, v in values.items() if "seconds" not in k}
+        assert same == {k: v for k, v in two["methods"][method].items() if "seconds" not in k}
+    assert one["per_light"] == two["per_light"] and one["sweep"] == two["sweep"]

@@ -9,13 +9,21 @@ import pytest
 import torch
 
 from instaaug import InstaAug
+from instaaug.config_files import config_from_mapping
 from instaaug.experiments import get_experiment, tta
+from instaaug.experiments.common import apply_overrides
+from instaaug.train import TrainConfig
+
+
+def _quiet(config: tta.Config, **changes) -> tta.Config:
+    """``config`` without progress bars, with ``changes``."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, progress=False), **changes)
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tta")
-    config = dataclasses.replace(tta.Config.quick(), threads=1, progress=False)
+    config = _quiet(tta.Config.quick(), threads=1)
     return config, out, tta.run(config, out)
 
 
@@ -36,6 +44,7 @@ def test_quick_run_writes_every_entry_with_both_accuracies(quick_run):
     assert (out / "tta_crops.png").is_file() and metrics["figures"] == ["tta_crops.png"]
     assert len(metrics["timings"]) == 1 and metrics["seeds"] == [0]
     assert metrics["per_seed"]["instaaug-n4"][0]["accuracy"] == metrics["methods"]["instaaug-n4"]["accuracy"]
+    assert metrics["per_seed"]["instaaug-n4"][0]["seed"] == 0
     assert isinstance(InstaAug.load(out / "seed0" / "phi"), InstaAug)
 
 
@@ -54,7 +63,7 @@ def test_run_refuses_data(tmp_path):
 
 @pytest.mark.parametrize("which", [0, 1], ids=["classifier_a", "classifier_b"])
 def test_policy_training_leaves_the_frozen_classifier_unchanged(which):
-    config = dataclasses.replace(tta.Config.quick(), n_train=64, aug_epochs=2, progress=False)
+    config = _quiet(tta.Config.quick(), n_train=64, aug_epochs=2)
     train_set, _, _ = tta.split_data(config)
     data = (train_set.images, train_set.labels)
     # Both classifiers have BatchNorm: its running statistics would move if the classifier were in training mode.
@@ -130,7 +139,9 @@ def test_validation_images_are_held_out_of_training():
         ({"tta_views": ()}, "tta_views"),
         ({"tta_views": (0, 4)}, "tta_views"),
         ({"top_views": (-1,)}, "top_views"),
-        ({"classifier_epochs": 0}, "classifier_epochs"),
+        ({"train": TrainConfig(epochs=0)}, "train.epochs"),
+        ({"aug_epochs": 0}, "aug_epochs"),
+        ({"workers": -1}, "workers"),
         ({"transfer_blocks": ()}, "transfer_blocks"),
         ({"transfer_blocks": (1, 0)}, "transfer_blocks"),
         ({"box_scale": 0.0}, "box_scale"),
@@ -160,3 +171,58 @@ def test_policy_takes_every_lrp_setting_from_its_own_config():
 
 def test_tta_experiment_is_registered_for_the_cli():
     assert get_experiment("tta") is tta
+
+
+def test_two_seeds_are_two_jobs_with_their_own_records_and_timings(tmp_path):
+    """One job per seed; ``train.epochs`` trains the classifiers, ``aug_epochs`` φ."""
+    config = _quiet(tta.Config.quick(), seeds=2, n_train=64, n_val=16, n_test=32, threads=1, top_views=())
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2))
+    metrics = tta.run(config, tmp_path)
+    assert metrics["methods"]["none"]["seeds"] == 2
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["seeds"] == [0, 1] and [t["seed"] for t in saved["timings"]] == [0, 1]
+    assert set(saved["timings"][0]) == {
+        "seed",
+        "classifier_a_seconds",
+        "classifier_b_seconds",
+        "phi_seconds",
+        "evaluation_seconds",
+    }
+    for name, records in saved["per_seed"].items():
+        assert [r["seed"] for r in records] == [0, 1]
+        values = [r["accuracy_transfer"] for r in records]
+        assert saved["methods"][name]["accuracy_transfer"] == pytest.approx(sum(values) / 2)
+    for seed in (0, 1):
+        epochs = {
+            part: len((tmp_path / f"seed{seed}" / part / "metrics.jsonl").read_text().splitlines())
+            for part in ("a", "b", "phi")
+        }
+        assert epochs == {"a": 2, "b": 2, "phi": 1}
+
+
+def test_training_keys_are_nested_and_the_old_flat_ones_still_work():
+    new = apply_overrides(tta.Config(), ["train.epochs=5", "train.batch_size=16", "train.aug_lr=1e-3", "aug_epochs=3"])
+    assert (new.train.epochs, new.train.batch_size, new.train.aug_lr, new.aug_epochs) == (5, 16, 1e-3, 3)
+    assert new.train.lr == 3e-3 and tta.Config().train.epochs == 18
+    old = ["classifier_epochs=5", "batch_size=16", "aug_lr=1e-3", "aug_epochs=3"]
+    with pytest.warns(DeprecationWarning) as caught:
+        assert apply_overrides(tta.Config(), old) == new
+    assert {str(w.message) for w in caught} >= {
+        "config key 'classifier_epochs' is deprecated and will be removed: use 'train.epochs'",
+        "config key 'batch_size' is deprecated and will be removed: use 'train.batch_size'",
+    }
+    for key, value, field in (
+        ("lr", "0.01", "lr"),
+        ("weight_decay", "0.001", "weight_decay"),
+        ("device", "cpu", "device"),
+        ("progress", "false", "progress"),
+    ):
+        with pytest.warns(DeprecationWarning, match=f"'{key}' is deprecated.*train.{field}"):
+            config = apply_overrides(tta.Config(), [f"{key}={value}"])
+        assert config == apply_overrides(tta.Config(), [f"train.{field}={value}"])
+    with pytest.warns(DeprecationWarning) as caught:
+        from_file = config_from_mapping(tta.Config, {"classifier_epochs": 5, "batch_size": 16, "aug_lr": 1e-3})
+    assert (from_file.train.epochs, from_file.train.batch_size, from_file.train.aug_lr) == (5, 16, 1e-3)
+    assert len(caught) == 3 and "use 'train.epochs'" in str(caught[0].message)
+    with pytest.raises(ValueError, match="unknown config key 'epochs'"):  # tta never had a flat ``epochs``
+        apply_overrides(tta.Config(), ["epochs=3"])

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..seeding import epoch_seed
+from ..step import optimiser_step
 from ..train import TensorBatches
 from ..validation import check_int_fields, check_positive_int, trusted_inputs
 from .backbones import ConditionedBackbone
@@ -27,7 +28,7 @@ from .space import CornerSampler, InvarianceSpace, check_inputs
 CONTRASTIVE_OBJECTIVES = ("simclr", "moco")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretrainConfig:
     """Settings of ``pretrain``.
 
@@ -150,9 +151,7 @@ def pretrain(
                         key = key_encoder.encoder
                         k = key["heads"](key["backbone"].features(v2, i), corner)
                     loss = moco_loss(q, k, queues.negatives(corner), config.temperature)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            optimiser_step(loss, optimiser)
             scheduler.step()
             if key_encoder is not None:
                 key_encoder.update(encoder)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..seeding import epoch_seed
+from ..step import optimiser_step
 from ..train import TensorBatches
 from ..validation import check_int_fields, check_positive_int, trusted_inputs
 from .backbones import ConditionedBackbone
@@ -89,7 +90,7 @@ class Readout(nn.Module):
         return self.linear(self.norm(h)) * self.y_std + self.y_mean
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProbeConfig:
     """Settings of ``InvarianceProbe`` and of the cached-feature readouts.
 
@@ -178,9 +179,7 @@ def fit_readout(
     for step in range(1, config.readout_steps + 1):
         readout.train()
         loss = _task_loss(readout(h), y, loss_name)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        optimiser_step(loss, optimiser)
         if step % 10 == 0 or step == config.readout_steps:
             readout.eval()
             with torch.no_grad():
@@ -335,9 +334,7 @@ class InvarianceProbe(nn.Module):
                 with trusted_inputs():
                     pred = self.readout(self.backbone.features(xb.to(device), self.invariance))
                 loss = _task_loss(pred, yb.to(device), self.loss_name)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+                optimiser_step(loss, optimiser)
                 if c.parametrisation == "clamp":
                     with torch.no_grad():
                         self.theta.clamp_(0, 1)

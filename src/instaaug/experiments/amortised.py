@@ -9,7 +9,7 @@ turns, random saturation and value). Three downstream tasks need opposite invari
 - ``position``: the digit's centre (x, y) as fractions of the canvas (regression, R²) — spatial invariance
   destroys it.
 
-One ``ConditionedResNet`` is pre-trained with SimCLR (or MoCo-v2: ``--set method=moco``) over the corners
+One ``ConditionedResNet`` is pre-trained with SimCLR (or MoCo-v2: ``--set pretrain.method=moco``) over the corners
 0,1 / 1,0 / 1,1 of the space (spatial, appearance); an ordinary model of the same architecture is pre-trained
 with the same objective and every augmentation (corner 1,1 only, so its kernels do not depend on i: plain
 convolutions; it trains at ``unconditioned_lr`` for ``unconditioned_epochs``: at the amortised model's rate its
@@ -20,16 +20,22 @@ its test score, the score at each trained corner, of a grid search over i with c
 validation), of the unconditioned model and of the task-specific one. Pre-training and probe images come from the
 training split of the source digits, test images from the held-out split; i and the readouts are selected on a
 validation set.
+
+With ``seeds`` > 1 every seed is one whole run (its own data, initial weights and views; every pre-training and
+probe), in worker processes; ``metrics.json`` holds the mean of every number over the seeds with its standard
+deviation beside it (``<key>_std``) and each seed's own record under ``per_seed``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -51,7 +57,9 @@ from ..amortised import (
 )
 from ..data.digits import bundled_digits, split_indices
 from ..plots import save_figure
+from ..validation import check_int_fields
 from .common import run_on_builtin_data, write_metrics
+from .parallel import default_workers, run_jobs, summarise_seeds, training_seeds
 
 DESCRIPTION = "amortised invariance learning: learned i for digit / colour / position tasks on coloured digits"
 
@@ -67,11 +75,30 @@ TASKS: dict[str, tuple[str, int]] = {
 TASK_CORNERS: dict[str, str] = {"digit": "1,1", "colour": "1,0", "position": "0,1"}
 
 
+#: The keys of ``PretrainConfig`` and ``ProbeConfig`` the experiments used to hold flat, before nesting them as
+#: ``pretrain`` and ``probe``: old key → new key (still accepted, with a DeprecationWarning). ``batch_size`` set
+#: both batch sizes; it now names ``pretrain.batch_size`` only (the probe's is ``probe.batch_size``).
+FLAT_PRETRAIN_PROBE_KEYS: dict[str, str] = {
+    "pretrain_epochs": "pretrain.epochs",
+    "batch_size": "pretrain.batch_size",
+    "lr": "pretrain.lr",
+    "temperature": "pretrain.temperature",
+    "probe_epochs": "probe.epochs",
+    "probe_lr": "probe.lr",
+    "i_lr": "probe.i_lr",
+    "parametrisation": "probe.parametrisation",
+    "readout_steps": "probe.readout_steps",
+}
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings of the amortised experiment (override with ``--set key=value``)."""
 
     seed: int = 0
+    #: an int N: seeds seed, seed + 1, …, seed + N − 1; a list: those seeds. Each seed is a whole run (its own data,
+    #: weights, views); metrics are the mean and standard deviation over the seeds.
+    seeds: int | tuple[int, ...] = 1
     size: int = 20
     n_pretrain: int = 2000
     n_train: int = 1000
@@ -81,29 +108,38 @@ class Config:
     widths: tuple[int, ...] = (16, 32, 64)
     blocks: tuple[int, ...] = (1, 1, 1)
     num_kernels: int = 4
-    method: str = "simclr"
     #: strengths of the spatial group: crop area fraction and translation (fraction of the side).
     crop_scale: tuple[float, float] = (0.35, 1.0)
     translate: float = 0.2
-    pretrain_epochs: int = 20
-    #: the ordinary (unconditioned) models' budget: at ``lr`` and 20 epochs the every-augmentation model's embeddings
-    #: collapse and its NT-Xent stays at chance; at 5e-4 for 40 epochs it falls to about 4.7 (chance ln 255 = 5.54).
+    #: the amortised model's contrastive pre-training (``--set pretrain.KEY=VALUE``, e.g. ``pretrain.method=moco``);
+    #: the ordinary models use the same settings but ``unconditioned_epochs`` and ``unconditioned_lr``. Its
+    #: ``seed`` and ``device`` are the experiment's own.
+    pretrain: PretrainConfig = field(
+        default_factory=lambda: PretrainConfig(method="simclr", epochs=20, batch_size=128, lr=2e-3, temperature=0.2)
+    )
+    #: the ordinary (unconditioned) models' budget: at ``pretrain.lr`` and 20 epochs the every-augmentation model's
+    #: embeddings collapse and its NT-Xent stays at chance; at 5e-4 for 40 epochs it falls to about 4.7 (chance
+    #: ln 255 = 5.54).
     unconditioned_epochs: int = 40
     unconditioned_lr: float = 5e-4
     #: also pre-train one ordinary model per task's corner (``TASK_CORNERS``) for the task-specific comparison.
     task_specific: bool = True
-    batch_size: int = 128
-    lr: float = 2e-3
-    temperature: float = 0.2
-    probe_epochs: int = 6
-    probe_lr: float = 1e-2
-    i_lr: float = 5e-2
-    parametrisation: str = "clamp"
-    readout_steps: int = 300
+    #: the probe and every cached-feature readout (``--set probe.KEY=VALUE``); its ``seed`` and ``device`` are the
+    #: experiment's own.
+    probe: ProbeConfig = field(
+        default_factory=lambda: ProbeConfig(
+            epochs=6, batch_size=128, lr=1e-2, i_lr=5e-2, parametrisation="clamp", readout_steps=300
+        )
+    )
     grid_points: int = 3
     tasks: tuple[str, ...] = tuple(TASKS)
+    #: torch threads (0: torch's default; 1 per worker process when seeds run in several).
     threads: int = 0
+    #: worker processes, one seed each at a time (0: one per available core, at most one per seed).
+    workers: int = 0
     device: str = "cpu"
+    #: The pre-training and probe keys' old flat names, still accepted (with a DeprecationWarning).
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"method": "pretrain.method", **FLAT_PRETRAIN_PROBE_KEYS}
 
     def __post_init__(self) -> None:
         tasks = self.tasks if not isinstance(self.tasks, str) else tuple(t for t in self.tasks.split(",") if t)
@@ -113,6 +149,7 @@ class Config:
         object.__setattr__(self, "tasks", tuple(tasks))
         if self.backbone not in ("resnet", "vit"):
             raise ValueError(f"backbone must be 'resnet' or 'vit', got {self.backbone!r}")
+        check_nested_settings(self)
 
     @classmethod
     def quick(cls) -> Config:
@@ -126,13 +163,27 @@ class Config:
             widths=(8, 16),
             blocks=(1, 1),
             num_kernels=2,
-            pretrain_epochs=1,
+            pretrain=dataclasses.replace(cls().pretrain, epochs=1, batch_size=64),
             unconditioned_epochs=1,
-            batch_size=64,
-            probe_epochs=1,
-            readout_steps=40,
+            probe=dataclasses.replace(cls().probe, epochs=1, batch_size=64, readout_steps=40),
             grid_points=2,
         )
+
+
+def check_nested_settings(config: Any) -> None:
+    """The checks an amortised experiment's config (vision or audio) shares: ``seeds``, ``workers``, ``threads``,
+    and its ``pretrain`` / ``probe`` groups, whose ``seed`` and ``device`` the experiment sets itself."""
+    if isinstance(config.seeds, list):  # from Python; files and --set give a tuple or an int
+        object.__setattr__(config, "seeds", tuple(config.seeds))
+    training_seeds(config.seed, config.seeds)  # a clear ValueError for a bad value
+    check_int_fields(config, ("workers", "threads"), least=0)
+    for name, kind in (("pretrain", PretrainConfig), ("probe", ProbeConfig)):
+        group = getattr(config, name)
+        if not isinstance(group, kind):
+            raise TypeError(f"{name} must be a {kind.__name__}, got {type(group).__name__}")
+        for key in ("seed", "device"):
+            if getattr(group, key) != getattr(kind, key):
+                raise ValueError(f"{name}.{key} is set by the experiment: use --set {key}=... instead")
 
 
 @dataclass(frozen=True)
@@ -217,17 +268,83 @@ def pretrain_record(
 
 
 def probe_settings(config: Any, seed: int) -> ProbeConfig:
-    """The probe's settings from an amortised experiment's config (vision or audio)."""
-    return ProbeConfig(
-        epochs=config.probe_epochs,
-        lr=config.probe_lr,
-        i_lr=config.i_lr,
-        parametrisation=config.parametrisation,
-        readout_steps=config.readout_steps,
-        batch_size=config.batch_size,
-        seed=seed,
-        device=config.device,
-    )
+    """The probe's settings of one seed of an amortised experiment (vision or audio): its ``probe`` group with the
+    experiment's seed and device."""
+    return dataclasses.replace(config.probe, seed=seed, device=config.device)
+
+
+def pretrain_settings(config: Any, seed: int, epochs: int, lr: float) -> PretrainConfig:
+    """The pre-training settings of one model of one seed: the ``pretrain`` group with that model's epochs and
+    learning rate and the experiment's seed and device."""
+    return dataclasses.replace(config.pretrain, epochs=epochs, lr=lr, seed=seed, device=config.device)
+
+
+def run_seeds_of(
+    job: Callable[[tuple[Any, str, int, str]], dict[str, Any]], config: Any, out: Path, name: str
+) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
+    """``job((config, name, seed, out_dir))`` once per training seed, in worker processes (``parallel.run_jobs``).
+
+    ``job`` is one whole run of an amortised experiment for one seed, returning ``{"methods": ..., "tasks": ...}``;
+    it writes its models to ``out`` (one seed) or ``out/seed<seed>`` (several). Returns the seeds and the records.
+    """
+    seeds = training_seeds(config.seed, config.seeds)
+    several = len(seeds) > 1
+    progress = config.pretrain.progress
+    if several and (config.workers or default_workers()) > 1:  # one bar over the seeds, not one per worker
+        config = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, progress=False))
+    jobs = [(config, name, s, str(out / f"seed{s}" if several else out)) for s in seeds]
+    return seeds, run_jobs(job, jobs, config.workers, config.threads, progress, f"{name} seeds")
+
+
+def mean_over_seeds(records: Sequence[Any], spread: bool = True) -> Any:
+    """The mean of records of one shape (one per seed): nested dicts and lists of numbers, strings and None.
+
+    Numbers are averaged (``summarise_seeds``); with ``spread``, a dict holds ``<key>_std`` beside each float and
+    each dict of floats: their standard deviations (0 for one seed). A key that some records lack (e.g. a corner
+    no step drew) is averaged over those that have it. Lists are merged element by element (means only); anything
+    else is the first record's when all agree, else the list of them.
+    """
+    first = records[0]
+    if all(isinstance(r, dict) for r in records):
+        out: dict[str, Any] = {}
+        for key in dict.fromkeys(k for r in records for k in r):
+            column = [r[key] for r in records if key in r]
+            std = _spread(column) if spread else None
+            out[key] = mean_over_seeds(column, spread and not isinstance(std, dict))
+            if std is not None:
+                out[f"{key}_std"] = std
+        return out
+    if isinstance(first, list) and all(isinstance(r, list) and len(r) == len(first) for r in records):
+        return [mean_over_seeds(list(column), False) for column in zip(*records, strict=True)]
+    if all(r == first for r in records):
+        return first
+    if all(_is_number(r) for r in records):
+        return summarise_seeds([{"v": r} for r in records])["v"]
+    return list(records)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _spread(column: Sequence[Any]) -> float | dict[str, float] | None:
+    """The standard deviation over seeds of a column of floats, or of each entry of a column of dicts of floats."""
+    if all(isinstance(v, float) for v in column):
+        return summarise_seeds([{"v": v} for v in column])["v_std"]
+    if all(isinstance(v, dict) and v and all(isinstance(x, float) for x in v.values()) for v in column):
+        keys = dict.fromkeys(k for v in column for k in v)
+        return {key: _spread([v[key] for v in column if key in v]) for key in keys}
+    return None
+
+
+def seed_summary(seeds: Sequence[int], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``methods`` and ``tasks`` of ``metrics.json`` over the seeds' records (``mean_over_seeds``, each entry with
+    ``seeds``: their count), and ``per_seed``: one ``{"seed", "methods", "tasks"}`` record per seed."""
+    merged = {}
+    for part in ("methods", "tasks"):
+        means = mean_over_seeds([r[part] for r in records])
+        merged[part] = {key: {**value, "seeds": len(seeds)} for key, value in means.items()}
+    return {**merged, "per_seed": [{"seed": s, **r} for s, r in zip(seeds, records, strict=True)]}
 
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -238,28 +355,47 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | No
 def _run(config: Config, out: Path) -> dict[str, Any]:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    s = config.seed
+    seeds, records = run_seeds_of(_seed_job, config, out, "amortised")
+    results = seed_summary(seeds, records)
+    space = InvarianceSpace(_groups(config))
+    figure = plot_learned_invariances(results["tasks"], space.names, out / "amortised_i.png")
+    metrics = {"experiment": "amortised", "config": asdict(config), **results}
+    write_metrics(
+        out,
+        "amortised",
+        results["methods"],
+        config,
+        tasks=results["tasks"],
+        groups=space.describe(),
+        figures=[figure.name],
+        per_seed=results["per_seed"],
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    return metrics
+
+
+def _groups(config: Config) -> tuple[Any, ...]:
+    """The invariance groups (spatial, appearance) at the config's strengths."""
+    return (get_group("spatial", crop_scale=tuple(config.crop_scale), translate=config.translate), "appearance")
+
+
+def _seed_job(job: tuple[Config, str, int, str]) -> dict[str, Any]:
+    """One seed of the experiment: pre-train every model (saved under ``out``) and probe every task."""
+    config, _, s, out_dir = job
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     pre = coloured_digits(config.n_pretrain, "train", 4 * s, config.size)
     splits = {
         "train": coloured_digits(config.n_train, "train", 4 * s + 1, config.size),
         "val": coloured_digits(config.n_val, "train", 4 * s + 2, config.size),
         "test": coloured_digits(config.n_test, "test", 4 * s + 3, config.size),
     }
-    space = InvarianceSpace(
-        (get_group("spatial", crop_scale=tuple(config.crop_scale), translate=config.translate), "appearance")
-    )
-    base = {
-        "method": config.method,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "temperature": config.temperature,
-        "seed": s,
-    }
+    space = InvarianceSpace(_groups(config))
     models: dict[str, ConditionedBackbone] = {}
     methods: dict[str, dict[str, Any]] = {}
     model_corner: dict[str, torch.Tensor] = {}
     plans = [
-        ("amortised", space, config.pretrain_epochs),
+        ("amortised", space, config.pretrain.epochs),
         ("unconditioned", InvarianceSpace(space.groups, corners=[(1, 1)]), config.unconditioned_epochs),
     ]
     if config.task_specific:
@@ -272,63 +408,61 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         torch.manual_seed(s)
         model = _backbone(config, model_space)
         t0 = time.perf_counter()
-        lr = config.lr if name == "amortised" else config.unconditioned_lr
-        settings = PretrainConfig(epochs=epochs, device=config.device, **{**base, "lr": lr})
+        lr = config.pretrain.lr if name == "amortised" else config.unconditioned_lr
+        settings = pretrain_settings(config, s, epochs, lr)
         result = pretrain(model, model_space, pre.images, settings)
         model.save(out / name)
         models[name] = model
         model_corner[name] = model_space.corners[0]
-        methods[name] = pretrain_record(model, model_space, result, config.batch_size, time.perf_counter() - t0)
-
+        methods[name] = pretrain_record(model, model_space, result, settings.batch_size, time.perf_counter() - t0)
     probe_config = probe_settings(config, s)
-    tasks: dict[str, dict[str, Any]] = {}
-    for task in config.tasks:
-        kind, k = TASKS[task]
-        t0 = time.perf_counter()
-        train, val, test = ((splits[p].images, splits[p].target(task)) for p in ("train", "val", "test"))
-        corner_scores = {
-            key: evaluate_fixed(models["amortised"], space.corners[c], train, val, test, kind, k, probe_config)
-            for c, key in enumerate(space.corner_keys())
-        }
-        torch.manual_seed(s)
-        probe = InvarianceProbe(models["amortised"], kind, k, probe_config)
-        probe.fit(train, val)
-        grid = grid_search(models["amortised"], train, val, test, kind, k, config.grid_points, probe_config)
-        ordinary = {
-            # an ordinary model is read at the one corner it was trained at
-            name: evaluate_fixed(model, model_corner[name], train, val, test, kind, k, probe_config)["test"]
-            for name, model in models.items()
-            if name != "amortised"
-        }
-        own = "unconditioned" if TASK_CORNERS[task] == "1,1" else f"unconditioned_{TASK_CORNERS[task]}"
-        tasks[task] = {
-            "metric": metric_name(kind),
-            "learned_i": probe.learned_i(),
-            "score_learned": probe.score(*test),
-            "score_corners": {key: v["test"] for key, v in corner_scores.items()},
-            "score_unconditioned": ordinary["unconditioned"],
-            "task_corner": TASK_CORNERS[task],
-            "score_task_specific": ordinary.get(own),
-            "score_ordinary_models": ordinary,
-            "score_grid": grid["test"],
-            "grid_i": dict(zip(space.names, grid["i"], strict=True)),
-            "val_corners": {key: v["val"] for key, v in corner_scores.items()},
-            "i_trajectory": [h["i"] for h in probe.history],
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
-    figure = plot_learned_invariances(tasks, space.names, out / "amortised_i.png")
-    metrics = {"experiment": "amortised", "methods": methods, "config": asdict(config), "tasks": tasks}
-    write_metrics(
-        out,
-        "amortised",
-        methods,
-        config,
-        tasks=tasks,
-        groups=space.describe(),
-        figures=[figure.name],
-        seconds=round(time.perf_counter() - started, 1),
-    )
-    return metrics
+    tasks = {t: _probe_task(config, t, space, models, model_corner, splits, probe_config) for t in config.tasks}
+    return {"methods": methods, "tasks": tasks}
+
+
+def _probe_task(
+    config: Config,
+    task: str,
+    space: InvarianceSpace,
+    models: dict[str, ConditionedBackbone],
+    model_corner: dict[str, torch.Tensor],
+    splits: dict[str, ColouredDigits],
+    probe_config: ProbeConfig,
+) -> dict[str, Any]:
+    """One task's record: the learned i and its score, each corner's, the grid search's and the ordinary models'."""
+    kind, k = TASKS[task]
+    t0 = time.perf_counter()
+    train, val, test = ((splits[p].images, splits[p].target(task)) for p in ("train", "val", "test"))
+    corner_scores = {
+        key: evaluate_fixed(models["amortised"], space.corners[c], train, val, test, kind, k, probe_config)
+        for c, key in enumerate(space.corner_keys())
+    }
+    torch.manual_seed(probe_config.seed)
+    probe = InvarianceProbe(models["amortised"], kind, k, probe_config)
+    probe.fit(train, val)
+    grid = grid_search(models["amortised"], train, val, test, kind, k, config.grid_points, probe_config)
+    ordinary = {
+        # an ordinary model is read at the one corner it was trained at
+        name: evaluate_fixed(model, model_corner[name], train, val, test, kind, k, probe_config)["test"]
+        for name, model in models.items()
+        if name != "amortised"
+    }
+    own = "unconditioned" if TASK_CORNERS[task] == "1,1" else f"unconditioned_{TASK_CORNERS[task]}"
+    return {
+        "metric": metric_name(kind),
+        "learned_i": probe.learned_i(),
+        "score_learned": probe.score(*test),
+        "score_corners": {key: v["test"] for key, v in corner_scores.items()},
+        "score_unconditioned": ordinary["unconditioned"],
+        "task_corner": TASK_CORNERS[task],
+        "score_task_specific": ordinary.get(own),
+        "score_ordinary_models": ordinary,
+        "score_grid": grid["test"],
+        "grid_i": dict(zip(space.names, grid["i"], strict=True)),
+        "val_corners": {key: v["val"] for key, v in corner_scores.items()},
+        "i_trajectory": [h["i"] for h in probe.history],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def plot_learned_invariances(tasks: dict[str, dict[str, Any]], groups: tuple[str, ...], path: Path) -> Path:
@@ -350,19 +484,43 @@ def plot_learned_invariances(tasks: dict[str, dict[str, Any]], groups: tuple[str
 
 
 def summary(metrics: dict[str, Any]) -> str:
-    """A short table: per task the learned i, its score, each corner's, the grid search's, the unconditioned."""
+    """A short table: per task the learned i, its score, each corner's, the grid search's, the unconditioned
+    model's and the task-specific one's (mean ± std over the seeds when there are several)."""
     tasks = metrics["tasks"]
-    corners = list(next(iter(tasks.values()))["score_corners"])
-    head = f"{'task':9s} {'metric':8s} {'learned i':>17s} {'learned':>8s} " + " ".join(f"{c:>7s}" for c in corners)
-    lines = [head + f" {'grid':>7s} {'uncond.':>8s} {'task-sp.':>8s}"]
+    first = next(iter(tasks.values()))
+    corners = list(first["score_corners"])
+    wide = 6 if first.get("seeds", 1) > 1 else 0
+    head = f"{'task':9s} {'metric':8s} {'learned i':>17s} {'learned':>{8 + wide}s} "
+    head += " ".join(f"{c:>{7 + wide}s}" for c in corners)
+    lines = [head + f" {'grid':>{7 + wide}s} {'uncond.':>{8 + wide}s} {'task-sp.':>{8 + wide}s}"]
     for name, t in tasks.items():
         i = ",".join(f"{v:.2f}" for v in t["learned_i"].values())
-        row = f"{name:9s} {t['metric']:8s} {i:>17s} {t['score_learned']:8.3f} "
-        row += " ".join(f"{t['score_corners'][c]:7.3f}" for c in corners)
-        specific = t.get("score_task_specific")
-        row += f" {t['score_grid']:7.3f} {t['score_unconditioned']:8.3f} "
-        lines.append(row + (f"{specific:8.3f}" if specific is not None else f"{'—':>8s}"))
+        row = f"{name:9s} {t['metric']:8s} {i:>17s} {score_cell(t, 'score_learned', 8 + wide)} "
+        row += " ".join(score_cell(t, "score_corners", 7 + wide, c) for c in corners)
+        row += f" {score_cell(t, 'score_grid', 7 + wide)} {score_cell(t, 'score_unconditioned', 8 + wide)} "
+        lines.append(row + score_cell(t, "score_task_specific", 8 + wide))
     return "\n".join(lines)
 
 
-__all__ = ["DESCRIPTION", "TASKS", "TASK_CORNERS", "ColouredDigits", "Config", "coloured_digits", "run", "summary"]
+def score_cell(record: dict[str, Any], key: str, width: int, entry: str | None = None) -> str:
+    """``record[key]`` (or its ``entry``) as 0.123, or 0.123±0.004 over several seeds; — for None; right-aligned."""
+    value, std = record[key], record.get(f"{key}_std")
+    if entry is not None:
+        value, std = value[entry], std[entry] if isinstance(std, dict) else None
+    if value is None:
+        return f"{'—':>{width}s}"
+    text = f"{value:.3f}" + (f"±{std:.3f}" if record.get("seeds", 1) > 1 and std is not None else "")
+    return f"{text:>{width}s}"
+
+
+__all__ = [
+    "DESCRIPTION",
+    "TASKS",
+    "TASK_CORNERS",
+    "ColouredDigits",
+    "Config",
+    "coloured_digits",
+    "mean_over_seeds",
+    "run",
+    "summary",
+]

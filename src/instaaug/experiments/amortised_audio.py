@@ -16,17 +16,19 @@ than the amortised model's, because at the higher rate its embeddings collapse a
 with ``task_specific``, one ordinary model per task's own corner (``TASK_CORNERS``: the invariances a task can afford),
 the paper's comparison of one amortised model against a model pre-trained for each task. Per task: the probe's
 learned i, every fixed corner, a grid search over i (all selected on validation) and the ordinary models. Features
-of each fixed i are computed once and shared by every task.
+of each fixed i are computed once and shared by every task. With ``seeds`` > 1 every seed is one whole run, as in
+``instaaug run amortised``, and ``metrics.json`` holds the mean and standard deviation over the seeds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -35,6 +37,7 @@ from ..amortised import (
     InvarianceProbe,
     InvarianceSpace,
     PretrainConfig,
+    ProbeConfig,
     build_conditioned_backbone,
     extract_features,
     fit_readout,
@@ -46,7 +49,17 @@ from ..amortised.space import get_group
 from ..audio import LogMel, MelConfig, power_spectrogram
 from ..data.audio import SOURCES, SynthSounds, plot_examples, synth_sounds
 from ..validation import check_int_fields
-from .amortised import plot_learned_invariances, pretrain_record, probe_settings
+from .amortised import (
+    FLAT_PRETRAIN_PROBE_KEYS,
+    check_nested_settings,
+    plot_learned_invariances,
+    pretrain_record,
+    pretrain_settings,
+    probe_settings,
+    run_seeds_of,
+    score_cell,
+    seed_summary,
+)
 from .common import run_on_builtin_data, write_metrics
 
 DESCRIPTION = "amortised invariance on synthesised sounds: learned i for source / pitch / onset / loudness tasks"
@@ -67,6 +80,9 @@ class Config:
     """Settings of the audio amortised experiment (override with ``--set key=value``)."""
 
     seed: int = 0
+    #: an int N: seeds seed, seed + 1, …, seed + N − 1; a list: those seeds. Each seed is a whole run (its own
+    #: sounds, weights, views); metrics are the mean and standard deviation over the seeds.
+    seeds: int | tuple[int, ...] = 1
     sample_rate: int = 8000
     n_fft: int = 512
     hop: int = 256
@@ -83,25 +99,33 @@ class Config:
     time_shift: float = 0.25
     semitones: float = 12.0
     gain_db: float = 15.0
-    pretrain_epochs: int = 30
+    #: the amortised model's contrastive pre-training (``--set pretrain.KEY=VALUE``); the ordinary models use the
+    #: same settings but ``ordinary_epochs`` and ``ordinary_lr``. Its ``seed`` and ``device`` are the experiment's.
+    pretrain: PretrainConfig = field(
+        default_factory=lambda: PretrainConfig(method="simclr", epochs=30, batch_size=128, lr=2e-3, temperature=0.2)
+    )
     ordinary_epochs: int = 15
+    #: the ordinary models' learning rate: at ``pretrain.lr`` the every-augmentation model stays at the chance loss
+    #: (its embeddings collapse); at 5e-4 its NT-Xent falls to about 4.4 (chance ln 255 = 5.54) in 15 epochs.
+    ordinary_lr: float = 5e-4
     #: also pre-train one ordinary model per task's corner (``TASK_CORNERS``).
     task_specific: bool = True
-    batch_size: int = 128
-    lr: float = 2e-3
-    #: the ordinary models' learning rate: at ``lr`` the every-augmentation model stays at the chance loss (its
-    #: embeddings collapse); at 5e-4 its NT-Xent falls to about 4.4 (chance ln 255 = 5.54) in 15 epochs.
-    ordinary_lr: float = 5e-4
-    temperature: float = 0.2
-    probe_epochs: int = 10
-    probe_lr: float = 1e-2
-    i_lr: float = 0.2
-    parametrisation: str = "clamp"
-    readout_steps: int = 300
+    #: the probe and every cached-feature readout (``--set probe.KEY=VALUE``); its ``seed`` and ``device`` are the
+    #: experiment's own.
+    probe: ProbeConfig = field(
+        default_factory=lambda: ProbeConfig(
+            epochs=10, batch_size=128, lr=1e-2, i_lr=0.2, parametrisation="clamp", readout_steps=300
+        )
+    )
     grid_points: int = 3
     tasks: tuple[str, ...] = tuple(TASKS)
+    #: torch threads (0: torch's default; 1 per worker process when seeds run in several).
     threads: int = 0
+    #: worker processes, one seed each at a time (0: one per available core, at most one per seed).
+    workers: int = 0
     device: str = "cpu"
+    #: The pre-training and probe keys' old flat names, still accepted (with a DeprecationWarning).
+    RENAMED_KEYS: ClassVar[dict[str, str]] = dict(FLAT_PRETRAIN_PROBE_KEYS)
 
     def __post_init__(self) -> None:
         tasks = self.tasks if not isinstance(self.tasks, str) else tuple(t for t in self.tasks.split(",") if t)
@@ -109,8 +133,9 @@ class Config:
         if unknown or not tasks:
             raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {list(tasks)}")
         object.__setattr__(self, "tasks", tuple(tasks))
-        check_int_fields(self, ("n_pretrain", "n_train", "n_val", "n_test", "grid_points", "batch_size"), least=1)
-        check_int_fields(self, ("pretrain_epochs", "ordinary_epochs", "probe_epochs"), least=0)
+        check_int_fields(self, ("n_pretrain", "n_train", "n_val", "n_test", "grid_points"), least=1)
+        check_int_fields(self, ("ordinary_epochs",), least=0)
+        check_nested_settings(self)
         self.mel()  # validates the spectrogram settings
 
     def mel(self) -> MelConfig:
@@ -129,11 +154,9 @@ class Config:
             widths=(8, 16),
             blocks=(1, 1),
             num_kernels=2,
-            pretrain_epochs=1,
+            pretrain=dataclasses.replace(cls().pretrain, epochs=1, batch_size=48),
             ordinary_epochs=1,
-            batch_size=48,
-            probe_epochs=1,
-            readout_steps=30,
+            probe=dataclasses.replace(cls().probe, epochs=1, batch_size=48, readout_steps=30),
             grid_points=2,
         )
 
@@ -161,18 +184,9 @@ def _backbone(config: Config, space: InvarianceSpace, inputs: torch.Tensor) -> C
     )
 
 
-def _run(config: Config, out: Path) -> dict[str, Any]:
-    started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    s = config.seed
-    sounds = {
-        name: synth_sounds(n, 4 * s + k, config.sample_rate)
-        for k, (name, n) in enumerate(
-            (("pretrain", config.n_pretrain), ("train", config.n_train), ("val", config.n_val), ("test", config.n_test))
-        )
-    }
-    examples = plot_examples(sounds["test"], out / "audio_examples.png", config.mel())
-    space = InvarianceSpace(
+def _space(config: Config) -> InvarianceSpace:
+    """The invariance space (timing, pitch, level) at the config's strengths, with the log-mel front end."""
+    return InvarianceSpace(
         (
             get_group("timing", shift=config.time_shift),
             get_group("pitch", semitones=config.semitones),
@@ -180,18 +194,50 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         ),
         frontend=LogMel(config.mel()),
     )
+
+
+def _sounds(config: Config, s: int) -> dict[str, SynthSounds]:
+    """The clips of seed s: pre-training, train, val and test (independent draws)."""
+    sizes = (("pretrain", config.n_pretrain), ("train", config.n_train), ("val", config.n_val), ("test", config.n_test))
+    return {name: synth_sounds(n, 4 * s + k, config.sample_rate) for k, (name, n) in enumerate(sizes)}
+
+
+def _run(config: Config, out: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    seeds, records = run_seeds_of(_seed_job, config, out, "amortised-audio")
+    results = seed_summary(seeds, records)
+    test = synth_sounds(config.n_test, 4 * seeds[0] + 3, config.sample_rate)  # the first seed's test clips
+    examples = plot_examples(test, out / "audio_examples.png", config.mel())
+    space = _space(config)
+    figure = plot_learned_invariances(results["tasks"], space.names, out / "amortised_audio_i.png")
+    metrics = {"experiment": "amortised-audio", "config": asdict(config), **results}
+    write_metrics(
+        out,
+        "amortised-audio",
+        results["methods"],
+        config,
+        tasks=results["tasks"],
+        groups=space.describe(),
+        figures=[figure.name, examples.name],
+        per_seed=results["per_seed"],
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    return metrics
+
+
+def _seed_job(job: tuple[Config, str, int, str]) -> dict[str, Any]:
+    """One seed of the experiment: pre-train every model (saved under ``out``) and probe every task."""
+    config, _, s, out_dir = job
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sounds = _sounds(config, s)
+    space = _space(config)
     power = {name: _spectrograms(v, config) for name, v in sounds.items()}
     inputs = {name: space.prepare(power[name]) for name in ("train", "val", "test")}
     pre_logmel = space.prepare(power["pretrain"])
-    base = {
-        "method": "simclr",
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "temperature": config.temperature,
-        "seed": s,
-    }
     plans = [
-        ("amortised", space.corner_keys(), config.pretrain_epochs),
+        ("amortised", space.corner_keys(), config.pretrain.epochs),
         ("ordinary", ["1,1,1"], config.ordinary_epochs),
     ]
     if config.task_specific:
@@ -207,96 +253,108 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         torch.manual_seed(s)
         model = _backbone(config, model_space, pre_logmel)
         t0 = time.perf_counter()
-        lr = config.lr if name == "amortised" else config.ordinary_lr
-        settings = PretrainConfig(epochs=epochs, device=config.device, **{**base, "lr": lr})
+        lr = config.pretrain.lr if name == "amortised" else config.ordinary_lr
+        settings = pretrain_settings(config, s, epochs, lr)
         result = pretrain(model, model_space, power["pretrain"], settings)
         model.save(out / name)
         models[name] = model
         model_corner[name] = tuple(float(v) for v in keys[0].split(","))
-        methods[name] = pretrain_record(model, model_space, result, config.batch_size, time.perf_counter() - t0)
+        methods[name] = pretrain_record(model, model_space, result, settings.batch_size, time.perf_counter() - t0)
+    readouts = _Readouts(models, inputs, sounds, probe_settings(config, s))
+    tasks = {task: _probe_task(config, task, space, readouts, model_corner) for task in config.tasks}
+    return {"methods": methods, "tasks": tasks}
 
-    probe_config = probe_settings(config, s)
-    cache: dict[tuple[str, tuple[float, ...]], list[torch.Tensor]] = {}
 
-    def features(model: str, i: tuple[float, ...]) -> list[torch.Tensor]:
-        """Features of train, val and test under a fixed i, computed once per (model, i)."""
-        if (model, i) not in cache:
-            cache[model, i] = [
-                extract_features(models[model], inputs[p], list(i), device=config.device)
+class _Readouts:
+    """Readouts on cached features: the features of train, val and test under a fixed i are computed once per
+    (model, i) and shared by every task."""
+
+    def __init__(
+        self,
+        models: dict[str, ConditionedBackbone],
+        inputs: dict[str, torch.Tensor],
+        sounds: dict[str, SynthSounds],
+        probe_config: ProbeConfig,
+    ) -> None:
+        self.models, self.inputs, self.sounds, self.probe_config = models, inputs, sounds, probe_config
+        self.cache: dict[tuple[str, tuple[float, ...]], list[torch.Tensor]] = {}
+
+    def features(self, model: str, i: tuple[float, ...]) -> list[torch.Tensor]:
+        """Features (N, D) of train, val and test under the fixed i."""
+        if (model, i) not in self.cache:
+            device = self.probe_config.device
+            self.cache[model, i] = [
+                extract_features(self.models[model], self.inputs[p], list(i), device=device)
                 for p in ("train", "val", "test")
             ]
-        return cache[model, i]
+        return self.cache[model, i]
 
-    def fixed(model: str, i: tuple[float, ...], task: str) -> dict[str, float]:
+    def fixed(self, model: str, i: tuple[float, ...], task: str) -> dict[str, float]:
+        """``{"val", "test"}`` scores of a readout fitted at the fixed i of ``model`` (selected on val)."""
         kind, k = TASKS[task]
-        ys = [sounds[p].target(task) for p in ("train", "val", "test")]
-        h = features(model, i)
-        readout, val = fit_readout((h[0], ys[0]), (h[1], ys[1]), kind, k, probe_config)
+        ys = [self.sounds[p].target(task) for p in ("train", "val", "test")]
+        h = self.features(model, i)
+        readout, val = fit_readout((h[0], ys[0]), (h[1], ys[1]), kind, k, self.probe_config)
         with torch.no_grad():
             return {"val": val, "test": score(readout(h[2]), ys[2], kind)}
 
+
+def _probe_task(
+    config: Config,
+    task: str,
+    space: InvarianceSpace,
+    readouts: _Readouts,
+    model_corner: dict[str, tuple[float, ...]],
+) -> dict[str, Any]:
+    """One task's record: the learned i and its score, each corner's, the grid search's and the ordinary models'."""
+    kind, k = TASKS[task]
+    t0 = time.perf_counter()
     corner_tuples = {key: tuple(float(v) for v in key.split(",")) for key in space.corner_keys()}
     values = [k / (config.grid_points - 1) for k in range(config.grid_points)] if config.grid_points > 1 else [0.5]
-    grid_points = list(itertools.product(values, repeat=space.dim))
-    tasks: dict[str, dict[str, Any]] = {}
-    for task in config.tasks:
-        kind, k = TASKS[task]
-        t0 = time.perf_counter()
-        train, val, test = ((inputs[p], sounds[p].target(task)) for p in ("train", "val", "test"))
-        corner_scores = {key: fixed("amortised", i, task) for key, i in corner_tuples.items()}
-        grid = [(i, fixed("amortised", i, task)) for i in grid_points]
-        grid_i, grid_best = max(grid, key=lambda item: item[1]["val"])
-        torch.manual_seed(s)
-        probe = InvarianceProbe(models["amortised"], kind, k, probe_config)
-        probe.fit(train, val)
-        # an ordinary model is read at the one corner it was trained at
-        ordinary = {name: fixed(name, model_corner[name], task) for name in models if name != "amortised"}
-        own = "ordinary" if TASK_CORNERS[task] == "1,1,1" else f"ordinary_{TASK_CORNERS[task]}"
-        tasks[task] = {
-            "metric": metric_name(kind),
-            "learned_i": probe.learned_i(),
-            "score_learned": probe.score(*test),
-            "score_corners": {key: v["test"] for key, v in corner_scores.items()},
-            "score_grid": grid_best["test"],
-            "grid_i": dict(zip(space.names, grid_i, strict=True)),
-            "score_ordinary": ordinary["ordinary"]["test"],
-            "task_corner": TASK_CORNERS[task],
-            "score_task_specific": ordinary[own]["test"] if own in ordinary else None,
-            "score_ordinary_models": {name: v["test"] for name, v in ordinary.items()},
-            "val_corners": {key: v["val"] for key, v in corner_scores.items()},
-            "val_learned": max(h["val"] for h in probe.history) if probe.history else None,
-            "i_trajectory": [h["i"] for h in probe.history],
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
-    figure = plot_learned_invariances(tasks, space.names, out / "amortised_audio_i.png")
-    metrics = {"experiment": "amortised-audio", "methods": methods, "config": asdict(config), "tasks": tasks}
-    write_metrics(
-        out,
-        "amortised-audio",
-        methods,
-        config,
-        tasks=tasks,
-        groups=space.describe(),
-        figures=[figure.name, examples.name],
-        seconds=round(time.perf_counter() - started, 1),
-    )
-    return metrics
+    train, val, test = ((readouts.inputs[p], readouts.sounds[p].target(task)) for p in ("train", "val", "test"))
+    corner_scores = {key: readouts.fixed("amortised", i, task) for key, i in corner_tuples.items()}
+    grid = [(i, readouts.fixed("amortised", i, task)) for i in itertools.product(values, repeat=space.dim)]
+    grid_i, grid_best = max(grid, key=lambda item: item[1]["val"])
+    torch.manual_seed(readouts.probe_config.seed)
+    probe = InvarianceProbe(readouts.models["amortised"], kind, k, readouts.probe_config)
+    probe.fit(train, val)
+    # an ordinary model is read at the one corner it was trained at
+    ordinary = {name: readouts.fixed(name, model_corner[name], task) for name in readouts.models if name != "amortised"}
+    own = "ordinary" if TASK_CORNERS[task] == "1,1,1" else f"ordinary_{TASK_CORNERS[task]}"
+    return {
+        "metric": metric_name(kind),
+        "learned_i": probe.learned_i(),
+        "score_learned": probe.score(*test),
+        "score_corners": {key: v["test"] for key, v in corner_scores.items()},
+        "score_grid": grid_best["test"],
+        "grid_i": dict(zip(space.names, grid_i, strict=True)),
+        "score_ordinary": ordinary["ordinary"]["test"],
+        "task_corner": TASK_CORNERS[task],
+        "score_task_specific": ordinary[own]["test"] if own in ordinary else None,
+        "score_ordinary_models": {name: v["test"] for name, v in ordinary.items()},
+        "val_corners": {key: v["val"] for key, v in corner_scores.items()},
+        "val_learned": max(h["val"] for h in probe.history) if probe.history else None,
+        "i_trajectory": [h["i"] for h in probe.history],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def summary(metrics: dict[str, Any]) -> str:
     """A short table: per task the learned i and its score, each corner's, the grid search's, the ordinary
-    model's (every augmentation) and the task-specific model's."""
+    model's (every augmentation) and the task-specific model's (mean ± std over the seeds when there are several)."""
     tasks = metrics["tasks"]
-    corners = list(next(iter(tasks.values()))["score_corners"])
-    head = f"{'task':9s} {'metric':8s} {'learned i':>15s} {'learned':>8s} " + " ".join(f"{c:>6s}" for c in corners)
-    lines = [head + f" {'grid':>6s} {'ordin.':>6s} {'task-sp.':>8s}"]
+    first = next(iter(tasks.values()))
+    corners = list(first["score_corners"])
+    wide = 6 if first.get("seeds", 1) > 1 else 0
+    head = f"{'task':9s} {'metric':8s} {'learned i':>15s} {'learned':>{8 + wide}s} "
+    head += " ".join(f"{c:>{6 + wide}s}" for c in corners)
+    lines = [head + f" {'grid':>{6 + wide}s} {'ordin.':>{6 + wide}s} {'task-sp.':>{8 + wide}s}"]
     for name, t in tasks.items():
         i = ",".join(f"{v:.2f}" for v in t["learned_i"].values())
-        row = f"{name:9s} {t['metric']:8s} {i:>15s} {t['score_learned']:8.3f} "
-        row += " ".join(f"{t['score_corners'][c]:6.3f}" for c in corners)
-        specific = t["score_task_specific"]
-        row += f" {t['score_grid']:6.3f} {t['score_ordinary']:6.3f} "
-        lines.append(row + (f"{specific:8.3f}" if specific is not None else f"{'—':>8s}"))
+        row = f"{name:9s} {t['metric']:8s} {i:>15s} {score_cell(t, 'score_learned', 8 + wide)} "
+        row += " ".join(score_cell(t, "score_corners", 6 + wide, c) for c in corners)
+        row += f" {score_cell(t, 'score_grid', 6 + wide)} {score_cell(t, 'score_ordinary', 6 + wide)} "
+        lines.append(row + score_cell(t, "score_task_specific", 8 + wide))
     return "\n".join(lines)
 
 

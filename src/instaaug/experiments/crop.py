@@ -228,10 +228,6 @@ class Config:
         )
 
 
-def build_crop_method(method: str, config: Config, num_classes: int) -> tuple[Augmenter, nn.Module]:  # TEMP-ALIAS
-    return METHODS.build(method, config, num_classes)
-
-
 def view_boxes(aug: Augmenter, params: torch.Tensor) -> torch.Tensor:
     """The region of the input each view shows, as boxes (N, 4) (cx, cy, w, h) in fractions of the image.
 

@@ -19,8 +19,12 @@ rendered physically (sRGB → linear, × the illuminant per channel, clipped, �
 Each is measured without and with test-time augmentation (``tta_samples`` views from its own augmenter, logits
 averaged; ``none`` has none, so its two numbers agree), on all conditions, the easy and the hard group
 (``instaaug.data.lighting.LIGHT_GROUPS``: chromatic distance from the training light) and the training light; mean
-and standard deviation over ``seeds``. ``--set train_lights=1,2,4,8`` adds the Table 4 analogue: the same methods
-trained with the patches spread over 1, 2, 4 and 8 lights (``TRAIN_LIGHT_ORDER``).
+and standard deviation over ``seeds`` (``per_seed_accuracy`` lists each seed's accuracy, ``per_seed`` each seed's
+record). ``--set train_lights=1,2,4,8`` adds the Table 4 analogue: the same methods trained with the patches spread
+over 1, 2, 4 and 8 lights (``TRAIN_LIGHT_ORDER``).
+
+Every run (method, seed) is one job of ``parallel.run_seeds``, spread over ``workers`` processes: the first seed's
+runs and the sweep first, then the other seeds' runs with the chosen ``random_hsv`` setting.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from ..data.lighting import (
     render,
 )
 from ..data.photos import FOLDER_PHOTOS, PHOTOGRAPHS
+from ..distributed import is_main_process
 from ..models import build_classifier
 from ..train import TrainConfig, accuracy, predict
 from ..transforms import FAMILIES
@@ -64,7 +69,7 @@ from .common import (
     run_on_builtin_data,
     write_metrics,
 )
-from .parallel import summarise_seeds
+from .parallel import best_setting, run_seeds, summarise_seeds, training_seeds
 
 DESCRIPTION = "textures of real photographs under 46 lights: learned colour invariance (paper Tables 3-4, Fig. D.1)"
 METHODS = ("none", "random_hsv", "random_gain", "augerino", "instaaug", "instaaug_gain")
@@ -85,6 +90,13 @@ VALIDATION_MODES = ("all_lights", "train_lights")
 RANGES_FIGURE = "lighting_ranges.png"
 LIGHTS_FIGURE = "lighting_accuracy.png"
 TABLE4_FIGURE = "lighting_train_lights.png"
+#: Training time of a run relative to ``none``'s (quick config, 1 thread; 1 where absent): the runs start longest
+#: first, so that no worker is left with a long run while the others idle at the end.
+RELATIVE_COST = {"augerino": 1.5, "instaaug": 2.5, "instaaug_gain": 2.5}
+#: The job name of ``random_hsv`` with the i-th ``sweep`` setting is ``sweep<i>``.
+SWEEP = "sweep"
+#: A job's plain accuracy under light j is its metric ``light<j>`` (taken out of the reported metrics).
+LIGHT_KEY = "light{}"
 
 
 @dataclass(frozen=True)
@@ -94,7 +106,8 @@ class Config:
     Attributes:
         seed: the data (patch positions); also the provenance seed.
         seeds: the training seeds (initial weights, shuffling, augmentation samples); results are mean ± std.
-            An int N (``--seeds N``) means seeds 0 … N - 1.
+            An int N (``--seeds N``) means seeds 0 … N - 1 (``parallel.training_seeds`` from 0: the data seed
+            ``seed`` does not shift them); stored as the tuple of seeds.
         photos: photographs of ``instaaug.data.photos.PHOTOGRAPHS``; each gives ``grid``² classes.
         grid, photo_size, patch, stripe, n_train, n_val, n_test, val_fraction: the dataset (see
             ``make_lighting_dataset``): per class ``n_train`` training, ``n_val`` validation (held-out right part of
@@ -118,8 +131,9 @@ class Config:
         lam_init, lam_rate, lam_max: the entropy controller.
         augerino_weight: Augerino's width-norm weight.
         tta_samples: views per test input with test-time augmentation.
-        threads: torch's intra-op threads (0: torch's default); ``--set threads=1`` on a machine shared with other
-            busy processes.
+        threads: torch's intra-op threads per run (0: 1 when runs go to several worker processes, else torch's
+            default); ``--set threads=1`` on a machine shared with other busy processes.
+        workers: worker processes, one run (method, seed) each at a time (0: one per available core).
         figure_images: test patches in the Figure D.1 analogue (spread over brightness).
     """
 
@@ -154,6 +168,7 @@ class Config:
     augerino_weight: float = 0.01
     tta_samples: int = 4
     threads: int = 0
+    workers: int = 0
     figure_images: int = 6
     #: The training keys' old flat names, still accepted (with a DeprecationWarning) by ``--set`` and config files.
     RENAMED_KEYS: ClassVar[dict[str, str]] = flat_train_aliases()
@@ -176,23 +191,18 @@ class Config:
             tta_samples=2,
             figure_images=3,
             threads=1,  # tiny batches: on 2 busy cores 8 s with one thread, 33 s with two (measured)
+            workers=1,  # starting worker processes would cost more than these tiny runs
         )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
         ints = ("grid", "photo_size", "patch", "stripe", "n_train", "n_val", "n_test", "width")
         check_int_fields(self, (*ints, "depth", "aug_width", "aug_depth", "tta_samples", "figure_images"), least=1)
-        check_int_fields(self, ("threads",), least=0)
+        check_int_fields(self, ("threads", "workers"), least=0)
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
-        if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):  # ``--seeds N``: seeds 0 … N - 1
-            if self.seeds < 1:
-                raise ValueError(f"seeds must be ≥ 1, got {self.seeds}")
-            object.__setattr__(self, "seeds", tuple(range(self.seeds)))
-        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
-            raise ValueError(f"seeds must be a non-empty list of ints, got {self.seeds!r}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must not repeat, got {self.seeds}")
+        # ``--seeds N``: seeds 0 … N - 1, as the README's figures were made (``seed`` is the data's seed).
+        object.__setattr__(self, "seeds", training_seeds(0, self.seeds))
         unknown = [p for p in self.photos if p not in PHOTOGRAPHS]
         if unknown or not self.photos:
             raise ValueError(f"photos must be names from {sorted(PHOTOGRAPHS)}, got {list(self.photos)}")
@@ -366,68 +376,125 @@ def _evaluate(
     return metrics, plain, tta
 
 
-def _sweep(
-    config: Config,
-    train_data: tuple[torch.Tensor, torch.Tensor],
-    data: LightingData,
-    lights: tuple[int, ...],
-    out: Path,
-) -> tuple[tuple[float, float, float], list[dict[str, Any]], dict[str, Any]]:
-    """Choose ``random_hsv``'s half-widths by validation accuracy (first seed); returns the best setting, every
-    setting's record, and the best run (model, augmenter, last record, seconds) for reuse."""
-    shown = lights if config.validation == "train_lights" else tuple(range(len(LIGHTS)))
-    val_x = _lit_by_turns(data.val_images, shown)
-    seed = config.seeds[0]
-    records: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
-    for i, hsv in enumerate(config.sweep_settings()):
-        fitted = _fit(config, "random_hsv", train_data, data.num_classes, seed, out / f"sweep{i}", hsv)
-        val = accuracy(predict(fitted[0], val_x, batch_size=1024), data.val_labels)
-        records.append({"hue": hsv[0], "saturation": hsv[1], "value": hsv[2], "val_accuracy": val})
-        if not best or val > best["val"]:
-            best = {"val": val, "hsv": hsv, "fitted": fitted}
-    return best["hsv"], records, best["fitted"]
+def _method_of(config: Config, name: str) -> tuple[str, tuple[float, float, float] | None]:
+    """A job's method and ``random_hsv`` half-widths: ``sweep<i>`` is ``random_hsv`` with the i-th sweep setting."""
+    if name.startswith(SWEEP):
+        return "random_hsv", config.sweep_settings()[int(name[len(SWEEP) :])]
+    return name, None
 
 
-def _run_lights(config: Config, data: LightingData, k: int, out: Path) -> dict[str, Any]:
-    """Every method and seed with the first ``k`` training lights: per-method summaries, per-light accuracies
-    (mean over seeds), the sweep, and seed-0 augmenters for the figure."""
+def _run_dir(config: Config, out: Path, name: str, seed: int) -> Path:
+    """Where a job's run writes its log and augmenter: the sweep's runs (first seed) under ``sweep/``."""
+    if name.startswith(SWEEP):
+        if seed == config.seeds[0]:
+            return out / SWEEP / name
+        return out / "random_hsv" / f"seed{seed}"
+    return out / name / f"seed{seed}"
+
+
+def _training_set(data: LightingData, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training patches (N, 3, H, W) spread over the first ``k`` training lights, and their labels (N,)."""
     lights = TRAIN_LIGHT_ORDER[:k]
-    train_data = (_lit_by_turns(data.train_images, lights) if k > 1 else data.train_images, data.train_labels)
-    shown = lights if config.validation == "train_lights" else tuple(range(len(LIGHTS)))
-    val_x = _lit_by_turns(data.val_images, shown)
-    hsv, sweep, reuse = None, None, None
-    if "random_hsv" in config.methods:
-        hsv, sweep, reuse = _sweep(config, train_data, data, lights, out / "sweep")
+    return (_lit_by_turns(data.train_images, lights) if k > 1 else data.train_images, data.train_labels)
+
+
+def _validation_images(config: Config, data: LightingData, k: int) -> torch.Tensor:
+    """The held-out training patches (N, 3, H, W) under the lights ``validation`` names, by turns."""
+    shown = TRAIN_LIGHT_ORDER[:k] if config.validation == "train_lights" else tuple(range(len(LIGHTS)))
+    return _lit_by_turns(data.val_images, shown)
+
+
+def _run_one(job: tuple[Config, str, int, str]) -> dict[str, float]:
+    """Train and evaluate one run of ``parallel.run_seeds``: method ``name`` (or ``sweep<i>``) with training seed
+    ``seed`` on the first ``config.train_lights[0]`` training lights (the caller passes one number at a time).
+
+    Returns its metrics, then the plain accuracy under each light j as ``light<j>``; a learned augmenter is saved
+    in its run directory (``_run_dir``, then the method's kind), where the figure loads the first seed's from.
+    """
+    config, name, seed, out = job
+    method, hsv = _method_of(config, name)
+    data = config.data()
+    k = config.train_lights[0]
+    run_dir = _run_dir(config, Path(out), name, seed)
+    model, aug, last, seconds = _fit(config, method, _training_set(data, k), data.num_classes, seed, run_dir, hsv)
+    metrics, plain, _ = _evaluate(config, model, aug, method, data, seed)
+    val_x = _validation_images(config, data, k)
+    metrics["val_accuracy"] = accuracy(predict(model, val_x, batch_size=1024), data.val_labels)
+    metrics["train_accuracy"] = float(last["train_accuracy"])
+    metrics["train_seconds"] = seconds
+    if method.startswith("instaaug"):
+        metrics["final_lambda"] = float(last["lam"])
+        metrics["final_train_entropy"] = float(last["entropy"])
+    metrics.update({LIGHT_KEY.format(j): value for j, value in enumerate(plain.tolist())})
+    return metrics
+
+
+def _runs(config: Config, names: list[str], seeds: tuple[int, ...], out: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every (name, seed) run (``_run_one``) over the worker processes: name → one record per seed."""
+    if not names or not seeds:
+        return {}
+    runs = run_seeds(
+        _run_one,
+        config,
+        names,
+        seeds,
+        out,
+        workers=config.workers,
+        threads=config.threads,
+        progress=config.train.progress,
+        description=f"lighting runs ({config.train_lights[0]} training lights)",
+        cost=RELATIVE_COST,
+    )
+    return runs.per_seed
+
+
+def _run_lights(config: Config, k: int, out: Path) -> dict[str, Any]:
+    """Every method and seed with the first ``k`` training lights: per-method summaries, their per-seed records,
+    per-light accuracies (mean over seeds) and the sweep.
+
+    The sweep's runs (``random_hsv`` with each setting, first seed) go with the other methods' first-seed runs;
+    the setting with the best validation accuracy is ``random_hsv``, whose first-seed run is the sweep's."""
+    config = dataclasses.replace(config, train_lights=(k,))
+    first, rest = config.seeds[:1], config.seeds[1:]
+    others = [m for m in config.methods if m != "random_hsv"]
+    sweeping = "random_hsv" in config.methods
+    sweep_names = [f"{SWEEP}{i}" for i in range(len(config.sweep_settings()))] if sweeping else []
+    records = _runs(config, [*others, *sweep_names], first, out)
+    chosen = best_setting({n: records[n][0] for n in sweep_names}, sweep_names, "val_accuracy") if sweeping else ""
+    later = _runs(config, [*others, *([chosen] if sweeping else [])], rest, out)
+    runs_of = {m: records[m] + later.get(m, []) for m in others}
+    if sweeping:
+        runs_of["random_hsv"] = records[chosen] + later.get(chosen, [])
+    light_keys = [LIGHT_KEY.format(j) for j in range(len(LIGHTS))]
     results: dict[str, Any] = {}
+    per_seed: dict[str, list[dict[str, Any]]] = {}
     per_light: dict[str, list[float]] = {}
-    augs: dict[str, Augmenter] = {}
     for method in config.methods:
-        runs, plains = [], []
-        for seed in config.seeds:
-            if method == "random_hsv" and seed == config.seeds[0] and reuse is not None:
-                model, aug, last, seconds = reuse  # the sweep's run of the chosen setting: the same run
-            else:
-                model, aug, last, seconds = _fit(
-                    config, method, train_data, data.num_classes, seed, out / method / f"seed{seed}", hsv
-                )
-            metrics, plain, _ = _evaluate(config, model, aug, method, data, seed)
-            metrics["val_accuracy"] = accuracy(predict(model, val_x, batch_size=1024), data.val_labels)
-            metrics["train_accuracy"] = float(last["train_accuracy"])
-            metrics["train_seconds"] = seconds
-            if method.startswith("instaaug"):
-                metrics["final_lambda"] = float(last["lam"])
-                metrics["final_train_entropy"] = float(last["entropy"])
-            runs.append(metrics)
-            plains.append(plain)
-            if seed == config.seeds[0]:
-                augs[method] = aug
-        results[method] = summarise_seeds(runs)
-        results[method]["per_seed_accuracy"] = [r["accuracy"] for r in runs]
+        per_seed[method] = [{key: v for key, v in r.items() if key not in light_keys} for r in runs_of[method]]
+        results[method] = summarise_seeds([{key: v for key, v in r.items() if key != "seed"} for r in per_seed[method]])
+        results[method]["per_seed_accuracy"] = [r["accuracy"] for r in per_seed[method]]
         if method == "random_hsv":
-            results[method]["chosen"] = {"hue": hsv[0], "saturation": hsv[1], "value": hsv[2]}  # type: ignore[index]
-        per_light[method] = torch.stack(plains).mean(0).tolist()
-    return {"methods": results, "per_light": per_light, "sweep": sweep, "augs": augs}
+            hue, saturation, value = config.sweep_settings()[sweep_names.index(chosen)]
+            results[method]["chosen"] = {"hue": hue, "saturation": saturation, "value": value}
+        # In float32, as the accuracies themselves: the mean over seeds as it was computed before the jobs.
+        per_light[method] = torch.tensor([[r[key] for key in light_keys] for r in runs_of[method]]).mean(0).tolist()
+    sweep = None
+    if sweeping:
+        sweep = [
+            {"hue": h, "saturation": s, "value": v, "val_accuracy": records[name][0]["val_accuracy"]}
+            for name, (h, s, v) in zip(sweep_names, config.sweep_settings(), strict=True)
+        ]
+    return {"methods": results, "per_seed": per_seed, "per_light": per_light, "sweep": sweep}
+
+
+def _first_seed_augs(config: Config, out: Path) -> dict[str, Augmenter]:
+    """The first seed's learned augmenters of ``augerino`` and ``instaaug`` (those the figure shows), from disk."""
+    seed = config.seeds[0]
+    return {
+        method: Augmenter.load(_run_dir(config, out, method, seed) / _METHOD_SPECS[method][0])
+        for method in ("augerino", "instaaug")
+        if method in config.methods
+    }
 
 
 def targets(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -480,13 +547,15 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> 
 def _run(config: Config, out: Path) -> dict[str, Any]:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    data = config.data()
     by_k: dict[int, dict[str, Any]] = {}
     for k in config.train_lights:
-        by_k[k] = _run_lights(config, data, k, out / (f"lights{k}" if len(config.train_lights) > 1 else ""))
+        by_k[k] = _run_lights(config, k, _lights_dir(config, out, k))
     main = by_k[config.train_lights[0]]
     figures = [_lights_figure(main["per_light"], out / LIGHTS_FIGURE).name]
-    shown = _ranges_figure(config, main["augs"], data, out / RANGES_FIGURE)
+    shown = None
+    if is_main_process():  # under torchrun, rank 0 alone saved the augmenters
+        augs = _first_seed_augs(config, _lights_dir(config, out, config.train_lights[0]))
+        shown = _ranges_figure(config, augs, config.data(), out / RANGES_FIGURE)
     if shown is not None:
         figures.append(shown["figure"])
     extra: dict[str, Any] = {
@@ -497,6 +566,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
             {"id": light.id, "name": light.name, "gain": list(light.gain), "group": light.group} for light in LIGHTS
         ],
         "targets": targets(main["methods"]),
+        "per_seed": main["per_seed"],
     }
     if shown is not None:
         extra["figure_d1"] = shown["stats"]
@@ -515,6 +585,11 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         "seconds": seconds,
         **extra,
     }
+
+
+def _lights_dir(config: Config, out: Path, k: int) -> Path:
+    """The runs' directory for ``k`` training lights (``lights<k>/`` when several numbers are run)."""
+    return out / (f"lights{k}" if len(config.train_lights) > 1 else "")
 
 
 def _table4_ordering(table: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -18,7 +18,8 @@ defaults were chosen on them, never on the test set); ``object_coverage`` (the f
 crop holds ≥ 90% of the digit's box); ``final_entropy`` of φ for the instaaug entries. Both classifiers see the
 same views of an image, and the entries of one kind share their views (``random-n4`` uses the first 4 of
 ``random-n10``'s views), which makes their comparison paired. Every seed retrains both classifiers and φ and
-draws its own views; ``metrics.json`` also records the time each stage took.
+draws its own views (one job of ``parallel.run_seeds`` per seed, spread over ``workers`` processes);
+``metrics.json`` also records each seed's metrics (``per_seed``) and the time each stage took (``timings``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import dataclasses
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -37,6 +38,7 @@ from torch import nn
 from ..augment import InstaAug
 from ..baselines import RandomCrop
 from ..data.digits import TEST_SIZE, TRAIN_SIZE, ClutteredDigits, cluttered_digits
+from ..distributed import is_main_process
 from ..models import BACKBONES, build_classifier
 from ..objective import TaskObjective
 from ..plots import plot_crop_examples
@@ -44,15 +46,21 @@ from ..train import TrainConfig, train
 from ..transforms import crop_resize
 from ..validation import check_int_fields
 from . import crop
-from .common import run_on_builtin_data, write_metrics
-from .crop import build_crop_method
-from .parallel import summarise_seeds
+from .common import flat_train_aliases, run_on_builtin_data, write_metrics
+from .crop import METHODS as CROP_METHODS
+from .parallel import run_seeds, summarise_seeds, training_seeds
 from .views_eval import ViewFn, ViewSource, evaluate_views, full_views, sampled_views
 
 DESCRIPTION = "learned test-time crops for frozen pre-trained classifiers, transfer to another network; Table 2"
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 48
+#: The flat training keys this experiment had before it nested them as ``train``, and where they went: the
+#: classifiers' epochs are ``train.epochs`` (φ's stay ``aug_epochs``).
+_FLAT_KEYS = ("batch_size", "lr", "weight_decay", "aug_lr", "device", "progress")
+#: In a job's metrics, entry E's metric M is ``E/M``; a stage's time is ``timing/<stage>_seconds``.
+SEPARATOR = "/"
+TIMING = "timing"
 
 
 @dataclass(frozen=True)
@@ -70,13 +78,17 @@ class Config:
     #: defaults below were chosen on them (seeds 0 and 1), never on the test set.
     n_val: int = 200
     n_test: int = 497
-    #: 32 rather than 64: twice the steps for the same compute; the classifiers learn slowly among the clutter
-    #: (classifier A's validation accuracy 0.58 → 0.68 at min scale 0.7, seed 0).
-    batch_size: int = 32
+    #: every training run (``--set train.KEY=VALUE``; ``seed`` is set per run): the classifiers' (``epochs`` of
+    #: them, with ``lr`` and ``weight_decay``) and φ's (``aug_epochs`` epochs at ``aug_lr``, no pre-training; its
+    #: frozen classifier learns nothing). Batch 32 rather than 64: twice the steps for the same compute; the
+    #: classifiers learn slowly among the clutter (classifier A's validation accuracy 0.58 → 0.68 at min scale
+    #: 0.7, seed 0). φ's ``aug_lr``: 1e-3, and the crop experiment's 3e-4 (with its band (1.0, 1.5) or this one),
+    #: did no better on validation (seed 1: A 0.82–0.84, B 0.82–0.84 with 10 views, against 0.835 and 0.85); φ's
+    #: entropy swings more at 3e-3.
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=18, batch_size=32, lr=3e-3, weight_decay=0.0, aug_lr=3e-3)
+    )
     # The classifiers: A (small_cnn, as in the crop experiment) and B (another architecture, for transfer).
-    classifier_epochs: int = 18
-    lr: float = 3e-3
-    weight_decay: float = 0.0
     #: the classifiers' random crops have side in [pretrain_min_scale, 1]; random TTA uses the same distribution.
     #: 0.7 rather than the broader 0.5: on validation (seeds 0, 1) every entry was better, learned TTA included
     #: (A: 0.84 vs 0.76, B: 0.77 vs 0.68 with 10 views); 0.5 left the classifiers weak (about 60% on full images).
@@ -88,11 +100,8 @@ class Config:
     #: cheaper than (2, 2, 2, 2), which learns slowly here, and better on validation (0.55 vs 0.46 on full images,
     #: seed 0).
     transfer_blocks: tuple[int, ...] = (1, 1, 1, 1)
-    # φ, trained against the frozen classifier A.
+    # φ, trained against the frozen classifier A (its learning rate: ``train.aug_lr``).
     aug_epochs: int = 10
-    #: 1e-3, and the crop experiment's 3e-4 (with its band (1.0, 1.5) or this one), did no better on validation
-    #: (seed 1: A 0.82–0.84, B 0.82–0.84 with 10 views, against 0.835 and 0.85); φ's entropy swings more at 3e-3.
-    aug_lr: float = 3e-3
     #: LRP: stages of φ's 4-stage CNN whose units propose crops (stage 2: 6×6 cells, receptive field 22 px).
     levels: tuple[int, ...] = (2,)
     #: box side = 1.5 × 22 px = 33 px (0.69 of the image): about the classifiers' smallest training crop, and a
@@ -120,16 +129,25 @@ class Config:
     tta_views: tuple[int, ...] = (4, 10)
     #: numbers k of φ's most probable crops for top-k TTA (empty: no top-k entries).
     top_views: tuple[int, ...] = (4, 10)
+    #: torch threads per seed's job (0: 1 when jobs go to several worker processes, else torch's default).
     threads: int = 0
-    device: str = "cpu"
+    #: worker processes, one seed's job each at a time (0: one per available core).
+    workers: int = 0
     figure_examples: int = 6
-    progress: bool | None = None
+    #: The training keys' old flat names, still accepted (with a DeprecationWarning) by ``--set`` and config files.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        **{key: new for key, new in flat_train_aliases().items() if key in _FLAT_KEYS},
+        "classifier_epochs": "train.epochs",
+    }
 
     def __post_init__(self) -> None:
-        check_int_fields(
-            self, ("seeds", "n_train", "n_test", "batch_size", "classifier_epochs", "aug_epochs", "n_copies"), least=1
-        )
-        check_int_fields(self, ("n_val",))
+        training_seeds(self.seed, self.seeds)  # an int ≥ 1 (or a list of seeds)
+        check_int_fields(self, ("n_train", "n_test", "aug_epochs", "n_copies"), least=1)
+        check_int_fields(self, ("n_val", "threads", "workers"), least=0)
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+        if self.train.epochs < 1:
+            raise ValueError(f"train.epochs (the classifiers' epochs) must be ≥ 1, got {self.train.epochs}")
         if self.n_train + self.n_val > TRAIN_SIZE:
             raise ValueError(
                 f"n_train + n_val must be ≤ {TRAIN_SIZE} (the training split), got {self.n_train} + {self.n_val}"
@@ -159,7 +177,7 @@ class Config:
             n_train=128,
             n_val=32,
             n_test=64,
-            classifier_epochs=1,
+            train=dataclasses.replace(cls().train, epochs=1),
             aug_epochs=1,
             classifier_width=8,
             transfer_width=4,
@@ -167,6 +185,7 @@ class Config:
             tta_views=(2, 4),
             top_views=(2,),
             figure_examples=2,
+            workers=1,  # starting worker processes would cost more than these tiny runs
         )
 
 
@@ -226,15 +245,7 @@ def train_classifier(
     The returned model is in eval mode with every parameter's ``requires_grad`` off, so ``train`` treats it as
     fixed (φ alone learns, BatchNorm statistics stay).
     """
-    train_config = TrainConfig(
-        epochs=config.classifier_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        seed=seed,
-        device=config.device,
-        progress=config.progress,
-    )
+    train_config = dataclasses.replace(config.train, seed=seed)
     aug = RandomCrop(config.pretrain_min_scale, in_channels=1)
     train(model, aug, TaskObjective(), data, train_config, out_dir=out_dir)
     return model.requires_grad_(False).eval()
@@ -256,7 +267,7 @@ def build_policy(config: Config) -> tuple[InstaAug, nn.Module]:
         "lam_min",
     )
     crop_config = crop.Config(methods=("instaaug",), **{key: getattr(config, key) for key in options})
-    aug, objective = build_crop_method("instaaug", crop_config, NUM_CLASSES)
+    aug, objective = CROP_METHODS.build("instaaug", crop_config, NUM_CLASSES)
     return cast(InstaAug, aug), objective
 
 
@@ -276,14 +287,7 @@ def train_policy(
         raise ValueError("train_policy needs a frozen classifier: call model.requires_grad_(False) first")
     torch.manual_seed(seed)
     aug, objective = build_policy(config)
-    train_config = TrainConfig(
-        epochs=config.aug_epochs,
-        batch_size=config.batch_size,
-        aug_lr=config.aug_lr,
-        seed=seed,
-        device=config.device,
-        progress=config.progress,
-    )
+    train_config = dataclasses.replace(config.train, epochs=config.aug_epochs, pretrain_epochs=0, seed=seed)
     history = train(model, aug, objective, data, train_config, out_dir=out_dir)
     return aug.eval(), history
 
@@ -324,8 +328,8 @@ def evaluate_seed(
     aug.eval()
     results: dict[str, dict[str, float]] = {}
     for source in view_sources(config, aug).values():
-        test = evaluate_views(models, source, test_set, seed, device=config.device)
-        val = evaluate_views(models, source, val_set, seed, device=config.device) if len(val_set) else {}
+        test = evaluate_views(models, source, test_set, seed, device=config.train.device)
+        val = evaluate_views(models, source, val_set, seed, device=config.train.device) if len(val_set) else {}
         for name, m in test.items():
             results[name] = {
                 "accuracy": m["accuracy"][0],
@@ -344,45 +348,73 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | No
     return run_on_builtin_data("tta", _run, config, out_dir, data, uses="its built-in cluttered digits")
 
 
-def _run(config: Config, out: Path) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
+def _run_one(job: tuple[Config, str, int, str]) -> dict[str, float]:
+    """One seed's job of ``parallel.run_seeds``: train classifiers A and B and φ, save φ to ``out/seed<seed>/phi``
+    and evaluate every entry. Returns ``<entry>/<metric>`` for every entry of ``entry_names`` and
+    ``timing/<stage>_seconds`` for each stage (``name`` is unused: one job does every entry)."""
+    config, _, seed, out = job
     train_set, val_set, test_set = split_data(config)
     train_data = (train_set.images, train_set.labels)
+    seed_dir = Path(out) / f"seed{seed}"
+    began = time.perf_counter()
+    torch.manual_seed(seed)
+    model_a, model_b = build_classifiers(config)
+    train_classifier(model_a, train_data, config, seed, seed_dir / "a")
+    trained_a = time.perf_counter()
+    train_classifier(model_b, train_data, config, seed, seed_dir / "b")
+    trained_b = time.perf_counter()
+    aug, history = train_policy(model_a, train_data, config, seed, seed_dir / "phi")
+    aug.save(seed_dir / "phi")
+    trained_phi = time.perf_counter()
+    flat: dict[str, float] = {}
+    for name, metrics in evaluate_seed((model_a, model_b), aug, test_set, val_set, config, seed).items():
+        if name.startswith("instaaug"):
+            metrics["final_entropy"] = history[-1]["entropy"]
+        flat.update({f"{name}{SEPARATOR}{key}": value for key, value in metrics.items()})
+    stages = {
+        "classifier_a": trained_a - began,
+        "classifier_b": trained_b - trained_a,
+        "phi": trained_phi - trained_b,
+        "evaluation": time.perf_counter() - trained_phi,
+    }
+    flat.update({f"{TIMING}{SEPARATOR}{stage}_seconds": round(t, 1) for stage, t in stages.items()})
+    return flat
+
+
+def _unflatten(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A job's ``{"seed": s, "<group>/<key>": value, ...}`` as ``{group: {key: value}}`` (``seed`` dropped)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for flat_key, value in record.items():
+        group, separator, key = flat_key.partition(SEPARATOR)
+        if separator:
+            groups.setdefault(group, {})[key] = value
+    return groups
+
+
+def _run(config: Config, out: Path) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
     names = entry_names(config)
-    per_seed: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    seeds = training_seeds(config.seed, config.seeds)
     started = time.perf_counter()
-    kept_aug: InstaAug | None = None
-    timings: list[dict[str, float]] = []
-    for seed in range(config.seed, config.seed + config.seeds):
-        seed_dir = out / f"seed{seed}"
-        began = time.perf_counter()
-        torch.manual_seed(seed)
-        model_a, model_b = build_classifiers(config)
-        train_classifier(model_a, train_data, config, seed, seed_dir / "a")
-        trained_a = time.perf_counter()
-        train_classifier(model_b, train_data, config, seed, seed_dir / "b")
-        trained_b = time.perf_counter()
-        aug, history = train_policy(model_a, train_data, config, seed, seed_dir / "phi")
-        aug.save(seed_dir / "phi")
-        trained_phi = time.perf_counter()
-        for name, metrics in evaluate_seed((model_a, model_b), aug, test_set, val_set, config, seed).items():
-            if name.startswith("instaaug"):
-                metrics["final_entropy"] = history[-1]["entropy"]
-            per_seed[name].append(metrics)
-        timings.append(
-            {
-                "seed": seed,
-                "classifier_a_seconds": round(trained_a - began, 1),
-                "classifier_b_seconds": round(trained_b - trained_a, 1),
-                "phi_seconds": round(trained_phi - trained_b, 1),
-                "evaluation_seconds": round(time.perf_counter() - trained_phi, 1),
-            }
-        )
-        if kept_aug is None:
-            kept_aug = aug
-    results = {name: summarise_seeds(values) for name, values in per_seed.items()}
+    runs = run_seeds(
+        _run_one,
+        config,
+        ["tta"],
+        seeds,
+        out,
+        workers=config.workers,
+        threads=config.threads,
+        progress=config.train.progress,
+        description="tta seeds",
+    )
+    jobs = [(record["seed"], _unflatten(record)) for record in runs.per_seed["tta"]]
+    per_seed = {name: [{"seed": seed, **groups[name]} for seed, groups in jobs] for name in names}
+    results = {name: summarise_seeds([groups[name] for _, groups in jobs]) for name in names}
+    timings = [{"seed": seed, **groups[TIMING]} for seed, groups in jobs]
     figures = []
-    if kept_aug is not None and config.figure_examples > 0:
+    if config.figure_examples > 0 and is_main_process():  # under torchrun, rank 0 alone saved φ
+        kept_aug = InstaAug.load(out / f"seed{seeds[0]}" / "phi")
+        test_set = split_data(config)[2]
         k = config.figure_examples
         path = plot_crop_examples(kept_aug, test_set.images[:k], test_set.boxes[:k], out / "tta_crops.png")
         figures.append(path.name)
@@ -393,7 +425,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
         config,
         data="builtin cluttered digits",
         figures=figures,
-        seeds=list(range(config.seed, config.seed + config.seeds)),
+        seeds=list(seeds),
         per_seed=per_seed,
         timings=timings,
         seconds=round(time.perf_counter() - started, 1),
