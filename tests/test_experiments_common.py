@@ -80,6 +80,10 @@ def test_write_metrics_layout(tmp_path):
     data = json.loads(path.read_text())
     assert data["experiment"] == "rotation" and data["methods"] == {"none": {"accuracy": 0.5}}
     assert data["config"]["train"]["epochs"] == rotation.Config().train.epochs and data["seconds"] == 1.0
+    # The device of a nested training config is the one recorded (a fake name: provenance only copies it).
+    config = apply_overrides(rotation.Config(), ["train.device=meta"])
+    path = write_metrics(tmp_path, "rotation", {}, config)
+    assert json.loads(path.read_text())["provenance"]["device"] == "meta"
 
 
 def test_unknown_experiment():
@@ -87,7 +91,7 @@ def test_unknown_experiment():
         get_experiment("nope")
 
 
-@pytest.mark.parametrize("name", ["colour", "crop", "lighting", "rotation", "segment"])
+@pytest.mark.parametrize("name", ["colour", "crop", "lighting", "rotation", "segment", "tta"])
 def test_experiments_nest_their_training_keys_and_accept_the_old_flat_ones(name):
     config_cls = get_experiment(name).Config
     config = apply_overrides(config_cls(), ["train.epochs=7", "train.lr=0.25", "train.batch_size=16"])

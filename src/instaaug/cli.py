@@ -25,7 +25,7 @@ from .commands import claim_output
 from .commands import run_command as run_user_data_command
 from .config_files import config_help
 from .experiments import EXPERIMENTS, get_experiment
-from .experiments.common import apply_overrides
+from .experiments.common import apply_overrides, config_device
 from .experiments.sweep import parse_sweep, point_configs, run_sweep, sweep_summary
 from .outputs import (
     check_device,
@@ -195,14 +195,6 @@ def _device_flag(args: argparse.Namespace) -> str:
     return f"{args.config}: device" if args.config is not None else "device"
 
 
-def _config_device(config: Any) -> str | None:
-    """The device a run's config asks for: its ``device`` key, or its nested ``train.device``."""
-    for holder in (config, getattr(config, "train", None)):
-        if isinstance(getattr(holder, "device", None), str):
-            return holder.device
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -280,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             point_configs(config, axes, args.sweep_workers)  # every point's settings checked before any run
         # Everything the run will need from outside, checked before it starts rather than minutes into it.
         out_dir = check_output_dir(args.out or f"runs/{args.experiment}")
-        device = _config_device(config)
+        device = config_device(config)
         if device is not None:
             check_device(device, flag=_device_flag(args))
         if args.data is not None and args.experiment in DATA_KINDS:

@@ -268,12 +268,21 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
     return dataclasses.replace(config, **changes)
 
 
+def config_device(config: Any) -> str | None:
+    """The device an experiment's config asks for: its ``device`` key, else its nested ``train.device`` (None: it
+    names none)."""
+    for holder in (config, getattr(config, "train", None)):
+        if isinstance(getattr(holder, "device", None), str):
+            return holder.device
+    return None
+
+
 def write_metrics(
     out_dir: str | os.PathLike, experiment: str, methods: dict[str, dict[str, Any]], config: Any, **extra: Any
 ) -> Path:
     """Write ``out_dir/metrics.json``: ``{"experiment", "methods": {METHOD: {metric: value}}, "config", ...}``."""
     path = Path(out_dir) / "metrics.json"
-    record = provenance(seed=getattr(config, "seed", None), device=str(getattr(config, "device", "cpu")))
+    record = provenance(seed=getattr(config, "seed", None), device=config_device(config) or "cpu")
     if is_main_process():  # under torchrun every rank computes the metrics; one writes them
         write_json(
             path,
