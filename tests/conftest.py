@@ -1,4 +1,5 @@
-"""Shared fixtures and helpers: a fixed seed for every test, structured images, tiny augmenters."""
+"""Shared fixtures and helpers: a fixed seed for every test, structured images, tiny augmenters, tiny conditioned
+backbones (amortised), power spectrograms (audio)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from hypothesis import settings
 
 from instaaug import InstaAug
+from instaaug.amortised import ConditionedResNet, ConditionedViT
 from instaaug.augment import legacy_crop  # noqa: F401 (re-exported for the tests)
 
 # Property tests draw the same examples on every run, so CI cannot fail by chance; run with
@@ -49,3 +51,21 @@ def perturb_output(aug: InstaAug, std: float = 0.5, seed: int = 1) -> InstaAug:
         for p in params:
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return aug
+
+
+def tiny_resnet(**options) -> ConditionedResNet:
+    """A conditioned ResNet of two one-block stages (widths 4, 8), 3 basis kernels, conditioning MLP width 4."""
+    return ConditionedResNet(**{"widths": (4, 8), "blocks": (1, 1), "num_kernels": 3, "hidden": 4, **options})
+
+
+def tiny_vit(**options) -> ConditionedViT:
+    """A conditioned ViT on (3, 8, 8) inputs: 4-px patches, dim 16, one layer of 2 heads."""
+    return ConditionedViT(**{"image_size": (8, 8), "patch_size": 4, "dim": 16, "depth": 1, "heads": 2, **options})
+
+
+def harmonic_spectra(n: int = 16, seed: int = 0) -> torch.Tensor:
+    """Power spectrograms (n, 1, 65, 24) of identical structure: a harmonic tone in frames 6–15 over a floor."""
+    g = torch.Generator().manual_seed(seed)
+    x = 1e-3 * (1 + torch.rand(1, 1, 65, 24, generator=g))
+    x[0, 0, 8::8, 6:16] += 1.0
+    return x.expand(n, -1, -1, -1).clone()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from pathlib import Path
@@ -83,8 +84,8 @@ def test_readme_real_data_example_runs(tmp_path, monkeypatch, capsys):
     assert namespace["labels"].unique().numel() == 24
 
 
-#: Every Python block of the README is run by a test that finds it by one of these markers (the amortised one in
-#: tests/test_amortised.py); a new block without a marker here fails the test below until it has a test.
+#: Every Python block of the README is run by a test in this file that finds it by one of these markers; a new block
+#: without a marker here fails the test below until it has a test.
 TESTED_MARKERS = (
     "opt.step()",
     'views="top"',
@@ -152,6 +153,20 @@ def test_readme_your_data_commands_run(tmp_path, monkeypatch, capsys):
         assert main(argv) == 0, argv
     assert (tmp_path / "runs" / "photos-eval" / "predictions.csv").is_file()
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_readme_contrastive_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    namespace = run_readme_example("nt_xent_per_view")
+    assert namespace["features"].shape == (32, 32)
+    assert math.isfinite(float(namespace["terms"].loss.detach())) and float(namespace["terms"].surrogate) != 0
+
+
+def test_readme_amortised_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_readme_example("amortised")
+    assert (tmp_path / "my_backbone" / "weights.safetensors").is_file()
 
 
 def test_readme_mixture_example_runs():
