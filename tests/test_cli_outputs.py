@@ -329,7 +329,7 @@ def test_show_lists_every_key_with_its_default_and_meaning(capsys):
     fields = dataclasses.fields(get_experiment("crop").Config)
     assert keys == [key for f in fields for key in nested.get(f.name, [f.name])]
     assert "  seeds = 3  (--quick: 1)\n" in out
-    assert "the data are the same for every seed" in out
+    assert "or the seeds themselves (``--set seeds=0,4``)" in out and "The data are the same for every seed" in out
     assert "  box_scale = 1.4\n" in out and "receptive field" in out
     assert "  train.channels_last = true\n" in out and "  levels = 2\n" in out and "  train.progress = null\n" in out
     assert "  methods = none,random,augerino," in out

@@ -152,10 +152,16 @@ def test_shape_defined_classes_span_the_hue_wheel(data):
 # The experiment
 
 
+#: The quick run's training images (half of ``--quick``'s).
+QUICK_TRAIN = 270
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
+    """The quick run over two seeds (0 and 1), on half its training images for time; the figure and the summary
+    come from it too."""
     out = tmp_path_factory.mktemp("color_quick")
-    code = main(["run", "colour", "--quick", "--out", str(out)])
+    code = main(["run", "colour", "--quick", "--seeds", "2", "--set", f"n_train={QUICK_TRAIN}", "--out", str(out)])
     assert code == 0
     return out
 
@@ -168,6 +174,13 @@ def test_quick_run_writes_metrics_for_every_method(quick_run):
         assert 0.0 <= values["accuracy"] <= 1.0, method
         for group in ("shape_defined", "hue_defined"):
             assert 0.0 <= values[f"accuracy_{group}"] <= 1.0
+        # The mean and the standard deviation of each metric over the two seeds, and each seed's own values.
+        records = metrics["per_seed"][method]
+        assert [r["seed"] for r in records] == [0, 1] and values["seeds"] == 2
+        accuracies = torch.tensor([r["accuracy"] for r in records], dtype=torch.float64)
+        assert values["accuracy"] == pytest.approx(float(accuracies.mean()))
+        assert values["accuracy_std"] == pytest.approx(float(accuracies.std()))
+    assert set(metrics["methods"]["instaaug"]) >= {"hue_width_ratio", "hue_width_ratio_std", "final_lambda_std"}
     for method in ("random", "augerino", "instaaug"):
         values = metrics["methods"][method]
         for key in ("hue_width_shape_defined", "hue_width_hue_defined", "saturation_width_hue_defined"):
@@ -178,7 +191,9 @@ def test_quick_run_writes_metrics_for_every_method(quick_run):
         values = metrics["methods"][method]
         assert values["hue_width_shape_defined"] == pytest.approx(values["hue_width_hue_defined"], rel=1e-5)
     assert metrics["methods"]["random"]["hue_width_hue_defined"] == pytest.approx(0.3)
-    assert metrics["config"] == json.loads(json.dumps(dataclasses.asdict(colour.Config.quick())))
+    assert metrics["methods"]["random"]["hue_width_hue_defined_std"] == pytest.approx(0.0, abs=1e-6)
+    config = dataclasses.replace(colour.Config.quick(), seeds=2, n_train=QUICK_TRAIN)
+    assert metrics["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def test_quick_run_writes_the_figure_and_loadable_augmenters(quick_run):
@@ -186,22 +201,25 @@ def test_quick_run_writes_the_figure_and_loadable_augmenters(quick_run):
     assert figure.is_file() and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     x = colours.make_colour_dataset(6, seed=1).images
     for method in ("augerino", "instaaug"):
-        aug = InstaAug.load(quick_run / method)
-        assert aug.names == colour.TRANSFORMS
-        dist = aug.eval().distribution(x)
-        assert dist.low.shape == (6, 3) and bool(torch.isfinite(dist.width).all())
-    assert InstaAug.load(quick_run / "augerino").mode == "global"
+        for seed in (0, 1):  # several seeds: out/METHOD/seed<S>/
+            aug = InstaAug.load(quick_run / method / f"seed{seed}")
+            assert aug.names == colour.TRANSFORMS
+            dist = aug.eval().distribution(x)
+            assert dist.low.shape == (6, 3) and bool(torch.isfinite(dist.width).all())
+    assert InstaAug.load(quick_run / "augerino" / "seed0").mode == "global"
 
 
-def test_saved_instaaug_matches_the_reported_widths(quick_run):
-    # The augmenter on disk is the one measured, not an earlier state.
+@pytest.mark.parametrize("seed", [0, 1])
+def test_saved_instaaug_matches_the_reported_widths(quick_run, seed):
+    # The augmenter on disk is the one measured, not an earlier state; each seed's run has its own data.
     metrics = json.loads((quick_run / "metrics.json").read_text())
-    config = colour.Config.quick()
+    config = dataclasses.replace(colour.Config.quick(), seed=seed)
     _, test = colour.make_splits(config)
-    aug = InstaAug.load(quick_run / "instaaug")
+    aug = InstaAug.load(quick_run / "instaaug" / f"seed{seed}")
     low, high = colour.learned_ranges(aug, test.images)
     widths = colour.range_metrics(low, high, test.labels)
-    reported = metrics["methods"]["instaaug"]
+    reported = metrics["per_seed"]["instaaug"][seed]
+    assert reported["seed"] == seed
     assert widths["hue_width_hue_defined"] == pytest.approx(reported["hue_width_hue_defined"], rel=1e-4)
     assert widths["hue_width_shape_defined"] == pytest.approx(reported["hue_width_shape_defined"], rel=1e-4)
 
@@ -212,6 +230,7 @@ def test_summary_is_a_table_of_every_method(quick_run):
     for method in METHODS:
         assert method in text
     assert "target" in text
+    assert text.count("±") >= 6 * len(METHODS) - 5  # mean ± std in every cell with a value ("none" has no widths)
 
 
 def test_data_argument_is_rejected(tmp_path):
@@ -253,6 +272,22 @@ def test_run_restores_the_thread_count(tmp_path):
     assert torch.get_num_threads() == before
     assert set(metrics["methods"]) == {"none"}
     assert not (tmp_path / colour.FIGURE_FILE).exists()  # no method with ranges, no figure
+    assert (tmp_path / "none" / "metrics.jsonl").is_file()  # one seed: out/METHOD/, as before seeds existed
+    assert metrics["methods"]["none"]["seeds"] == 1 and metrics["methods"]["none"]["accuracy_std"] == 0.0
+    assert "±" not in colour.summary(metrics)
+
+
+def test_seeds_as_a_list_and_bad_seeds():
+    config = colour.Config(seeds=[3, 1])
+    assert config.seeds == (3, 1) and colour.run_dir("out", "instaaug", 1, config).parts[-2:] == ("instaaug", "seed1")
+    assert colour.run_dir("out", "instaaug", 0, colour.Config()).parts[-1] == "instaaug"
+    for bad in (0, (), (2, 2), "2"):
+        with pytest.raises(ValueError, match="seeds must"):
+            colour.Config(seeds=bad)
+    with pytest.raises(ValueError, match="seeds must"):
+        apply_overrides(colour.Config(), ["seeds=0"])
+    with pytest.raises(ValueError, match="workers"):
+        colour.Config(workers=-2)
 
 
 def test_range_metrics_by_class_group():

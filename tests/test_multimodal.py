@@ -11,9 +11,11 @@ import torch
 
 from instaaug import InstaAug
 from instaaug.cli import main
+from instaaug.config_files import load_config
 from instaaug.data.symmetric import HELD_OUT_SHAPES, SHAPES, TRAIN_SHAPES, draw, invariance_mask, symmetric_shapes
 from instaaug.distributions import UniformMixture
 from instaaug.distributions.mixture import symmetric_centres
+from instaaug.experiments.common import apply_overrides
 from instaaug.experiments.multimodal import (
     AnnealedBand,
     Config,
@@ -21,6 +23,7 @@ from instaaug.experiments.multimodal import (
     coverage_violation,
     fit_by_sampling,
     oracle_views,
+    run_dir,
 )
 from instaaug.transforms import TransformStack
 
@@ -103,6 +106,11 @@ def test_multimodal_experiment_quick_run(tmp_path, capsys):
     assert "coverage_sym" not in metrics["methods"]["none"]
     assert (out / "multimodal_densities.png").is_file()
     assert InstaAug.load(out / "mixture").config.distribution == "mixture"
+    # One seed: the layout of runs before seeds existed, and every metric with a zero deviation.
+    mixture = metrics["methods"]["mixture"]
+    assert mixture["seeds"] == 1 and mixture["coverage_sym_std"] == 0.0
+    assert metrics["per_seed"]["mixture"][0]["canonical_accuracy"] == mixture["canonical_accuracy"]
+    assert not (out / "frozen_classifier").exists()
 
 
 def test_oracle_views_stay_inside_the_label_preserving_arcs():
@@ -120,14 +128,63 @@ def test_oracle_views_stay_inside_the_label_preserving_arcs():
     torch.testing.assert_close(images, TransformStack(("rotation",))(data.images.repeat(3, 1, 1, 1), angles[:, None]))
 
 
-def test_frozen_variant_trains_phi_alone(tmp_path):
+def test_frozen_variant_trains_phi_alone_for_every_seed_of_a_list(tmp_path, capsys):
     out = tmp_path / "mm"
-    argv = ["run", "multimodal", "--quick", "--out", str(out), "--set", "frozen=true", "--set", "methods=none,mixture"]
-    assert main([*argv, "--set", "mixture_init=symmetric"]) == 0
+    config = tmp_path / "seeds.json"
+    config.write_text(json.dumps({"seeds": [0, 3]}))  # the list form of seeds, from a config file
+    argv = ["run", "multimodal", "--quick", "--out", str(out), "--config", str(config), "--set", "frozen=true"]
+    argv += ["--set", "oracle_epochs=2", "--set", "n_train=192"]  # for time: what is tested is the plumbing
+    assert main([*argv, "--set", "methods=none,mixture", "--set", "mixture_init=symmetric"]) == 0
+    assert "±" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["frozen"] is True and "coverage_sym" in metrics["methods"]["mixture"]
-    history = (out / "mixture" / "metrics.jsonl").read_text().splitlines()
-    assert all(json.loads(line)["phase"] == "joint" for line in history)  # no pre-training of a frozen model
+    assert metrics["config"]["frozen"] is True and metrics["config"]["seeds"] == [0, 3]
+    mixture = metrics["methods"]["mixture"]
+    assert mixture["seeds"] == 2 and {"coverage_sym", "coverage_sym_std", "canonical_accuracy_std"} <= set(mixture)
+    records = metrics["per_seed"]["mixture"]
+    assert [r["seed"] for r in records] == [0, 3] and all("canonical_accuracy" in r for r in records)
+    tilts = torch.tensor([r["canonical_residual_tilt"] for r in records], dtype=torch.float64)
+    assert mixture["canonical_residual_tilt"] == pytest.approx(float(tilts.mean()))
+    assert mixture["canonical_residual_tilt_std"] == pytest.approx(float(tilts.std()))
+    assert [r["seed"] for r in metrics["alignment_raw_per_seed"]] == [0, 3]
+    assert metrics["alignment_raw"]["seeds"] == 2 and "canonical_accuracy_std" in metrics["alignment_raw"]
+    for seed in (0, 3):
+        assert (out / "frozen_classifier" / f"seed{seed}" / "weights.safetensors").is_file()
+        history = (out / "mixture" / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()
+        assert all(json.loads(line)["phase"] == "joint" for line in history)  # no pre-training of a frozen model
+        assert InstaAug.load(out / "mixture" / f"seed{seed}").config.distribution == "mixture"
+    assert (out / "multimodal_densities.png").is_file()
+
+
+def test_training_keys_are_nested_and_the_old_flat_ones_still_work(tmp_path):
+    config = apply_overrides(Config(), ["train.epochs=5", "train.lr=0.01"])
+    assert (config.train.epochs, config.train.lr, config.train.aug_lr_schedule) == (5, 0.01, "cosine")
+    for old in ("epochs=4", "pretrain_epochs=2", "batch_size=32", "lr=0.1", "aug_lr=0.2", "device=cpu"):
+        key, value = old.split("=")
+        with pytest.warns(DeprecationWarning, match=f"'{key}' is deprecated.*train.{key}"):
+            config = apply_overrides(Config(), [old])
+        assert str(getattr(config.train, key)) == value
+    with pytest.warns(DeprecationWarning, match="aug_lr_schedule"):
+        assert apply_overrides(Config(), ["aug_lr_schedule=constant"]).train.aug_lr_schedule == "constant"
+    with pytest.raises(ValueError, match="unknown config key 'weight_decay'"):
+        apply_overrides(Config(), ["weight_decay=0.1"])  # never a flat key of this experiment: no alias
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"epochs": 3, "batch_size": 16}))
+    with pytest.warns(DeprecationWarning, match="'epochs' is deprecated"):
+        loaded = load_config(path, Config)
+    assert (loaded.train.epochs, loaded.train.batch_size) == (3, 16)
+    with pytest.raises(TypeError, match="train must be a TrainConfig"):
+        Config(train={"epochs": 3})
+
+
+def test_seeds_and_workers_are_checked():
+    assert Config(seeds=[2, 5]).seeds == (2, 5)
+    assert run_dir("out", "flow", 5, Config(seeds=[2, 5])).parts[-2:] == ("flow", "seed5")
+    assert run_dir("out", "flow", 0, Config()).parts[-1] == "flow"
+    for bad in (0, (), (1, 1), "2", 1.5):
+        with pytest.raises(ValueError, match="seeds must"):
+            Config(seeds=bad)
+    with pytest.raises(ValueError, match="workers"):
+        Config(workers=-1)
 
 
 def test_symmetric_mixture_init_starts_every_component_at_a_candidate(tmp_path):
@@ -171,9 +228,9 @@ def test_annealed_band_moves_linearly_then_holds():
 def test_fit_by_sampling_finds_every_planted_arc():
     """Planted Gibbs target: the "classifier's" loss is 0 on two arcs, [−π/4, π/4] and the one across ±π, and 20
     elsewhere. Maximum likelihood (forward KL) must put the flow's mass on both arcs, not on one."""
-    config = dataclasses.replace(
-        Config.quick(), frozen=True, flow_fit="sampling", epochs=40, batch_size=32, aug_lr=1e-2, flow_init_width=3.0
-    )
+    quick = Config.quick()
+    train = dataclasses.replace(quick.train, epochs=40, batch_size=32, aug_lr=1e-2)
+    config = dataclasses.replace(quick, frozen=True, flow_fit="sampling", train=train, flow_init_width=3.0)
     torch.manual_seed(0)
     aug, _ = build_method("flow", config)
     images = symmetric_shapes(32, TRAIN_SHAPES, seed=5).images

@@ -14,6 +14,8 @@ from instaaug import InstaAug
 from instaaug.cli import main
 from instaaug.data.sprites import builtin_sprites, load_mario_iggy, rotated_sprites
 from instaaug.experiments import rotation
+from instaaug.experiments.common import apply_overrides
+from instaaug.experiments.parallel import training_seeds
 from instaaug.transforms import TransformStack
 
 
@@ -103,24 +105,59 @@ def test_coverage_and_violation_on_planted_intervals():
     assert cov == pytest.approx(0.25) and vio == pytest.approx(0.5)
 
 
-def test_quick_run_writes_metrics_figure_and_loadable_augmenters(tmp_path):
+def test_quick_run_over_two_seeds_writes_metrics_figure_and_loadable_augmenters(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "rotation", "--quick", "--out", str(out), "--seed", "1"]) == 0
+    argv = ["run", "rotation", "--quick", "--out", str(out), "--seed", "1", "--seeds", "2"]
+    assert main([*argv, "--set", "n_train=200", "--set", "n_test=100"]) == 0  # half the quick data: two seeds
+    assert "±" in capsys.readouterr().out  # the summary gives mean ± std over the seeds
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["experiment"] == "rotation"
-    assert metrics["config"]["seed"] == 1
+    assert metrics["config"]["seed"] == 1 and metrics["config"]["seeds"] == 2
     assert list(metrics["methods"]) == ["none", "random", "augerino", "instaaug"]
     for name, m in metrics["methods"].items():
-        assert 0.0 <= m["accuracy"] <= 1.0
+        assert 0.0 <= m["accuracy"] <= 1.0 and m["seeds"] == 2 and m["accuracy_std"] >= 0
         assert ("coverage" in m) == (name in ("augerino", "instaaug"))
+        records = metrics["per_seed"][name]
+        assert [r["seed"] for r in records] == [1, 2]
+        assert m["accuracy"] == pytest.approx((records[0]["accuracy"] + records[1]["accuracy"]) / 2)
     for name in ("augerino", "instaaug"):
         m = metrics["methods"][name]
-        assert 0 <= m["coverage"] <= 1 and 0 <= m["violation"] <= 1
-        aug = InstaAug.load(out / name)
-        x = torch.rand(3, 3, 32, 32)
-        assert aug.distribution(x).names == ("rotation",)
-        assert (out / name / "metrics.jsonl").is_file()
+        assert 0 <= m["coverage"] <= 1 and 0 <= m["violation"] <= 1 and "coverage_std" in m
+        coverages = [r["coverage"] for r in metrics["per_seed"][name]]
+        assert m["coverage_std"] == pytest.approx(float(torch.tensor(coverages, dtype=torch.float64).std()))
+        for seed in (1, 2):
+            aug = InstaAug.load(out / name / f"seed{seed}")
+            x = torch.rand(3, 3, 32, 32)
+            assert aug.distribution(x).names == ("rotation",)
+            assert (out / name / f"seed{seed}" / "metrics.jsonl").is_file()
+    # Each seed's run is the single run at that seed: its own data, so its own coverage.
+    assert len(set(coverages)) == 2
     assert (out / "rotation_arcs.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("seeds", "expected"), [(1, (0,)), (3, (0, 1, 2)), ([4, 2], (4, 2)), ((7,), (7,))])
+def test_seeds_are_a_count_or_a_list(seeds, expected, tmp_path):
+    config = rotation.Config(seeds=seeds)
+    assert training_seeds(config.seed, config.seeds) == expected
+    assert config.seeds == (seeds if isinstance(seeds, int) else tuple(seeds))
+    # One seed keeps the layout of runs before seeds existed: out/METHOD/.
+    expected_dir = tmp_path / "instaaug" if len(expected) == 1 else tmp_path / "instaaug" / f"seed{expected[-1]}"
+    assert rotation.run_dir(tmp_path, "instaaug", expected[-1], config) == expected_dir
+
+
+@pytest.mark.parametrize("seeds", [0, -1, (), (1, 1), "3", True, (1.5,)])
+def test_bad_seeds_are_refused_naming_the_key(seeds):
+    with pytest.raises(ValueError, match="seeds must"):
+        rotation.Config(seeds=seeds)
+
+
+def test_seeds_and_workers_from_the_command_line():
+    assert apply_overrides(rotation.Config(), ["seeds=0,4"]).seeds == (0, 4)
+    assert apply_overrides(rotation.Config(), ["seeds=3", "workers=2"]).seeds == 3
+    with pytest.raises(ValueError, match="seeds must"):
+        apply_overrides(rotation.Config(), ["seeds=2,2"])
+    with pytest.raises(ValueError, match="workers"):
+        rotation.Config(workers=-1)
 
 
 def test_run_reads_a_data_file_and_reports_it(tmp_path):
@@ -133,6 +170,9 @@ def test_run_reads_a_data_file_and_reports_it(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["data"] == str(path)
     assert list(metrics["methods"]) == ["none"]
+    assert (tmp_path / "out" / "none" / "metrics.jsonl").is_file()  # one seed: out/METHOD/, as before seeds
+    assert [r["seed"] for r in metrics["per_seed"]["none"]] == [0]
+    assert metrics["methods"]["none"]["seeds"] == 1 and metrics["methods"]["none"]["accuracy_std"] == 0.0
 
 
 def test_cli_rejects_unknown_experiment_and_config_key(capsys):

@@ -8,7 +8,10 @@ fruits' narrow.
 Every method trains a fresh copy of the same classifier (same initial weights) on the same data: ``none``,
 ``random`` (fixed ranges), ``augerino`` (one global learned range) and ``instaaug``. Metrics per method: test
 accuracy (overall and per class group) and, for the methods with ranges, the mean width of each dimension's
-interval over the test images of the shape-defined and of the hue-defined classes.
+interval over the test images of the shape-defined and of the hue-defined classes. With ``seeds`` > 1 every method
+is trained once per seed (each seed's run is the single run at that seed: its own data, initial weights and
+training) and every metric is reported as its mean, ``<metric>_std`` and the number of ``seeds``, with each seed's
+values under ``per_seed``.
 """
 
 from __future__ import annotations
@@ -22,21 +25,23 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..augment import Augmenter, InstaAug
 from ..data.colours import CLASS_NAMES, HUE_DEFINED, NUM_CLASSES, SHAPE_DEFINED, ColourData, make_colour_dataset
+from ..distributed import is_main_process
 from ..models import build_classifier
 from ..plots import plot_colour_ranges
-from ..train import TrainConfig, accuracy, predict
+from ..train import TrainConfig, accuracy, predict, train
 from ..validation import check_int_fields, check_numbers
 from .common import (
     METHODS,
-    MethodResult,
+    build_method,
     check_methods,
-    fit_method,
     flat_train_aliases,
     learned_ranges,
     run_on_builtin_data,
     write_metrics,
 )
+from .parallel import run_seeds, training_seeds
 
 DESCRIPTION = "hue/saturation/value ranges on shape-defined vs hue-defined classes (paper Fig. D.1)"
 TRANSFORMS = ("hue", "saturation", "value")
@@ -50,6 +55,8 @@ class Config:
     Attributes:
         seed: seeds the data (train and test are generated from different streams), the initial weights and
             the training run.
+        seeds: an int N: seeds seed, seed + 1, … seed + N - 1; or a list of seeds. Each seed's run is the single
+            run at that seed.
         n_train, n_test: generated training and test images (balanced over the 9 classes).
         image_size: image side in pixels.
         train: the training run of every method (``--set train.KEY=VALUE``; its ``seed`` is ``seed``): 16 joint
@@ -73,10 +80,15 @@ class Config:
             families' defaults).
         threads: torch's intra-op threads during the run (0 keeps torch's default). On a machine shared with
             other busy processes, ``--set threads=1`` avoids multi-threaded kernels waiting for a busy core.
+            With several workers, 0 means 1 thread per worker.
+        workers: worker processes, one run (method, seed) each at a time (0: one per available core). The
+            README's figures were measured in one process (``workers=1``); other thread counts change them by
+            float rounding.
         figure_per_class: test examples per class in the figure.
     """
 
     seed: int = 0
+    seeds: int | tuple[int, ...] = 1
     n_train: int = 2800
     n_test: int = 1800
     image_size: int = 32
@@ -98,6 +110,7 @@ class Config:
     random_saturation: float = 0.4
     random_value: float = 0.4
     threads: int = 0
+    workers: int = 0
     figure_per_class: int = 1
     #: Old key names still accepted (with a DeprecationWarning) by ``--set`` and config files.
     RENAMED_KEYS: ClassVar[dict[str, str]] = {
@@ -110,11 +123,16 @@ class Config:
     def quick(cls) -> Config:
         """A small variant for tests and smoke runs (seconds)."""
         train = dataclasses.replace(cls().train, epochs=2, pretrain_epochs=1)
-        return cls(n_train=540, n_test=270, train=train, width=8, aug_width=8)
+        # workers=1: starting worker processes would cost more than these tiny runs.
+        return cls(n_train=540, n_test=270, train=train, width=8, aug_width=8, workers=1)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods))
+        if isinstance(self.seeds, list):
+            object.__setattr__(self, "seeds", tuple(self.seeds))
+        training_seeds(self.seed, self.seeds)  # a ValueError naming ``seeds`` if they are not seeds
         check_int_fields(self, ("n_train", "n_test", "width", "depth", "aug_width", "aug_depth"), least=1)
+        check_int_fields(self, ("workers", "threads"), least=0)
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         for key in ("n_train", "n_test"):
@@ -181,47 +199,51 @@ def range_metrics(low: torch.Tensor, high: torch.Tensor, labels: torch.Tensor) -
     return metrics
 
 
-def evaluate_methods(
-    config: Config, train: ColourData, test: ColourData, out_dir: Path | None
-) -> tuple[dict[str, Any], dict[str, MethodResult]]:
-    """Train every method of ``config`` on ``train`` and measure it on ``test``; returns metrics per method.
+def run_dir(out: str | os.PathLike, method: str, seed: int, config: Config) -> Path:
+    """Where the run of ``method`` at ``seed`` writes its log, checkpoint and augmenter: ``out/METHOD/`` for a
+    single seed (as before seeds existed), ``out/METHOD/seed<S>/`` for several."""
+    single = len(training_seeds(config.seed, config.seeds)) == 1
+    return Path(out) / method if single else Path(out) / method / f"seed{seed}"
 
-    Also returns the fitted ``MethodResult`` of every method (for figures).
-    """
-    options = config.build_options()
-    results: dict[str, Any] = {}
-    fitted = {}
-    masks = group_masks(test.labels)
-    for method in config.methods:
-        # The same initial classifier for every method, so that only the augmentation differs.
-        torch.manual_seed(config.seed)
-        model = build_classifier("small_cnn", 3, NUM_CLASSES, width=config.width, depth=config.depth)
-        result = fit_method(
-            method,
-            model,
-            (train.images, train.labels),
-            TRANSFORMS,
-            dataclasses.replace(config.train, seed=config.seed),
-            out_dir,
-            **options,
-        )
-        logits = predict(model, test.images)
-        last = result.history[-1]
-        metrics: dict[str, Any] = {
-            "accuracy": accuracy(logits, test.labels),
-            **{f"accuracy_{g}": accuracy(logits[m], test.labels[m]) for g, m in masks.items()},
-            "train_accuracy": last["train_accuracy"],
-            "train_seconds": result.seconds,
-        }
-        if method != "none":
-            low, high = learned_ranges(result.aug, test.images)
-            metrics.update(range_metrics(low, high, test.labels))
-        if method == "instaaug":
-            metrics["final_lambda"] = last["lam"]
-            metrics["final_train_entropy"] = last["entropy"]
-        results[method] = metrics
-        fitted[method] = result
-    return results, fitted
+
+def evaluate_method(
+    config: Config, method: str, train_set: ColourData, test: ColourData, directory: Path | None
+) -> dict[str, Any]:
+    """Train ``method`` on ``train_set`` (seeded by ``config.seed``) and measure it on ``test``; returns its
+    metrics. The run's log and checkpoint go to ``directory``, and a learned augmenter is saved there too."""
+    # The same initial classifier for every method, so that only the augmentation differs.
+    torch.manual_seed(config.seed)
+    model = build_classifier("small_cnn", 3, NUM_CLASSES, width=config.width, depth=config.depth)
+    aug, objective = build_method(method, TRANSFORMS, in_channels=3, **config.build_options())
+    started = time.perf_counter()
+    data = (train_set.images, train_set.labels)
+    history = train(model, aug, objective, data, dataclasses.replace(config.train, seed=config.seed), out_dir=directory)
+    seconds = time.perf_counter() - started
+    if directory is not None and isinstance(aug, InstaAug):
+        aug.save(directory)
+    logits = predict(model.eval(), test.images)
+    last = history[-1]
+    metrics: dict[str, Any] = {
+        "accuracy": accuracy(logits, test.labels),
+        **{f"accuracy_{g}": accuracy(logits[m], test.labels[m]) for g, m in group_masks(test.labels).items()},
+        "train_accuracy": last["train_accuracy"],
+        "train_seconds": seconds,
+    }
+    if method != "none":
+        low, high = learned_ranges(aug, test.images)
+        metrics.update(range_metrics(low, high, test.labels))
+    if method == "instaaug":
+        metrics["final_lambda"] = last["lam"]
+        metrics["final_train_entropy"] = last["entropy"]
+    return metrics
+
+
+def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
+    """Train and evaluate one (method, seed) on that seed's data (``run_seeds``' job)."""
+    config, method, seed, out = job
+    config = dataclasses.replace(config, seed=seed)
+    train_set, test = make_splits(config)
+    return evaluate_method(config, method, train_set, test, run_dir(out, method, seed, config))
 
 
 def figure_examples(labels: torch.Tensor, per_class: int) -> torch.Tensor:
@@ -250,59 +272,95 @@ def run(config: Config, out_dir: str | os.PathLike, data: str | None = None) -> 
 def _run(config: Config, out: Path) -> dict[str, Any]:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    train, test = make_splits(config)
-    results, fitted = evaluate_methods(config, train, test, out)
-
+    seeds = training_seeds(config.seed, config.seeds)
+    runs = run_seeds(
+        _train_job,
+        config,
+        config.methods,
+        seeds,
+        out,
+        workers=config.workers,
+        threads=config.threads,
+        progress=config.train.progress,
+        description="colour runs",
+    )
+    shown = next((m for m in ("instaaug", "augerino", "random") if m in config.methods), None)
     figure = None
-    shown = next((m for m in ("instaaug", "augerino", "random") if m in fitted), None)
-    if shown is not None:
-        idx = figure_examples(test.labels, config.figure_per_class)
-        low, high = learned_ranges(fitted[shown].aug, test.images[idx])
-        reference = None
-        if shown == "instaaug" and "augerino" in fitted:
-            ref_low, ref_high = learned_ranges(fitted["augerino"].aug, test.images[:1])
-            reference = (ref_low[0], ref_high[0])
-        path = plot_colour_ranges(
-            test.images[idx],
-            low,
-            high,
-            TRANSFORMS,
-            out / FIGURE_FILE,
-            labels=[CLASS_NAMES[k] + (" (hue)" if k in HUE_DEFINED else " (shape)") for k in test.labels[idx]],
-            reference=reference,
-            reference_label="augerino (global)",
-            title=f"learned colour ranges per test example ({shown})",
-        )
-        figure = path.name
+    if shown is not None and is_main_process():  # under torchrun, rank 0 alone saved the augmenters
+        figure = _ranges_figure(config, shown, seeds[0], out).name
     seconds = time.perf_counter() - started
-    write_metrics(out, "colour", results, config, figures=[figure] if figure else [], seconds=seconds)
+    figures = [figure] if figure else []
+    write_metrics(out, "colour", runs.results, config, figures=figures, per_seed=runs.per_seed, seconds=seconds)
     return {
         "experiment": "colour",
-        "methods": results,
+        "methods": runs.results,
         "config": dataclasses.asdict(config),
-        "figures": [figure] if figure else [],
+        "figures": figures,
         "seconds": seconds,
     }
 
 
+def _augmenter(config: Config, method: str, seed: int, out: Path) -> Augmenter:
+    """The augmenter of ``method`` at ``seed``: a learned one as saved by its run, the random baseline rebuilt (its
+    ranges are fixed)."""
+    if method == "random":
+        return build_method(method, TRANSFORMS, in_channels=3, **config.build_options())[0]
+    return InstaAug.load(run_dir(out, method, seed, config))
+
+
+def _ranges_figure(config: Config, shown: str, seed: int, out: Path) -> Path:
+    """The learned colour ranges of method ``shown`` at ``seed`` on a few test examples per class, beside
+    Augerino's global range when ``shown`` is InstaAug."""
+    test = make_splits(dataclasses.replace(config, seed=seed))[1]
+    idx = figure_examples(test.labels, config.figure_per_class)
+    low, high = learned_ranges(_augmenter(config, shown, seed, out), test.images[idx])
+    reference = None
+    if shown == "instaaug" and "augerino" in config.methods:
+        ref_low, ref_high = learned_ranges(_augmenter(config, "augerino", seed, out), test.images[:1])
+        reference = (ref_low[0], ref_high[0])
+    return plot_colour_ranges(
+        test.images[idx],
+        low,
+        high,
+        TRANSFORMS,
+        out / FIGURE_FILE,
+        labels=[CLASS_NAMES[k] + (" (hue)" if k in HUE_DEFINED else " (shape)") for k in test.labels[idx]],
+        reference=reference,
+        reference_label="augerino (global)",
+        title=f"learned colour ranges per test example ({shown})",
+    )
+
+
+#: The summary's columns: header, metric, width and decimals.
+_COLUMNS = (
+    ("acc", "accuracy", 6, 3),
+    ("acc shape", "accuracy_shape_defined", 9, 3),
+    ("acc hue", "accuracy_hue_defined", 7, 3),
+    ("hue w shape", "hue_width_shape_defined", 11, 3),
+    ("hue w hue", "hue_width_hue_defined", 9, 3),
+    ("ratio", "hue_width_ratio", 6, 2),
+)
+
+
 def summary(metrics: dict[str, Any]) -> str:
-    """A short table of accuracy and mean hue widths per method."""
+    """A short table of accuracy and mean hue widths per method (mean ± std over seeds where there are several)."""
+    several = any(values.get("seeds", 1) > 1 for values in metrics["methods"].values())
 
-    def cell(values: dict[str, Any], key: str, fmt: str) -> str:
-        value = values.get(key)
-        return format(value, fmt) if isinstance(value, int | float) else "-".rjust(int(fmt.split(".")[0]))
+    def cell(values: dict[str, Any], key: str, width: int, decimals: int) -> str:
+        value, std = values.get(key), values.get(f"{key}_std")
+        if not isinstance(value, int | float):
+            return "-".rjust(width)
+        if several:
+            text = f"{value:.{decimals}f}" + (f" ± {std:.{decimals}f}" if isinstance(std, int | float) else "")
+            return text.rjust(width)
+        return f"{value:{width}.{decimals}f}"
 
-    columns = ("acc", "acc shape", "acc hue", "hue w shape", "hue w hue", "ratio")
-    widths = (6, 9, 7, 11, 9, 6)
-    header = f"{'method':10s} " + " ".join(f"{c:>{w}s}" for c, w in zip(columns, widths, strict=True))
+    widths = [w + (5 + d if several else 0) for _, _, w, d in _COLUMNS]  # room for " ± " and the deviation
+    header = f"{'method':10s} " + " ".join(f"{c[0]:>{w}s}" for c, w in zip(_COLUMNS, widths, strict=True))
     lines = [header, "-" * len(header)]
     for method, values in metrics["methods"].items():
-        lines.append(
-            f"{method:10s} {cell(values, 'accuracy', '6.3f')} {cell(values, 'accuracy_shape_defined', '9.3f')} "
-            f"{cell(values, 'accuracy_hue_defined', '7.3f')} {cell(values, 'hue_width_shape_defined', '11.3f')} "
-            f"{cell(values, 'hue_width_hue_defined', '9.3f')} {cell(values, 'hue_width_ratio', '6.2f')}"
-        )
+        cells = [cell(values, key, w, d) for (_, key, _, d), w in zip(_COLUMNS, widths, strict=True)]
+        lines.append(f"{method:10s} " + " ".join(cells))
     if "instaaug" in metrics["methods"]:
         ratio = metrics["methods"]["instaaug"].get("hue_width_ratio")
         if isinstance(ratio, float):

@@ -34,17 +34,24 @@ Metrics, from each test image's learned density on a grid of ``grid`` rotations:
 - alignment (``canonical_``): a shape classifier trained on upright images only (3 classes) is given the "up" test
   images as they are (tilted by up to P/8) and canonicalised by each augmenter (``InstaAug.canonicalise``: rotated
   by the mode of its distribution), with the mean residual tilt |a + mode| modulo the period.
+
+With ``seeds`` > 1 every method is trained once per seed, each seed's run the single run at that seed (its own
+data, classifiers and training), and every metric is reported as its mean, ``<metric>_std`` and the number of
+``seeds``, with each seed's values under ``per_seed``. A run goes in three steps, each of independent jobs
+(``parallel``): the frozen classifier of every seed (with ``frozen=true``; saved under ``frozen_classifier/``),
+every (method, seed), and the alignment test of every seed (on the saved augmenters).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -61,17 +68,26 @@ from ..data.symmetric import (
     invariance_mask,
     symmetric_shapes,
 )
+from ..distributed import barrier, is_main_process
 from ..distributions.mixture import symmetric_centres
+from ..io import load_tensors, save_tensors
 from ..models import build_classifier
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..plots import plot_rotation_densities
+from ..step import optimiser_step
 from ..train import TrainConfig, predict, train
 from ..transforms import FAMILIES, TransformStack
-from .common import check_methods, run_on_builtin_data, write_metrics
+from ..validation import check_int_fields
+from .common import check_methods, flat_train_aliases, run_on_builtin_data, write_metrics
+from .parallel import run_jobs, run_seeds, summarise_seeds, training_seeds
 
 DESCRIPTION = "multimodal rotation invariances (1-, 2-, 3-fold symmetric shapes): uniform vs mixture vs flow"
 METHODS = ("none", "augerino", "uniform", "mixture", "flow")
 LEARNED = ("augerino", "uniform", "mixture", "flow")
+#: The methods the alignment test canonicalises with (Augerino's one global range has no per-image mode).
+ALIGNED = ("uniform", "mixture", "flow")
+#: The training keys multimodal used to hold flat, still accepted (with a DeprecationWarning) as ``train.KEY``.
+_FLAT_KEYS = ("epochs", "pretrain_epochs", "batch_size", "lr", "aug_lr", "aug_lr_schedule", "device")
 MIXTURE_INITS = ("spread", "symmetric")
 FLOW_FITS = ("objective", "sampling")
 
@@ -102,18 +118,23 @@ class Config:
     """Settings of the multimodal experiment (override with ``--set key=value``)."""
 
     seed: int = 0
+    #: an int N: seeds seed, seed + 1, … seed + N - 1; or a list of seeds. Each seed's run is the single run at
+    #: that seed (its own data, classifiers and training).
+    seeds: int | tuple[int, ...] = 1
     #: training images (the three training shapes, up and down: 6 classes).
     n_train: int = 3000
     #: test images of the training shapes, and of the held-out shapes.
     n_test: int = 600
-    epochs: int = 30
-    pretrain_epochs: int = 1
-    batch_size: int = 64
-    lr: float = 3e-3
-    aug_lr: float = 3e-3
-    #: decay φ's learning rate to 0 over the joint epochs, so that φ settles instead of stopping wherever the λ
-    #: controller's swings left it.
-    aug_lr_schedule: str = "cosine"
+    #: every method's training run (``--set train.KEY=VALUE``; its ``seed`` is the run's): one pre-training epoch
+    #: of the classifier, 30 joint ones. φ's learning rate decays to 0 over the joint epochs (cosine), so that φ
+    #: settles instead of stopping wherever the λ controller's swings left it. The frozen variant's oracle
+    #: classifier, the alignment test's shape classifier and the sampling fit take their batch size and learning
+    #: rates from here too (``train.epochs`` is the sampling fit's epochs).
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=30, pretrain_epochs=1, batch_size=64, lr=3e-3, aug_lr=3e-3, aug_lr_schedule="cosine"
+        )
+    )
     methods: tuple[str, ...] = METHODS
     #: the entropy band of the InstaAug methods, in nats: a uniform distribution on a set of measure 1.5–2.0 rad,
     #: half to two thirds of the label-preserving set (measure π). The set itself (log 0.9π … log 1.1π) was not
@@ -179,12 +200,23 @@ class Config:
     frozen: bool = False
     oracle_copies: int = 4
     oracle_epochs: int = 6
+    #: torch threads per run (0: 1 when runs go to several worker processes, else torch's default).
     threads: int = 0
-    device: str = "cpu"
+    #: worker processes, one run (method, seed) each at a time (0: one per available core). The README's figures
+    #: were measured in one process (``workers=1``); other thread counts change them by float rounding.
+    workers: int = 0
     figure_examples: int = 6
+    #: The training keys' old flat names, still accepted (with a DeprecationWarning) by ``--set`` and config files.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {k: v for k, v in flat_train_aliases().items() if k in _FLAT_KEYS}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
+        if isinstance(self.seeds, list):
+            object.__setattr__(self, "seeds", tuple(self.seeds))
+        training_seeds(self.seed, self.seeds)  # a ValueError naming ``seeds`` if they are not seeds
+        check_int_fields(self, ("workers", "threads"), least=0)
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         if self.mixture_init not in MIXTURE_INITS:
             raise ValueError(f"mixture_init must be one of {MIXTURE_INITS}, got {self.mixture_init!r}")
         if self.flow_fit not in FLOW_FITS:
@@ -200,7 +232,9 @@ class Config:
     @classmethod
     def quick(cls) -> Config:
         """A seconds-long variant for tests."""
-        return cls(n_train=384, n_test=96, epochs=1, pretrain_epochs=1, grid=180, align_epochs=1, figure_examples=3)
+        train = dataclasses.replace(cls().train, epochs=1, pretrain_epochs=1)
+        # workers=1: starting worker processes would cost more than these tiny runs.
+        return cls(n_train=384, n_test=96, train=train, grid=180, align_epochs=1, figure_examples=3, workers=1)
 
 
 def build_method(method: str, config: Config, steps: int = 1) -> tuple[Augmenter, nn.Module]:
@@ -281,16 +315,7 @@ def coverage_violation(
 
 
 def _train_config(config: Config, epochs: int, pretrain: int) -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs,
-        pretrain_epochs=pretrain,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        aug_lr=config.aug_lr,
-        aug_lr_schedule=config.aug_lr_schedule,
-        seed=config.seed,
-        device=config.device,
-    )
+    return dataclasses.replace(config.train, epochs=epochs, pretrain_epochs=pretrain, seed=config.seed)
 
 
 def alignment(config: Config, augmenters: dict[str, Augmenter], test: SymmetricShapes) -> dict[str, dict[str, float]]:
@@ -312,7 +337,7 @@ def alignment(config: Config, augmenters: dict[str, Augmenter], test: SymmetricS
     period = 2 * math.pi / order
 
     def accuracy(images: torch.Tensor) -> float:
-        return float((predict(classifier, images, device=config.device).argmax(-1) == y).float().mean())
+        return float((predict(classifier, images, device=config.train.device).argmax(-1) == y).float().mean())
 
     results = {"raw": {"accuracy": accuracy(x), "residual_tilt": float(tilt.abs().mean())}}
     for name, aug in augmenters.items():
@@ -327,7 +352,9 @@ def alignment(config: Config, augmenters: dict[str, Augmenter], test: SymmetricS
 
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Train every method, measure coverage, violation, accuracy and alignment; write metrics.json and figures."""
+    """Train every method for every seed, measure coverage, violation, accuracy and alignment; write metrics.json,
+    the densities figure and the augmenters (under ``out_dir/METHOD/``, or ``out_dir/METHOD/seed<S>/`` with several
+    seeds)."""
     return run_on_builtin_data("multimodal", _run, config, out_dir, data, uses="shapes it draws itself")
 
 
@@ -372,24 +399,25 @@ def fit_by_sampling(
     interpolated between grid points. Every step draws S = ``fit_samples`` rotations per image, one uniformly in
     each of S equal strata of the circle, and minimises the self-normalised estimate −Σ_s w_s log p(τ_s | x),
     w = softmax(−L / T) over the S rotations, of the cross-entropy H(p*, p) = KL(p* ‖ p) + const (importance
-    sampling with a uniform proposal). Adam at ``aug_lr`` with a cosine decay over ``epochs``, batches of
-    ``batch_size``. Returns one dict per epoch (the mean fitted cross-entropy ``fit_loss`` and the distribution's
+    sampling with a uniform proposal). Adam at ``train.aug_lr`` with a cosine decay over ``train.epochs``, batches of
+    ``train.batch_size``. Returns one dict per epoch (the mean fitted cross-entropy ``fit_loss`` and the distribution's
     Monte Carlo ``entropy`` on the epoch's last batch).
     """
     n, grid = losses.shape
     if images.shape[0] != n:
         raise ValueError(f"{images.shape[0]} images but losses for {n}")
+    epochs, batch_size = config.train.epochs, config.train.batch_size
     generator = torch.Generator().manual_seed(config.seed + 3)
     torch.manual_seed(config.seed)
-    optimiser = torch.optim.Adam(aug.parameters(), lr=config.aug_lr)
-    total = config.epochs * math.ceil(n / config.batch_size)
+    optimiser = torch.optim.Adam(aug.parameters(), lr=config.train.aug_lr)
+    total = epochs * math.ceil(n / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
     strata = torch.arange(config.fit_samples) / config.fit_samples  # (S,) in turns
     aug.train()
     history = []
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         started, sums, count = time.perf_counter(), 0.0, 0
-        for index in torch.randperm(n, generator=generator).split(config.batch_size):
+        for index in torch.randperm(n, generator=generator).split(batch_size):
             turns = strata + torch.rand(index.shape[0], config.fit_samples, generator=generator) / config.fit_samples
             position = turns * grid  # (b, S) in grid steps from −π
             left = position.floor().long()
@@ -401,9 +429,7 @@ def fit_by_sampling(
             dist = aug.distribution(images[index])
             log_p = dist.log_prob(rotations.T[..., None])  # (S, b)
             loss = -(weights.T * log_p).sum(0).mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+            optimiser_step(loss, optimiser)
             schedule.step()
             sums, count = sums + float(loss.detach()) * index.shape[0], count + index.shape[0]
         with torch.no_grad():
@@ -436,92 +462,202 @@ def _plain_classifier(
     return model
 
 
+def run_dir(out: str | os.PathLike, name: str, seed: int, config: Config) -> Path:
+    """Where the run ``name`` (a method, or ``frozen_classifier``) at ``seed`` writes its files: ``out/NAME/`` for a
+    single seed (as before seeds existed), ``out/NAME/seed<S>/`` for several."""
+    single = len(training_seeds(config.seed, config.seeds)) == 1
+    return Path(out) / name if single else Path(out) / name / f"seed{seed}"
+
+
+@functools.lru_cache(maxsize=6)
+def _shapes(n: int, shapes: tuple[int, ...], seed: int) -> SymmetricShapes:
+    """``symmetric_shapes``, kept for this process's next jobs (read-only): drawing is slow (seconds per thousand
+    images) and every job of a seed needs the same images (train, test and held-out sets of two seeds fit)."""
+    return symmetric_shapes(n, shapes, seed=seed)
+
+
+def _train_set(config: Config) -> SymmetricShapes:
+    """The training images of ``config.seed``."""
+    return _shapes(config.n_train, TRAIN_SHAPES, config.seed)
+
+
+def _test_sets(config: Config) -> tuple[SymmetricShapes, SymmetricShapes]:
+    """The test images of the training shapes and those of the held-out shapes, of ``config.seed``."""
+    test = _shapes(config.n_test, TRAIN_SHAPES, config.seed + 10_000)
+    return test, _shapes(config.n_test, HELD_OUT_SHAPES, config.seed + 20_000)
+
+
+def _angles(config: Config) -> torch.Tensor:
+    """The ``grid`` rotations (R,) on which the learned densities are evaluated: the middles of equal steps."""
+    return (torch.arange(config.grid) + 0.5) / config.grid * 2 * math.pi - math.pi
+
+
+def _frozen_path(config: Config, out: str | os.PathLike, seed: int) -> Path:
+    """Where ``_frozen_job`` saves the frozen classifier of ``seed`` (its weights only, as safetensors)."""
+    return run_dir(out, "frozen_classifier", seed, config) / "weights.safetensors"
+
+
+def _frozen_job(job: tuple[Config, int, str]) -> None:
+    """Train the frozen classifier of one seed (``_frozen_classifier``) and save it for that seed's runs."""
+    config, seed, out = job
+    config = dataclasses.replace(config, seed=seed)
+    model = _frozen_classifier(config, _train_set(config))
+    if is_main_process():  # under torchrun every rank trained the same classifier
+        path = _frozen_path(config, out, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+
+def _load_frozen(config: Config, out: str | os.PathLike) -> nn.Module:
+    """The frozen classifier ``_frozen_job`` saved for ``config.seed``."""
+    model = build_classifier("small_cnn", 1, 2 * len(TRAIN_SHAPES), width=config.classifier_width, depth=3)
+    model.load_state_dict(load_tensors(_frozen_path(config, out, config.seed)))
+    return model.requires_grad_(False).eval()
+
+
+def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
+    """Train and measure one (method, seed); save a learned augmenter to ``run_dir``."""
+    config, method, seed, out = job
+    config = dataclasses.replace(config, seed=seed)
+    train_data = _train_set(config)
+    frozen = _load_frozen(config, out) if config.frozen else None
+    test, held_out = _test_sets(config)
+    if frozen is not None:
+        torch.manual_seed(seed)  # φ starts from the run's seed
+        model = frozen
+    else:
+        model = _classifier(config, 2 * len(TRAIN_SHAPES))
+    steps_per_epoch = math.ceil(config.n_train / config.train.batch_size)
+    aug, objective = build_method(method, config, config.anneal_epochs * steps_per_epoch)
+    directory = run_dir(out, method, seed, config)
+    started = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    if frozen is not None and method == "flow" and config.flow_fit == "sampling":
+        assert isinstance(aug, InstaAug)
+        grid = torch.arange(config.fit_grid) * (2 * math.pi / config.fit_grid) - math.pi
+        history = fit_by_sampling(aug, train_data.images, grid_losses(frozen, train_data, grid), config)
+    elif frozen is None or method != "none":  # a frozen classifier without augmentation has nothing to train
+        pretrain = 0 if frozen is not None else config.train.pretrain_epochs
+        data = (train_data.images, train_data.labels)
+        history = train(
+            model, aug, objective, data, _train_config(config, config.train.epochs, pretrain), out_dir=directory
+        )
+    correct = predict(model, test.images, device=config.train.device).argmax(-1) == test.labels
+    metrics: dict[str, Any] = {
+        "accuracy": float(correct.float().mean()),
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
+    if method in LEARNED:
+        angles, threshold = _angles(config), config.coverage_threshold
+        metrics.update(coverage_violation(densities(aug, test.images, angles), test, angles, threshold))
+        held = coverage_violation(densities(aug, held_out.images, angles), held_out, angles, threshold)
+        metrics.update({f"heldout_{k}": v for k, v in held.items()})
+        if history and "entropy" in history[-1]:
+            metrics["final_entropy"] = history[-1]["entropy"]
+        aug.save(directory)
+    return metrics
+
+
+def _align_job(job: tuple[Config, int, str]) -> dict[str, dict[str, float]]:
+    """The alignment test of one seed (``alignment``) on the augmenters its runs saved."""
+    config, seed, out = job
+    config = dataclasses.replace(config, seed=seed)
+    # Loaded before the shape classifier is trained: building a module draws from the global generator, from
+    # which the flow's mode then samples.
+    augmenters = {m: InstaAug.load(run_dir(out, m, seed, config)) for m in config.methods if m in ALIGNED}
+    return alignment(config, augmenters, _test_sets(config)[0])
+
+
 def _run(config: Config, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    train_data = symmetric_shapes(config.n_train, TRAIN_SHAPES, seed=config.seed)
-    frozen = _frozen_classifier(config, train_data) if config.frozen else None
-    test = symmetric_shapes(config.n_test, TRAIN_SHAPES, seed=config.seed + 10_000)
-    held_out = symmetric_shapes(config.n_test, HELD_OUT_SHAPES, seed=config.seed + 20_000)
-    angles = (torch.arange(config.grid) + 0.5) / config.grid * 2 * math.pi - math.pi
-    results: dict[str, dict[str, Any]] = {}
-    augmenters: dict[str, Augmenter] = {}
-    shown: dict[str, torch.Tensor] = {}
+    seeds = training_seeds(config.seed, config.seeds)
     started = time.perf_counter()
-    for method in config.methods:
-        if frozen is not None:
-            torch.manual_seed(config.seed)  # φ starts from the run's seed
-            model = frozen
-        else:
-            model = _classifier(config, 2 * len(TRAIN_SHAPES))
-        steps_per_epoch = math.ceil(config.n_train / config.batch_size)
-        aug, objective = build_method(method, config, config.anneal_epochs * steps_per_epoch)
-        method_started = time.perf_counter()
-        history: list[dict[str, Any]] = []
-        if frozen is not None and method == "flow" and config.flow_fit == "sampling":
-            assert isinstance(aug, InstaAug)
-            grid = torch.arange(config.fit_grid) * (2 * math.pi / config.fit_grid) - math.pi
-            history = fit_by_sampling(aug, train_data.images, grid_losses(frozen, train_data, grid), config)
-        elif frozen is None or method != "none":  # a frozen classifier without augmentation has nothing to train
-            history = train(
-                model,
-                aug,
-                objective,
-                (train_data.images, train_data.labels),
-                _train_config(config, config.epochs, 0 if frozen is not None else config.pretrain_epochs),
-                out_dir=out / method,
-            )
-        metrics: dict[str, Any] = {
-            "accuracy": float(
-                (predict(model, test.images, device=config.device).argmax(-1) == test.labels).float().mean()
-            ),
-            "train_seconds": round(time.perf_counter() - method_started, 2),
-        }
-        if method in LEARNED:
-            density = densities(aug, test.images, angles)
-            metrics.update(coverage_violation(density, test, angles, config.coverage_threshold))
-            held = densities(aug, held_out.images, angles)
-            metrics.update(
-                {
-                    f"heldout_{k}": v
-                    for k, v in coverage_violation(held, held_out, angles, config.coverage_threshold).items()
-                }
-            )
-            metrics["final_entropy"] = history[-1].get("entropy")
-            shown[method] = density
-            aug.save(out / method)
-        augmenters[method] = aug.eval()
-        results[method] = metrics
-    aligned = alignment(config, augmenters, test)
-    raw = aligned.pop("raw")
-    for name, values in aligned.items():
-        results[name].update({f"canonical_{k}": v for k, v in values.items()})
-    figure = None
-    if shown:
-        picks = _figure_examples(test, config.figure_examples)
-        truth = invariance_mask(angles, test.order[picks], test.tilt[picks])
-        figure = plot_rotation_densities(
-            test.images[picks],
-            angles,
-            truth,
-            {k: v[picks] for k, v in shown.items()},
-            [f"{SHAPES[int(s)].name} n={int(n)}" for s, n in zip(test.shape[picks], test.order[picks], strict=True)],
-            out / "multimodal_densities.png",
+    options: dict[str, Any] = {"workers": config.workers, "threads": config.threads}
+    # Jobs in worker processes: one progress bar over the jobs, none per training run (as ``run_seeds`` does).
+    quiet = (
+        config
+        if config.workers == 1
+        else dataclasses.replace(config, train=dataclasses.replace(config.train, progress=False))
+    )
+    per_seed_jobs = [(quiet, seed, str(out)) for seed in seeds]
+    if config.frozen:
+        run_jobs(
+            _frozen_job, per_seed_jobs, progress=config.train.progress, description="frozen classifiers", **options
         )
+        barrier()  # under torchrun, rank 0 alone saved them
+    runs = run_seeds(
+        _train_job,
+        config,
+        config.methods,
+        seeds,
+        out,
+        progress=config.train.progress,
+        description="multimodal runs",
+        **options,
+    )
+    barrier()  # the same for the augmenters
+    aligned = run_jobs(_align_job, per_seed_jobs, progress=config.train.progress, description="alignment", **options)
+    per_seed, raw = _merge_alignment(runs.per_seed, seeds, aligned)
+    results = {name: summarise_seeds([_without_seed(r) for r in records]) for name, records in per_seed.items()}
+    alignment_raw = summarise_seeds([_without_seed(r) for r in raw])
+    figure = None
+    shown = [m for m in config.methods if m in LEARNED]
+    if shown and is_main_process():
+        figure = _densities_figure(config, shown, seeds[0], out)
     write_metrics(
         out,
         "multimodal",
         results,
         config,
         figures=[figure.name] if figure else [],
+        per_seed=per_seed,
         seconds=round(time.perf_counter() - started, 1),
-        alignment_raw={f"canonical_{k}": v for k, v in raw.items()},
+        alignment_raw=alignment_raw,
+        alignment_raw_per_seed=raw,
     )
     return {
         "experiment": "multimodal",
         "methods": results,
-        "alignment_raw": {f"canonical_{k}": v for k, v in raw.items()},
+        "alignment_raw": alignment_raw,
         "config": dataclasses.asdict(config),
     }
+
+
+def _without_seed(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "seed"}
+
+
+def _merge_alignment(
+    per_seed: dict[str, list[dict[str, Any]]], seeds: tuple[int, ...], aligned: list[dict[str, dict[str, float]]]
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Each seed's alignment results (``alignment``, in seed order) added to its runs' records as ``canonical_KEY``;
+    also the records of the raw (not canonicalised) alignment test, one per seed."""
+    raw = []
+    for seed, results in zip(seeds, aligned, strict=True):
+        for name, values in results.items():
+            canonical = {f"canonical_{k}": v for k, v in values.items()}
+            if name == "raw":
+                raw.append({"seed": seed, **canonical})
+            else:
+                next(r for r in per_seed[name] if r["seed"] == seed).update(canonical)
+    return per_seed, raw
+
+
+def _densities_figure(config: Config, methods: list[str], seed: int, out: Path) -> Path:
+    """The learned densities of ``methods`` (their augmenters at ``seed``) on test images of every order."""
+    config = dataclasses.replace(config, seed=seed)
+    test = _test_sets(config)[0]
+    angles = _angles(config)
+    picks = _figure_examples(test, config.figure_examples)
+    shown = {m: densities(InstaAug.load(run_dir(out, m, seed, config)), test.images[picks], angles) for m in methods}
+    return plot_rotation_densities(
+        test.images[picks],
+        angles,
+        invariance_mask(angles, test.order[picks], test.tilt[picks]),
+        shown,
+        [f"{SHAPES[int(s)].name} n={int(n)}" for s, n in zip(test.shape[picks], test.order[picks], strict=True)],
+        out / "multimodal_densities.png",
+    )
 
 
 def _figure_examples(test: SymmetricShapes, count: int) -> torch.Tensor:
@@ -532,25 +668,34 @@ def _figure_examples(test: SymmetricShapes, count: int) -> torch.Tensor:
     return torch.tensor(picks[:count])
 
 
+#: The summary's columns: header, metric and width (one seed).
+_COLUMNS = (
+    ("acc", "accuracy", 6),
+    ("cov sym", "coverage_sym", 8),
+    ("viol sym", "violation_sym", 8),
+    ("cov n1", "coverage_n1", 7),
+    ("held cov", "heldout_coverage_sym", 8),
+    ("held viol", "heldout_violation_sym", 9),
+    ("aligned", "canonical_accuracy", 8),
+)
+
+
 def summary(metrics: dict[str, Any]) -> str:
     """A table: accuracy, coverage and violation on the symmetric classes (training and held-out shapes),
-    alignment accuracy."""
-    header = (
-        f"{'method':10s} {'acc':>6s} {'cov sym':>8s} {'viol sym':>8s} {'cov n1':>7s} {'held cov':>8s} "
-        f"{'held viol':>9s} {'aligned':>8s}"
-    )
-    lines = [header]
-    columns = (
-        ("accuracy", 6),
-        ("coverage_sym", 8),
-        ("violation_sym", 8),
-        ("coverage_n1", 7),
-        ("heldout_coverage_sym", 8),
-        ("heldout_violation_sym", 9),
-        ("canonical_accuracy", 8),
-    )
+    alignment accuracy (mean ± std over seeds where there are several)."""
+    several = any(m.get("seeds", 1) > 1 for m in metrics["methods"].values())
+
+    def cell(m: dict[str, Any], key: str, width: int) -> str:
+        if key not in m:
+            return f"{'-':>{width}s}"
+        if several:
+            return f"{m[key]:.3f} ± {m.get(f'{key}_std', 0.0):.3f}".rjust(width)
+        return f"{m[key]:{width}.3f}"
+
+    widths = [width + (8 if several else 0) for _, _, width in _COLUMNS]  # room for " ± 0.000"
+    lines = [f"{'method':10s} " + " ".join(f"{c[0]:>{w}s}" for c, w in zip(_COLUMNS, widths, strict=True))]
     for name, m in metrics["methods"].items():
-        cells = [f"{m[key]:{width}.3f}" if key in m else f"{'-':>{width}s}" for key, width in columns]
+        cells = [cell(m, key, w) for (_, key, _), w in zip(_COLUMNS, widths, strict=True)]
         lines.append(f"{name:10s} {' '.join(cells)}")
     raw = metrics.get("alignment_raw", {})
     if raw:

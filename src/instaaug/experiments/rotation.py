@@ -8,11 +8,16 @@ against the image's own tilt, which no single global range can be. Metrics over 
 - ``violation``: mean fraction of the learned interval outside [-3π/4 - a, 3π/4 - a] (beyond it a rotated image
   lands among the other orientation's training images);
 - ``accuracy`` of the classifier on the (unaugmented) test images, for every method.
+
+With ``seeds`` > 1 every method is trained once per seed, each seed's run the single run at that seed (its own
+data, initial weights and training), and every metric is reported as its mean, ``<metric>_std`` and the number of
+``seeds``, with each seed's values under ``per_seed``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -22,20 +27,24 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..augment import InstaAug
 from ..data.sprites import builtin_sprites, load_mario_iggy, rotated_sprites
+from ..distributed import is_main_process
 from ..models import build_classifier
 from ..plots import plot_rotation_arcs
-from ..train import TrainConfig
+from ..train import TrainConfig, train
+from ..validation import check_int_fields
 from .common import (
     METHODS,
     accuracy_on,
+    build_method,
     check_methods,
-    fit_method,
     flat_train_aliases,
     learned_ranges,
     torch_threads,
     write_metrics,
 )
+from .parallel import run_seeds, training_seeds
 
 DESCRIPTION = "learned rotation ranges on the rotated Mario/Iggy sprites (4 classes); Figure 5"
 TRANSFORMS = ("rotation",)
@@ -46,6 +55,9 @@ class Config:
     """Settings of the rotation experiment (override with ``--set key=value``)."""
 
     seed: int = 0
+    #: an int N: seeds seed, seed + 1, … seed + N - 1; or a list of seeds. Each seed's run is the single run at
+    #: that seed (its own data, initial weights and training).
+    seeds: int | tuple[int, ...] = 1
     n_train: int = 2000
     n_test: int = 1000
     #: every method's training run (``--set train.KEY=VALUE``; its ``seed`` is ``seed``).
@@ -63,13 +75,21 @@ class Config:
     augerino_weight: float = 0.01
     classifier_width: int = 16
     aug_width: int = 16
+    #: torch threads per run (0: 1 when runs go to several worker processes, else torch's default).
     threads: int = 0
+    #: worker processes, one run (method, seed) each at a time (0: one per available core). The README's figures
+    #: were measured in one process (``workers=1``); other thread counts change them by float rounding.
+    workers: int = 0
     figure_examples: int = 8
     #: The training keys' old flat names, still accepted (with a DeprecationWarning) by ``--set`` and config files.
     RENAMED_KEYS: ClassVar[dict[str, str]] = flat_train_aliases()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_methods(self.methods))
+        if isinstance(self.seeds, list):
+            object.__setattr__(self, "seeds", tuple(self.seeds))
+        training_seeds(self.seed, self.seeds)  # a ValueError naming ``seeds`` if they are not seeds
+        check_int_fields(self, ("workers", "threads"), least=0)
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
 
@@ -77,7 +97,8 @@ class Config:
     def quick(cls) -> Config:
         """A seconds-long variant for tests: less data, fewer epochs."""
         train = dataclasses.replace(cls().train, epochs=2, pretrain_epochs=1)
-        return cls(n_train=400, n_test=200, train=train, figure_examples=4)
+        # workers=1: starting worker processes would cost more than these tiny runs.
+        return cls(n_train=400, n_test=200, train=train, figure_examples=4, workers=1)
 
 
 def coverage_and_violation(low: torch.Tensor, high: torch.Tensor, angle: torch.Tensor) -> tuple[float, float]:
@@ -97,74 +118,122 @@ def coverage_and_violation(low: torch.Tensor, high: torch.Tensor, angle: torch.T
 
 
 def run(config: Config, out_dir: str | os.PathLike, data: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Train every method of ``config.methods``, write metrics.json, the arcs figure and the augmenters."""
+    """Train every method of ``config.methods`` for every seed; write metrics.json, the arcs figure and the
+    augmenters (under ``out_dir/METHOD/``, or ``out_dir/METHOD/seed<S>/`` with several seeds)."""
     with torch_threads(config.threads):
         return _run(config, Path(out_dir), data)
 
 
-def _run(config: Config, out: Path, data: str | os.PathLike | None) -> dict[str, Any]:
-    methods = config.methods
-    out.mkdir(parents=True, exist_ok=True)
+def _datasets(
+    data: str | None, seed: int, n_train: int, n_test: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The training images and labels, and the test images, labels and tilts, of the run at ``seed``."""
     sprites = load_mario_iggy(data) if data is not None else builtin_sprites()
-    gen = torch.Generator().manual_seed(config.seed)
-    train_x, train_y, _ = rotated_sprites(sprites, config.n_train, gen)
-    test_x, test_y, test_angle = rotated_sprites(sprites, config.n_test, gen)
-    train_config = dataclasses.replace(config.train, seed=config.seed)
-    results: dict[str, dict[str, Any]] = {}
-    ranges: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    gen = torch.Generator().manual_seed(seed)
+    train_x, train_y, _ = rotated_sprites(sprites, n_train, gen)
+    return (train_x, train_y), rotated_sprites(sprites, n_test, gen)
+
+
+def run_dir(out: str | os.PathLike, method: str, seed: int, config: Config) -> Path:
+    """Where the run of ``method`` at ``seed`` writes its log, checkpoint and augmenter: ``out/METHOD/`` for a
+    single seed (as before seeds existed), ``out/METHOD/seed<S>/`` for several."""
+    single = len(training_seeds(config.seed, config.seeds)) == 1
+    return Path(out) / method if single else Path(out) / method / f"seed{seed}"
+
+
+def _train_job(job: tuple[Config, str, int, str], data: str | None = None) -> dict[str, float]:
+    """Train and evaluate one (method, seed); save a learned augmenter to ``run_dir``."""
+    config, method, seed, out = job
+    (train_x, train_y), (test_x, test_y, test_angle) = _datasets(data, seed, config.n_train, config.n_test)
+    torch.manual_seed(seed)
+    model = build_classifier("small_cnn", 3, 4, width=config.classifier_width, depth=3)
+    aug, objective = build_method(
+        method,
+        TRANSFORMS,
+        in_channels=train_x.shape[1],
+        random_ranges={"rotation": config.random_half_width},
+        augerino_weight=config.augerino_weight,
+        instaaug_options={"entropy_range": config.entropy_range, "width": config.aug_width},
+        controller_options={"lam_init": config.lam_init, "rate": config.lam_rate},
+    )
+    directory = run_dir(out, method, seed, config)
     started = time.perf_counter()
-    for method in methods:
-        torch.manual_seed(config.seed)
-        model = build_classifier("small_cnn", 3, 4, width=config.classifier_width, depth=3)
-        fitted = fit_method(
-            method,
-            model,
-            (train_x, train_y),
-            TRANSFORMS,
-            train_config,
-            out,
-            random_ranges={"rotation": config.random_half_width},
-            augerino_weight=config.augerino_weight,
-            instaaug_options={"entropy_range": config.entropy_range, "width": config.aug_width},
-            controller_options={"lam_init": config.lam_init, "rate": config.lam_rate},
-        )
-        metrics: dict[str, Any] = {
-            "accuracy": accuracy_on(fitted.model, test_x, test_y, config.train.device),
-            "train_seconds": round(fitted.seconds, 2),
-        }
-        if method in ("augerino", "instaaug"):
-            low, high = (t[:, 0] for t in learned_ranges(fitted.aug, test_x, device=config.train.device))
-            metrics["coverage"], metrics["violation"] = coverage_and_violation(low, high, test_angle)
-            metrics["mean_width"] = float((high - low).mean())
-            ranges[method] = (low, high)
-        results[method] = metrics
+    train(model, aug, objective, (train_x, train_y), dataclasses.replace(config.train, seed=seed), out_dir=directory)
+    seconds = time.perf_counter() - started
+    if isinstance(aug, InstaAug):
+        aug.save(directory)
+    model.eval()
+    metrics = {
+        "accuracy": accuracy_on(model, test_x, test_y, config.train.device),
+        "train_seconds": round(seconds, 2),
+    }
+    if method in ("augerino", "instaaug"):
+        low, high = (t[:, 0] for t in learned_ranges(aug, test_x, device=config.train.device))
+        metrics["coverage"], metrics["violation"] = coverage_and_violation(low, high, test_angle)
+        metrics["mean_width"] = float((high - low).mean())
+    return metrics
+
+
+def _run(config: Config, out: Path, data: str | os.PathLike | None) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = training_seeds(config.seed, config.seeds)
+    path = str(data) if data is not None else None
+    started = time.perf_counter()
+    runs = run_seeds(
+        functools.partial(_train_job, data=path),  # a partial of a module-level function pickles for the workers
+        config,
+        config.methods,
+        seeds,
+        out,
+        workers=config.workers,
+        threads=config.threads,
+        progress=config.train.progress,
+        description="rotation runs",
+    )
+    shown = [m for m in config.methods if m in ("augerino", "instaaug")]
     figure = None
-    if ranges:
-        n = config.figure_examples
-        figure = plot_rotation_arcs(
-            test_x[:n],
-            test_angle[:n],
-            test_y[:n],
-            {k: (lo[:n], hi[:n]) for k, (lo, hi) in ranges.items()},
-            out / "rotation_arcs.png",
-        )
+    if shown and is_main_process():  # under torchrun, rank 0 alone saved the augmenters
+        figure = _arcs_figure(config, shown, seeds[0], path, out)
     write_metrics(
         out,
         "rotation",
-        results,
+        runs.results,
         config,
         data=str(data) if data is not None else "builtin",
         figures=[figure.name] if figure else [],
+        per_seed=runs.per_seed,
         seconds=round(time.perf_counter() - started, 1),
     )
-    return {"experiment": "rotation", "methods": results, "config": asdict(config)}
+    return {"experiment": "rotation", "methods": runs.results, "config": asdict(config)}
+
+
+def _arcs_figure(config: Config, methods: list[str], seed: int, data: str | None, out: Path) -> Path:
+    """The learned rotation arcs of ``methods`` (their augmenters at ``seed``) on the first test images."""
+    n = config.figure_examples
+    _, (test_x, test_y, test_angle) = _datasets(data, seed, config.n_train, config.n_test)
+    ranges = {}
+    for method in methods:
+        aug = InstaAug.load(run_dir(out, method, seed, config))
+        low, high = (t[:, 0] for t in learned_ranges(aug, test_x[:n]))
+        ranges[method] = (low, high)
+    return plot_rotation_arcs(test_x[:n], test_angle[:n], test_y[:n], ranges, out / "rotation_arcs.png")
+
+
+def _cell(m: dict[str, Any], key: str, width: int) -> str:
+    """``m[key]`` (with ± its standard deviation over several seeds) right-aligned in ``width``, or ``-``."""
+    if key not in m:
+        return f"{'-':>{width}s}"
+    if m.get("seeds", 1) > 1:
+        return f"{m[key]:.3f} ± {m[f'{key}_std']:.3f}".rjust(width)
+    return f"{m[key]:{width}.3f}"
 
 
 def summary(metrics: dict[str, Any]) -> str:
-    """A short table of the results."""
-    lines = [f"{'method':10s} {'accuracy':>9s} {'coverage':>9s} {'violation':>9s}"]
+    """A short table of the results (mean ± std over seeds where there are several)."""
+    several = any(m.get("seeds", 1) > 1 for m in metrics["methods"].values())
+    width = 15 if several else 9
+    lines = [f"{'method':10s} {'accuracy':>{width}s} {'coverage':>{width}s} {'violation':>{width}s}"]
     for name, m in metrics["methods"].items():
-        cov = f"{m['coverage']:.3f}" if "coverage" in m else "-"
-        vio = f"{m['violation']:.3f}" if "violation" in m else "-"
-        lines.append(f"{name:10s} {m['accuracy']:9.3f} {cov:>9s} {vio:>9s}")
+        cells = " ".join(_cell(m, key, width) for key in ("accuracy", "coverage", "violation"))
+        lines.append(f"{name:10s} {cells}")
     return "\n".join(lines)
