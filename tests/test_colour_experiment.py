@@ -15,7 +15,8 @@ from instaaug.cli import main
 from instaaug.config_files import load_config
 from instaaug.data import colours
 from instaaug.experiments import colour, get_experiment
-from instaaug.experiments.common import METHODS, apply_overrides
+from instaaug.experiments.colour import METHODS
+from instaaug.experiments.common import apply_overrides
 from instaaug.plots import plot_colour_ranges
 
 

@@ -10,9 +10,9 @@ import torch
 from instaaug import Augerino, AugerinoObjective, InstaAug, InstaAugObjective, NoAugment, RandomAugment
 from instaaug.experiments import crop, get_experiment, rotation
 from instaaug.experiments.common import (
+    UNIFORM_METHODS,
     apply_overrides,
     build_method,
-    check_methods,
     torch_threads,
     write_metrics,
 )
@@ -44,10 +44,10 @@ def test_bad_overrides_are_named(item, message):
         apply_overrides(rotation.Config(), [item])
 
 
-def test_check_methods():
-    assert check_methods("none,instaaug") == ("none", "instaaug")
+def test_uniform_methods_check():
+    assert UNIFORM_METHODS.check("none,instaaug") == ("none", "instaaug")
     with pytest.raises(ValueError, match="non-empty subset"):
-        check_methods(())
+        UNIFORM_METHODS.check(())
 
 
 def test_build_method_pairs_augmenters_with_their_objectives():

@@ -196,7 +196,7 @@ def test_a_quick_run_end_to_end(tmp_path) -> None:
     assert main(["run", "lighting", "--quick", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["experiment"] == "lighting"
-    assert set(metrics["methods"]) == set(lighting.METHODS)
+    assert set(metrics["methods"]) == set(lighting.DEFAULT_METHODS)
     for method, values in metrics["methods"].items():
         for key in ("accuracy", "accuracy_tta", "accuracy_easy", "accuracy_hard", "accuracy_train_light"):
             assert 0 <= values[key] <= 1 and f"{key}_std" in values

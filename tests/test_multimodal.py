@@ -17,9 +17,9 @@ from instaaug.distributions import UniformMixture
 from instaaug.distributions.mixture import symmetric_centres
 from instaaug.experiments.common import apply_overrides
 from instaaug.experiments.multimodal import (
+    METHODS,
     AnnealedBand,
     Config,
-    build_method,
     coverage_violation,
     fit_by_sampling,
     oracle_views,
@@ -191,7 +191,7 @@ def test_symmetric_mixture_init_starts_every_component_at_a_candidate(tmp_path):
     """With ``mixture_init="symmetric"`` the untrained augmenter's boxes sit at 0, ±π/3, ±2π/3 and both sides of
     ±π for every input, with equal weights, and they survive saving and loading."""
     config = dataclasses.replace(Config.quick(), mixture_init="symmetric", init_width=0.3)
-    aug, _ = build_method("mixture", config)
+    aug, _ = METHODS.build("mixture", config)
     x = symmetric_shapes(5, TRAIN_SHAPES, seed=3).images
     with torch.no_grad():
         dist = aug.eval().distribution(x)
@@ -232,7 +232,7 @@ def test_fit_by_sampling_finds_every_planted_arc():
     train = dataclasses.replace(quick.train, epochs=40, batch_size=32, aug_lr=1e-2)
     config = dataclasses.replace(quick, frozen=True, flow_fit="sampling", train=train, flow_init_width=3.0)
     torch.manual_seed(0)
-    aug, _ = build_method("flow", config)
+    aug, _ = METHODS.build("flow", config)
     images = symmetric_shapes(32, TRAIN_SHAPES, seed=5).images
     grid = torch.arange(36) * (2 * math.pi / 36) - math.pi
     on_arc = (grid.abs() <= math.pi / 4) | (grid.abs() >= 3 * math.pi / 4)

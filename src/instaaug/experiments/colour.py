@@ -33,15 +33,17 @@ from ..plots import plot_colour_ranges
 from ..train import TrainConfig, accuracy, predict, train
 from ..validation import check_int_fields, check_numbers
 from .common import (
-    METHODS,
+    UNIFORM_METHODS,
     build_method,
-    check_methods,
     flat_train_aliases,
     learned_ranges,
     run_on_builtin_data,
     write_metrics,
 )
-from .parallel import run_seeds, training_seeds
+from .parallel import run_config_seeds, run_dir, training_seeds
+
+#: The methods (``common.UNIFORM_METHODS``: none, random, augerino, instaaug), in reporting order.
+METHODS = UNIFORM_METHODS
 
 DESCRIPTION = "hue/saturation/value ranges on shape-defined vs hue-defined classes (paper Fig. D.1)"
 TRANSFORMS = ("hue", "saturation", "value")
@@ -99,7 +101,7 @@ class Config:
     depth: int = 3
     aug_width: int = 16
     aug_depth: int = 3
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = METHODS.names
     entropy_range: tuple[float, float] = (-0.4, 0.0)
     init_half_width: tuple[float, ...] = (0.05, 0.1, 0.1)
     lam_init: float = 0.05
@@ -127,7 +129,7 @@ class Config:
         return cls(n_train=540, n_test=270, train=train, width=8, aug_width=8, workers=1)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", check_methods(self.methods))
+        object.__setattr__(self, "methods", METHODS.check(self.methods))
         if isinstance(self.seeds, list):
             object.__setattr__(self, "seeds", tuple(self.seeds))
         training_seeds(self.seed, self.seeds)  # a ValueError naming ``seeds`` if they are not seeds
@@ -148,7 +150,7 @@ class Config:
         object.__setattr__(self, "entropy_range", (low, high))
 
     def build_options(self) -> dict[str, Any]:
-        """The keyword options of ``fit_method`` / ``build_method`` for every method."""
+        """The keyword options of ``build_method`` for every method."""
         return {
             "random_ranges": {
                 "hue": self.random_hue,
@@ -197,13 +199,6 @@ def range_metrics(low: torch.Tensor, high: torch.Tensor, labels: torch.Tensor) -
             metrics[f"{name}_width_{group}"] = float(width[mask, d].mean())
     metrics["hue_width_ratio"] = metrics["hue_width_hue_defined"] / metrics["hue_width_shape_defined"]
     return metrics
-
-
-def run_dir(out: str | os.PathLike, method: str, seed: int, config: Config) -> Path:
-    """Where the run of ``method`` at ``seed`` writes its log, checkpoint and augmenter: ``out/METHOD/`` for a
-    single seed (as before seeds existed), ``out/METHOD/seed<S>/`` for several."""
-    single = len(training_seeds(config.seed, config.seeds)) == 1
-    return Path(out) / method if single else Path(out) / method / f"seed{seed}"
 
 
 def evaluate_method(
@@ -273,17 +268,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     seeds = training_seeds(config.seed, config.seeds)
-    runs = run_seeds(
-        _train_job,
-        config,
-        config.methods,
-        seeds,
-        out,
-        workers=config.workers,
-        threads=config.threads,
-        progress=config.train.progress,
-        description="colour runs",
-    )
+    runs = run_config_seeds(_train_job, config, config.methods, out, description="colour runs", seeds=seeds)
     shown = next((m for m in ("instaaug", "augerino", "random") if m in config.methods), None)
     figure = None
     if shown is not None and is_main_process():  # under torchrun, rank 0 alone saved the augmenters

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from ..distributed import is_main_process
 from ..io import write_json
 from ..objective import AugerinoObjective, InstaAugObjective, TaskObjective
 from ..provenance import provenance
-from ..train import TrainConfig, accuracy, predict, train
+from ..train import accuracy, predict
 from .methods import MethodRegistry
 
 #: Where an experiment that generates its own data sends a user who gives it theirs.
@@ -70,10 +69,6 @@ def _instaaug(
     return aug, InstaAugObjective(controller)
 
 
-#: Their names.
-METHODS = UNIFORM_METHODS.names
-
-
 def build_method(
     method: str,
     transforms: Sequence[str],
@@ -96,41 +91,6 @@ def build_method(
         instaaug_options=instaaug_options,
         controller_options=controller_options,
     )
-
-
-@dataclasses.dataclass
-class MethodResult:
-    """A trained method: the classifier f, the augmenter, the per-epoch history and the wall time."""
-
-    model: nn.Module
-    aug: Augmenter
-    history: list[dict[str, Any]]
-    seconds: float
-
-
-def fit_method(
-    method: str,
-    model: nn.Module,
-    train_data: tuple[torch.Tensor, torch.Tensor],
-    transforms: Sequence[str],
-    train_config: TrainConfig,
-    out_dir: str | os.PathLike | None = None,
-    **build_options: Any,
-) -> MethodResult:
-    """Train ``model`` with method ``method`` (see ``build_method``) on ``train_data``.
-
-    With ``out_dir``, the run's ``metrics.jsonl`` and checkpoint go to ``out_dir/METHOD/``, and a learned
-    augmenter is saved there too (loadable with ``InstaAug.load``).
-    """
-    x, _ = train_data
-    aug, objective = build_method(method, transforms, in_channels=x.shape[1], **build_options)
-    method_dir = Path(out_dir) / method if out_dir is not None else None
-    started = time.perf_counter()
-    history = train(model, aug, objective, train_data, train_config, out_dir=method_dir)
-    seconds = time.perf_counter() - started
-    if method_dir is not None and isinstance(aug, InstaAug):
-        aug.save(method_dir)
-    return MethodResult(model.eval(), aug.eval(), history, seconds)
 
 
 def accuracy_on(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> float:
@@ -174,16 +134,6 @@ def flat_train_aliases() -> dict[str, str]:
     """``RENAMED_KEYS`` entries for an experiment that nests its ``TrainConfig`` as ``train``: each old flat
     training key → ``train.KEY`` (still accepted, with a DeprecationWarning)."""
     return {key: f"train.{key}" for key in FLAT_TRAIN_KEYS}
-
-
-def check_methods(methods: Sequence[str], known: Sequence[str] = METHODS) -> tuple[str, ...]:
-    """Validate a list of method names (a comma-separated string is accepted too)."""
-    if isinstance(methods, str):
-        methods = tuple(m for m in methods.split(",") if m)
-    unknown = [m for m in methods if m not in known]
-    if unknown or not methods:
-        raise ValueError(f"methods must be a non-empty subset of {list(known)}, got {list(methods)}")
-    return tuple(methods)
 
 
 def _coerce(value: str, default: Any, key: str) -> Any:

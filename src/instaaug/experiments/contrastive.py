@@ -58,7 +58,7 @@ from ..validation import check_int_fields
 from .common import run_on_builtin_data, write_metrics
 from .crop import view_boxes
 from .methods import MethodRegistry
-from .parallel import best_setting, run_seeds, training_seeds
+from .parallel import best_setting, run_config_seeds, training_seeds
 from .views_eval import COVERAGE_THRESHOLD, to_pixel_corners
 
 DESCRIPTION = "contrastive InstaAug: SimCLR with learned views on cluttered digits, linear probe with TTA (Table 5)"
@@ -475,17 +475,8 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     names = list(dict.fromkeys(names))
     started = time.perf_counter()
     seeds = training_seeds(config.seed, config.seeds)
-    runs = run_seeds(
-        _train_job,
-        config,
-        names,
-        seeds,
-        out,
-        workers=config.workers,
-        threads=config.threads,
-        progress=config.train.progress,
-        description="contrastive runs",
-        cost=RELATIVE_COST,
+    runs = run_config_seeds(
+        _train_job, config, names, out, description="contrastive runs", seeds=seeds, cost=RELATIVE_COST
     )
     results = dict(runs.results)
     random_names = [n for n in names if n.startswith("random-crop-") and n != "random-crop-colour"]

@@ -44,7 +44,7 @@ from ..train import TrainConfig, train
 from ..validation import check_int_fields
 from .common import flat_train_aliases, run_on_builtin_data, write_metrics
 from .methods import MethodRegistry
-from .parallel import best_setting, run_seeds, training_seeds
+from .parallel import best_setting, run_config_seeds, training_seeds
 from .views_eval import ViewSource, evaluate_views, full_views, sampled_views
 
 DESCRIPTION = "learned crops (LRP) on built-in cluttered digits vs random crops and ablations; Figure 6"
@@ -303,18 +303,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     names = list(dict.fromkeys(names))  # every method once, random once per setting
     started = time.perf_counter()
     seeds = training_seeds(config.seed, config.seeds)
-    runs = run_seeds(
-        _train_job,
-        config,
-        names,
-        seeds,
-        out,
-        workers=config.workers,
-        threads=config.threads,
-        progress=config.train.progress,
-        description="crop runs",
-        cost=RELATIVE_COST,
-    )
+    runs = run_config_seeds(_train_job, config, names, out, description="crop runs", seeds=seeds, cost=RELATIVE_COST)
     results = dict(runs.results)
     random_names = [n for n in names if n.startswith("random-")]
     if random_names:

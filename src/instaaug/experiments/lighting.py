@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .. import plots
-from ..augment import Augmenter
+from ..augment import Augmenter, InstaAug
 from ..data.lighting import (
     LIGHT_GROUPS,
     LIGHTS,
@@ -57,35 +57,27 @@ from ..data.lighting import (
 from ..data.photos import FOLDER_PHOTOS, PHOTOGRAPHS
 from ..distributed import is_main_process
 from ..models import build_classifier
-from ..train import TrainConfig, accuracy, predict
+from ..train import TrainConfig, accuracy, predict, train
 from ..transforms import FAMILIES
 from ..tta import TTAWrapper
 from ..validation import check_int_fields
 from .common import (
-    check_methods,
-    fit_method,
+    build_method,
     flat_train_aliases,
     learned_ranges,
     run_on_builtin_data,
     write_metrics,
 )
-from .parallel import best_setting, run_seeds, summarise_seeds, training_seeds
+from .methods import MethodRegistry
+from .parallel import best_setting, run_config_seeds, summarise_seeds, training_seeds
 
 DESCRIPTION = "textures of real photographs under 46 lights: learned colour invariance (paper Tables 3-4, Fig. D.1)"
-METHODS = ("none", "random_hsv", "random_gain", "augerino", "instaaug", "instaaug_gain")
 HSV = ("hue", "saturation", "value")
-#: The families of Augerino and InstaAug (the paper's setting), and of InstaAug with the per-channel gain.
+#: The families of Augerino and InstaAug (the paper's setting), of InstaAug with the per-channel gain, and of
+#: InstaAug with spatially varying hue, saturation and value (the reference code's jitter; see ``transforms``).
 COLOUR = (*HSV, "contrast")
 COLOUR_GAIN = (*COLOUR, "gain")
-#: method → (the kind ``build_method`` knows, the transform families).
-_METHOD_SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "none": ("none", ()),
-    "random_hsv": ("random", HSV),
-    "random_gain": ("random", ("gain",)),
-    "augerino": ("augerino", COLOUR),
-    "instaaug": ("instaaug", COLOUR),
-    "instaaug_gain": ("instaaug", COLOUR_GAIN),
-}
+COLOUR_LOCAL = ("local_hue", "local_saturation", "local_value", "contrast")
 VALIDATION_MODES = ("all_lights", "train_lights")
 RANGES_FIGURE = "lighting_ranges.png"
 LIGHTS_FIGURE = "lighting_accuracy.png"
@@ -97,6 +89,70 @@ RELATIVE_COST = {"augerino": 1.5, "instaaug": 2.5, "instaaug_gain": 2.5}
 SWEEP = "sweep"
 #: A job's plain accuracy under light j is its metric ``light<j>`` (taken out of the reported metrics).
 LIGHT_KEY = "light{}"
+
+
+def _instaaug(config: Config, families: tuple[str, ...]) -> tuple[Augmenter, nn.Module]:
+    """InstaAug over ``families``, its entropy band the families' default one shifted by ``entropy_offset``."""
+    widths = [FAMILIES[name] for name in families]
+    low = sum(math.log(f.entropy_widths[0]) * len(f.params) for f in widths)
+    high = sum(math.log(f.entropy_widths[1]) * len(f.params) for f in widths)
+    instaaug_options = {
+        "width": config.aug_width,
+        "depth": config.aug_depth,
+        "entropy_range": (low + config.entropy_offset, high + config.entropy_offset),
+        "symmetric": config.symmetric,
+    }
+    controller_options = {"lam_init": config.lam_init, "rate": config.lam_rate, "lam_max": config.lam_max}
+    return build_method(
+        "instaaug", families, in_channels=3, instaaug_options=instaaug_options, controller_options=controller_options
+    )
+
+
+#: The methods, in reporting order; each builds ``(augmenter, objective)`` from the config (and, for
+#: ``random_hsv``, the sweep setting's hue, saturation and value half-widths).
+METHODS = MethodRegistry("lighting")
+
+
+@METHODS.register("none", "no augmentation")
+def _none(config: Config, hsv: tuple[float, float, float] | None = None) -> tuple[Augmenter, nn.Module]:
+    return build_method("none", (), in_channels=3)
+
+
+@METHODS.register("random_hsv", "random H/S/V jitter: the best setting of the sweep, chosen on validation patches")
+def _random_hsv(config: Config, hsv: tuple[float, float, float] | None = None) -> tuple[Augmenter, nn.Module]:
+    if hsv is None:
+        raise ValueError("random_hsv needs its hue, saturation and value half-widths (a sweep setting)")
+    ranges = {name: w for name, w in zip(HSV, hsv, strict=True) if w > 0}
+    return build_method("random", tuple(ranges), in_channels=3, random_ranges=ranges)
+
+
+@METHODS.register("random_gain", "random per-channel gain (white-balance jitter) of half-width random_gain")
+def _random_gain(config: Config, hsv: tuple[float, float, float] | None = None) -> tuple[Augmenter, nn.Module]:
+    return build_method("random", ("gain",), in_channels=3, random_ranges={"gain": config.random_gain})
+
+
+@METHODS.register("augerino", "one learned global range over hue, saturation, value and contrast (Augerino)")
+def _augerino(config: Config, hsv: tuple[float, float, float] | None = None) -> tuple[Augmenter, nn.Module]:
+    return build_method("augerino", COLOUR, in_channels=3, augerino_weight=config.augerino_weight)
+
+
+@METHODS.register("instaaug", "InstaAug over hue, saturation, value and contrast (the paper's setting)")
+def _instaaug_colour(config: Config, hsv: tuple[float, float, float] | None = None) -> tuple[Augmenter, nn.Module]:
+    return _instaaug(config, COLOUR)
+
+
+@METHODS.register("instaaug_gain", "InstaAug over the same families and the per-channel gain")
+def _instaaug_gain(config: Config, hsv: tuple[float, float, float] | None = None) -> tuple[Augmenter, nn.Module]:
+    return _instaaug(config, COLOUR_GAIN)
+
+
+@METHODS.register("instaaug_local", "InstaAug with spatially varying hue, saturation and value, and contrast")
+def _instaaug_local(config: Config, hsv: tuple[float, float, float] | None = None) -> tuple[Augmenter, nn.Module]:
+    return _instaaug(config, COLOUR_LOCAL)
+
+
+#: The methods of a default run: every method but ``instaaug_local``, an option reported separately in the README.
+DEFAULT_METHODS = tuple(m for m in METHODS.names if m != "instaaug_local")
 
 
 @dataclass(frozen=True)
@@ -114,7 +170,7 @@ class Config:
             the training stripes) and ``n_test`` test patches (the other stripes).
         train_lights: numbers k of training lights (the first k of ``TRAIN_LIGHT_ORDER``; the training patches are
             spread evenly over them). The first value gives the main table; more values add the Table 4 analogue.
-        methods: a subset of ``METHODS``.
+        methods: a subset of ``METHODS`` (default: all but ``instaaug_local``).
         sweep: the ``random_hsv`` sweep, flattened (hue, saturation, value) half-width triples.
         validation: what the sweep is chosen on, always held-out training patches: ``all_lights`` (each patch under
             one of the 46 lights in turn: the lights are known, the test patches are not) or ``train_lights``.
@@ -149,7 +205,7 @@ class Config:
     n_test: int = 12
     val_fraction: float = 0.25
     train_lights: tuple[int, ...] = (1,)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     sweep: tuple[float, ...] = (0.05, 0.3, 0.3, 0.0, 0.2, 0.8, 0.1, 0.5, 0.5, 0.02, 0.1, 0.5)
     validation: str = "all_lights"
     random_gain: float = 0.5
@@ -195,7 +251,7 @@ class Config:
         )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
+        object.__setattr__(self, "methods", METHODS.check(self.methods))
         ints = ("grid", "photo_size", "patch", "stripe", "n_train", "n_val", "n_test", "width")
         check_int_fields(self, (*ints, "depth", "aug_width", "aug_depth", "tta_samples", "figure_images"), least=1)
         check_int_fields(self, ("threads", "workers"), least=0)
@@ -254,38 +310,6 @@ class Config:
             seed=self.seed,
         )
 
-    def build_options(self, method: str, hsv: tuple[float, float, float] | None = None) -> dict[str, Any]:
-        """The ``fit_method`` options of ``method``; ``hsv``: the ``random_hsv`` half-widths."""
-        if method == "random_hsv":
-            assert hsv is not None
-            return {"random_ranges": {name: w for name, w in zip(HSV, hsv, strict=True) if w > 0}}
-        if method == "random_gain":
-            return {"random_ranges": {"gain": self.random_gain}}
-        if method == "augerino":
-            return {"augerino_weight": self.augerino_weight}
-        if method in ("instaaug", "instaaug_gain"):
-            families = [FAMILIES[name] for name in _METHOD_SPECS[method][1]]
-            low = sum(math.log(f.entropy_widths[0]) * len(f.params) for f in families)
-            high = sum(math.log(f.entropy_widths[1]) * len(f.params) for f in families)
-            return {
-                "instaaug_options": {
-                    "width": self.aug_width,
-                    "depth": self.aug_depth,
-                    "entropy_range": (low + self.entropy_offset, high + self.entropy_offset),
-                    "symmetric": self.symmetric,
-                },
-                "controller_options": {"lam_init": self.lam_init, "rate": self.lam_rate, "lam_max": self.lam_max},
-            }
-        return {}
-
-
-def _transforms(method: str, hsv: tuple[float, float, float] | None) -> tuple[str, ...]:
-    """The families ``method`` is built over (``random_hsv``: those of non-zero half-width)."""
-    if method == "random_hsv":
-        assert hsv is not None
-        return tuple(name for name, w in zip(HSV, hsv, strict=True) if w > 0)
-    return _METHOD_SPECS[method][1]
-
 
 def _fit(
     config: Config,
@@ -299,17 +323,13 @@ def _fit(
     """Train ``method`` with training seed ``seed``: (model, augmenter, last epoch's record, seconds)."""
     torch.manual_seed(seed)  # the same initial classifier for every method of a seed
     model = build_classifier("small_cnn", 3, num_classes, width=config.width, depth=config.depth)
-    train_config = dataclasses.replace(config.train, seed=seed)
-    result = fit_method(
-        _METHOD_SPECS[method][0],
-        model,
-        train_data,
-        _transforms(method, hsv),
-        train_config,
-        out_dir,
-        **config.build_options(method, hsv),
-    )
-    return result.model, result.aug, result.history[-1], result.seconds
+    aug, objective = METHODS.build(method, config, hsv)
+    started = time.perf_counter()
+    history = train(model, aug, objective, train_data, dataclasses.replace(config.train, seed=seed), out_dir=out_dir)
+    seconds = time.perf_counter() - started
+    if isinstance(aug, InstaAug):  # the learned ones (Augerino is one), for the figure
+        aug.save(out_dir)
+    return model.eval(), aug.eval(), history[-1], seconds
 
 
 def _lit_by_turns(images: torch.Tensor, lights: tuple[int, ...]) -> torch.Tensor:
@@ -433,16 +453,13 @@ def _runs(config: Config, names: list[str], seeds: tuple[int, ...], out: Path) -
     """Every (name, seed) run (``_run_one``) over the worker processes: name → one record per seed."""
     if not names or not seeds:
         return {}
-    runs = run_seeds(
+    runs = run_config_seeds(
         _run_one,
         config,
         names,
-        seeds,
         out,
-        workers=config.workers,
-        threads=config.threads,
-        progress=config.train.progress,
         description=f"lighting runs ({config.train_lights[0]} training lights)",
+        seeds=seeds,
         cost=RELATIVE_COST,
     )
     return runs.per_seed
@@ -491,7 +508,7 @@ def _first_seed_augs(config: Config, out: Path) -> dict[str, Augmenter]:
     """The first seed's learned augmenters of ``augerino`` and ``instaaug`` (those the figure shows), from disk."""
     seed = config.seeds[0]
     return {
-        method: Augmenter.load(_run_dir(config, out, method, seed) / _METHOD_SPECS[method][0])
+        method: Augmenter.load(_run_dir(config, out, method, seed))
         for method in ("augerino", "instaaug")
         if method in config.methods
     }

@@ -78,11 +78,11 @@ from ..step import optimiser_step
 from ..train import TrainConfig, predict, train
 from ..transforms import FAMILIES, TransformStack
 from ..validation import check_int_fields
-from .common import check_methods, flat_train_aliases, run_on_builtin_data, write_metrics
-from .parallel import run_jobs, run_seeds, summarise_seeds, training_seeds
+from .common import flat_train_aliases, run_on_builtin_data, write_metrics
+from .methods import MethodRegistry
+from .parallel import run_config_seeds, run_dir, run_jobs, summarise_seeds, training_seeds
 
 DESCRIPTION = "multimodal rotation invariances (1-, 2-, 3-fold symmetric shapes): uniform vs mixture vs flow"
-METHODS = ("none", "augerino", "uniform", "mixture", "flow")
 LEARNED = ("augerino", "uniform", "mixture", "flow")
 #: The methods the alignment test canonicalises with (Augerino's one global range has no per-image mode).
 ALIGNED = ("uniform", "mixture", "flow")
@@ -113,6 +113,36 @@ class AnnealedBand(EntropyController):
         return super().update(mean_entropy)
 
 
+#: The methods, in reporting order; each builds ``(augmenter, objective)`` from the config and the number of joint
+#: training steps (over which an annealed entropy band moves).
+METHODS = MethodRegistry("multimodal")
+
+
+@METHODS.register("none", "no augmentation")
+def _none(config: Config, steps: int = 1) -> tuple[Augmenter, nn.Module]:
+    return NoAugment(in_channels=1), TaskObjective()
+
+
+@METHODS.register("augerino", "one learned rotation interval for every image (Augerino)")
+def _augerino(config: Config, steps: int = 1) -> tuple[Augmenter, nn.Module]:
+    return Augerino(("rotation",), in_channels=1, width=config.aug_width), AugerinoObjective(config.augerino_weight)
+
+
+@METHODS.register("uniform", "InstaAug: one learned rotation interval per image")
+def _uniform(config: Config, steps: int = 1) -> tuple[Augmenter, nn.Module]:
+    return _learned(config, "uniform", steps)
+
+
+@METHODS.register("mixture", "InstaAug with a mixture of intervals per image (several arcs)")
+def _mixture(config: Config, steps: int = 1) -> tuple[Augmenter, nn.Module]:
+    return _learned(config, "mixture", steps)
+
+
+@METHODS.register("flow", "InstaAug with a conditional normalizing flow over the rotation angle")
+def _flow(config: Config, steps: int = 1) -> tuple[Augmenter, nn.Module]:
+    return _learned(config, "flow", steps)
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings of the multimodal experiment (override with ``--set key=value``)."""
@@ -135,7 +165,7 @@ class Config:
             epochs=30, pretrain_epochs=1, batch_size=64, lr=3e-3, aug_lr=3e-3, aug_lr_schedule="cosine"
         )
     )
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = METHODS.names
     #: the entropy band of the InstaAug methods, in nats: a uniform distribution on a set of measure 1.5–2.0 rad,
     #: half to two thirds of the label-preserving set (measure π). The set itself (log 0.9π … log 1.1π) was not
     #: reachable jointly: views near the ends of an arc are as much "up" as "down", the classifier's loss rose as φ
@@ -210,7 +240,7 @@ class Config:
     RENAMED_KEYS: ClassVar[dict[str, str]] = {k: v for k, v in flat_train_aliases().items() if k in _FLAT_KEYS}
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", check_methods(self.methods, METHODS))
+        object.__setattr__(self, "methods", METHODS.check(self.methods))
         if isinstance(self.seeds, list):
             object.__setattr__(self, "seeds", tuple(self.seeds))
         training_seeds(self.seed, self.seeds)  # a ValueError naming ``seeds`` if they are not seeds
@@ -237,15 +267,11 @@ class Config:
         return cls(n_train=384, n_test=96, train=train, grid=180, align_epochs=1, figure_examples=3, workers=1)
 
 
-def build_method(method: str, config: Config, steps: int = 1) -> tuple[Augmenter, nn.Module]:
-    """The augmenter and the objective of a method of ``METHODS`` (``steps``: joint training steps, over which an
-    annealed band moves)."""
-    if method == "none":
-        return NoAugment(in_channels=1), TaskObjective()
-    if method == "augerino":
-        return Augerino(("rotation",), in_channels=1, width=config.aug_width), AugerinoObjective(config.augerino_weight)
-    width = config.flow_init_width if method == "flow" and config.flow_init_width else config.init_width
-    symmetric = method == "mixture" and config.mixture_init == "symmetric"
+def _learned(config: Config, distribution: str, steps: int) -> tuple[Augmenter, nn.Module]:
+    """InstaAug over rotation with ``distribution`` (``uniform``, ``mixture`` or ``flow``) and its controller
+    (``steps``: joint training steps, over which an annealed band moves)."""
+    width = config.flow_init_width if distribution == "flow" and config.flow_init_width else config.init_width
+    symmetric = distribution == "mixture" and config.mixture_init == "symmetric"
     components = config.components
     if symmetric:  # as many components as symmetry candidates (one more when one lies on the ±π seam)
         half = width or FAMILIES["rotation"].init_half_width
@@ -254,7 +280,7 @@ def build_method(method: str, config: Config, steps: int = 1) -> tuple[Augmenter
         ("rotation",),
         in_channels=1,
         width=config.aug_width,
-        distribution=method,
+        distribution=distribution,
         components=components,
         mixture_init="symmetric" if symmetric else "spread",
         symmetry_divisions=config.symmetry_divisions,
@@ -462,13 +488,6 @@ def _plain_classifier(
     return model
 
 
-def run_dir(out: str | os.PathLike, name: str, seed: int, config: Config) -> Path:
-    """Where the run ``name`` (a method, or ``frozen_classifier``) at ``seed`` writes its files: ``out/NAME/`` for a
-    single seed (as before seeds existed), ``out/NAME/seed<S>/`` for several."""
-    single = len(training_seeds(config.seed, config.seeds)) == 1
-    return Path(out) / name if single else Path(out) / name / f"seed{seed}"
-
-
 @functools.lru_cache(maxsize=6)
 def _shapes(n: int, shapes: tuple[int, ...], seed: int) -> SymmetricShapes:
     """``symmetric_shapes``, kept for this process's next jobs (read-only): drawing is slow (seconds per thousand
@@ -528,7 +547,7 @@ def _train_job(job: tuple[Config, str, int, str]) -> dict[str, float]:
     else:
         model = _classifier(config, 2 * len(TRAIN_SHAPES))
     steps_per_epoch = math.ceil(config.n_train / config.train.batch_size)
-    aug, objective = build_method(method, config, config.anneal_epochs * steps_per_epoch)
+    aug, objective = METHODS.build(method, config, config.anneal_epochs * steps_per_epoch)
     directory = run_dir(out, method, seed, config)
     started = time.perf_counter()
     history: list[dict[str, Any]] = []
@@ -585,16 +604,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
             _frozen_job, per_seed_jobs, progress=config.train.progress, description="frozen classifiers", **options
         )
         barrier()  # under torchrun, rank 0 alone saved them
-    runs = run_seeds(
-        _train_job,
-        config,
-        config.methods,
-        seeds,
-        out,
-        progress=config.train.progress,
-        description="multimodal runs",
-        **options,
-    )
+    runs = run_config_seeds(_train_job, config, config.methods, out, description="multimodal runs", seeds=seeds)
     barrier()  # the same for the augmenters
     aligned = run_jobs(_align_job, per_seed_jobs, progress=config.train.progress, description="alignment", **options)
     per_seed, raw = _merge_alignment(runs.per_seed, seeds, aligned)

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -158,6 +159,41 @@ def run_seeds(
         for name, records in per_seed.items()
     }
     return SeedRuns(results, per_seed)
+
+
+def run_config_seeds(
+    function: Callable[[tuple[Any, str, int, str]], dict[str, float]],
+    config: Any,
+    names: Sequence[str],
+    out: str | os.PathLike,
+    *,
+    description: str,
+    seeds: Sequence[int] | None = None,
+    cost: dict[str, float] | None = None,
+) -> SeedRuns:
+    """``run_seeds`` with an experiment config's own settings: its seeds (``training_seeds(config.seed,
+    config.seeds)`` unless ``seeds`` names some), ``workers``, ``threads`` and ``train.progress``."""
+    if seeds is None:
+        seeds = training_seeds(config.seed, config.seeds)
+    return run_seeds(
+        function,
+        config,
+        names,
+        seeds,
+        out,
+        workers=config.workers,
+        threads=config.threads,
+        progress=config.train.progress,
+        description=description,
+        cost=cost,
+    )
+
+
+def run_dir(out: str | os.PathLike, name: str, seed: int, config: Any) -> Path:
+    """Where the run ``name`` (a method) at ``seed`` writes its log, checkpoint and augmenter: ``out/NAME/`` when
+    the config has a single seed (the layout from before seeds existed), ``out/NAME/seed<S>/`` for several."""
+    single = len(training_seeds(config.seed, config.seeds)) == 1
+    return Path(out) / name if single else Path(out) / name / f"seed{seed}"
 
 
 def _quiet(config: Any) -> Any:

@@ -35,16 +35,18 @@ from ..plots import plot_rotation_arcs
 from ..train import TrainConfig, train
 from ..validation import check_int_fields
 from .common import (
-    METHODS,
+    UNIFORM_METHODS,
     accuracy_on,
     build_method,
-    check_methods,
     flat_train_aliases,
     learned_ranges,
     torch_threads,
     write_metrics,
 )
-from .parallel import run_seeds, training_seeds
+from .parallel import run_config_seeds, run_dir, training_seeds
+
+#: The methods (``common.UNIFORM_METHODS``: none, random, augerino, instaaug), in reporting order.
+METHODS = UNIFORM_METHODS
 
 DESCRIPTION = "learned rotation ranges on the rotated Mario/Iggy sprites (4 classes); Figure 5"
 TRANSFORMS = ("rotation",)
@@ -64,7 +66,7 @@ class Config:
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=20, pretrain_epochs=1, batch_size=64, lr=3e-3, aug_lr=1e-2)
     )
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = METHODS.names
     #: the entropy band of InstaAug: log-widths [log 0.95π, log 1.1π] around log π, the width of the
     #: label-preserving interval [-π/2 - a, π/2 - a].
     entropy_range: tuple[float, float] = (1.09, 1.24)
@@ -85,7 +87,7 @@ class Config:
     RENAMED_KEYS: ClassVar[dict[str, str]] = flat_train_aliases()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", check_methods(self.methods))
+        object.__setattr__(self, "methods", METHODS.check(self.methods))
         if isinstance(self.seeds, list):
             object.__setattr__(self, "seeds", tuple(self.seeds))
         training_seeds(self.seed, self.seeds)  # a ValueError naming ``seeds`` if they are not seeds
@@ -134,13 +136,6 @@ def _datasets(
     return (train_x, train_y), rotated_sprites(sprites, n_test, gen)
 
 
-def run_dir(out: str | os.PathLike, method: str, seed: int, config: Config) -> Path:
-    """Where the run of ``method`` at ``seed`` writes its log, checkpoint and augmenter: ``out/METHOD/`` for a
-    single seed (as before seeds existed), ``out/METHOD/seed<S>/`` for several."""
-    single = len(training_seeds(config.seed, config.seeds)) == 1
-    return Path(out) / method if single else Path(out) / method / f"seed{seed}"
-
-
 def _train_job(job: tuple[Config, str, int, str], data: str | None = None) -> dict[str, float]:
     """Train and evaluate one (method, seed); save a learned augmenter to ``run_dir``."""
     config, method, seed, out = job
@@ -179,17 +174,9 @@ def _run(config: Config, out: Path, data: str | os.PathLike | None) -> dict[str,
     seeds = training_seeds(config.seed, config.seeds)
     path = str(data) if data is not None else None
     started = time.perf_counter()
-    runs = run_seeds(
-        functools.partial(_train_job, data=path),  # a partial of a module-level function pickles for the workers
-        config,
-        config.methods,
-        seeds,
-        out,
-        workers=config.workers,
-        threads=config.threads,
-        progress=config.train.progress,
-        description="rotation runs",
-    )
+    # A partial of a module-level function pickles for the workers.
+    job = functools.partial(_train_job, data=path)
+    runs = run_config_seeds(job, config, config.methods, out, description="rotation runs", seeds=seeds)
     shown = [m for m in config.methods if m in ("augerino", "instaaug")]
     figure = None
     if shown and is_main_process():  # under torchrun, rank 0 alone saved the augmenters

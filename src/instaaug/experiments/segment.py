@@ -41,7 +41,7 @@ from ..tta import DenseTTAWrapper
 from ..validation import check_int_fields
 from .common import flat_train_aliases, run_on_builtin_data, write_metrics
 from .methods import MethodRegistry
-from .parallel import run_seeds, training_seeds
+from .parallel import run_config_seeds, training_seeds
 
 DESCRIPTION = "learned crop + rotation + brightness for segmenting cluttered digits (U-Net, mIoU) vs random, none"
 NUM_CLASSES = 11  # background + 10 digits
@@ -218,17 +218,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     seeds = training_seeds(config.seed, config.seeds)
-    runs = run_seeds(
-        _train_job,
-        config,
-        config.methods,
-        seeds,
-        out,
-        workers=config.workers,
-        threads=config.threads,
-        progress=config.train.progress,
-        description="segment runs",
-    )
+    runs = run_config_seeds(_train_job, config, config.methods, out, description="segment runs", seeds=seeds)
     results = runs.results
     figures = []
     if "instaaug" in config.methods and is_main_process():

@@ -48,7 +48,7 @@ from ..validation import check_int_fields
 from . import crop
 from .common import flat_train_aliases, run_on_builtin_data, write_metrics
 from .crop import METHODS as CROP_METHODS
-from .parallel import run_seeds, summarise_seeds, training_seeds
+from .parallel import run_config_seeds, summarise_seeds, training_seeds
 from .views_eval import ViewFn, ViewSource, evaluate_views, full_views, sampled_views
 
 DESCRIPTION = "learned test-time crops for frozen pre-trained classifiers, transfer to another network; Table 2"
@@ -396,17 +396,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     names = entry_names(config)
     seeds = training_seeds(config.seed, config.seeds)
     started = time.perf_counter()
-    runs = run_seeds(
-        _run_one,
-        config,
-        ["tta"],
-        seeds,
-        out,
-        workers=config.workers,
-        threads=config.threads,
-        progress=config.train.progress,
-        description="tta seeds",
-    )
+    runs = run_config_seeds(_run_one, config, ["tta"], out, description="tta seeds", seeds=seeds)
     jobs = [(record["seed"], _unflatten(record)) for record in runs.per_seed["tta"]]
     per_seed = {name: [{"seed": seed, **groups[name]} for seed, groups in jobs] for name in names}
     results = {name: summarise_seeds([groups[name] for _, groups in jobs]) for name in names}
