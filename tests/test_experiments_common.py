@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from instaaug import Augerino, AugerinoObjective, InstaAug, InstaAugObjective, NoAugment, RandomAugment
-from instaaug.experiments import crop, get_experiment, rotation
+from instaaug.experiments import EXPERIMENTS, crop, get_experiment, rotation
 from instaaug.experiments.common import (
     UNIFORM_METHODS,
     apply_overrides,
@@ -16,6 +17,7 @@ from instaaug.experiments.common import (
     torch_threads,
     write_metrics,
 )
+from instaaug.experiments.methods import MethodRegistry
 
 
 def test_overrides_are_parsed_by_the_type_of_each_field():
@@ -126,3 +128,14 @@ def test_seeds_take_a_count_or_a_list_on_the_command_line():
     for bad in ("seeds=0", "seeds=1,1", "seeds=a,b"):
         with pytest.raises(ValueError, match="seeds"):
             apply_overrides(crop.Config.quick(), [bad])
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_experiment_runs_several_seeds_and_declares_its_methods(name):
+    module = get_experiment(name)
+    fields = {f.name: f for f in dataclasses.fields(module.Config)}
+    assert {"seed", "seeds", "workers"} <= set(fields), name
+    seeds = dataclasses.replace(module.Config.quick(), seeds=2).seeds  # --seeds N (lighting keeps the list)
+    assert seeds == 2 or len(seeds) == 2
+    if "methods" in fields:  # the amortised experiments compare models and corners, not methods
+        assert isinstance(module.METHODS, MethodRegistry) and set(module.Config().methods) <= set(module.METHODS)
