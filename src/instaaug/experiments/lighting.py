@@ -14,7 +14,9 @@ rendered physically (sRGB → linear, × the illuminant per channel, clipped, �
   ``random_gain``;
 - ``augerino``: one learned global range over hue, saturation, value and contrast;
 - ``instaaug``: InstaAug over hue, saturation, value and contrast (the paper's setting);
-- ``instaaug_gain``: InstaAug over the same families and ``gain``.
+- ``instaaug_gain``: InstaAug over the same families and ``gain``;
+- ``instaaug_local`` (not in the default run): InstaAug with spatially varying hue, saturation and value
+  (``local_hue``, ``local_saturation``, ``local_value``) and contrast.
 
 Each is measured without and with test-time augmentation (``tta_samples`` views from its own augmenter, logits
 averaged; ``none`` has none, so its two numbers agree), on all conditions, the easy and the hard group
