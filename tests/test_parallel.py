@@ -6,7 +6,14 @@ import math
 import pytest
 
 from instaaug.experiments import crop
-from instaaug.experiments.parallel import best_setting, default_workers, run_jobs, run_seeds
+from instaaug.experiments.parallel import (
+    best_setting,
+    check_seeds,
+    default_workers,
+    run_jobs,
+    run_seeds,
+    training_seeds,
+)
 from instaaug.train import train_overrides
 
 
@@ -69,11 +76,18 @@ def test_crop_runs_in_two_workers_match_one_process(tmp_path):
 
 
 def test_training_seeds_count_list_and_errors():
-    from instaaug.experiments.parallel import training_seeds
-
     assert training_seeds(0, 3) == (0, 1, 2)
     assert training_seeds(5, 2) == (5, 6)
     assert training_seeds(0, (4, 1)) == (4, 1)
     for bad in (0, -1, True, (), (1, 1), "0,1", (1.0,)):
         with pytest.raises(ValueError, match="seeds"):
             training_seeds(0, bad)
+
+
+def test_check_seeds_stores_a_list_as_a_tuple_and_refuses_bad_seeds():
+    config = crop.Config.quick()
+    object.__setattr__(config, "seeds", [4, 2])  # as a Python caller might give them
+    check_seeds(config)
+    assert config.seeds == (4, 2)
+    with pytest.raises(ValueError, match="seeds must not repeat"):
+        crop.Config(seeds=(1, 1))

@@ -59,7 +59,7 @@ from ..data.digits import bundled_digits, split_indices
 from ..plots import save_figure
 from ..validation import check_int_fields
 from .common import run_on_builtin_data, write_metrics
-from .parallel import default_workers, run_jobs, summarise_seeds, training_seeds
+from .parallel import check_seeds, default_workers, run_jobs, summarise_seeds, training_seeds
 
 DESCRIPTION = "amortised invariance learning: learned i for digit / colour / position tasks on coloured digits"
 
@@ -173,9 +173,7 @@ class Config:
 def check_nested_settings(config: Any) -> None:
     """The checks an amortised experiment's config (vision or audio) shares: ``seeds``, ``workers``, ``threads``,
     and its ``pretrain`` / ``probe`` groups, whose ``seed`` and ``device`` the experiment sets itself."""
-    if isinstance(config.seeds, list):  # from Python; files and --set give a tuple or an int
-        object.__setattr__(config, "seeds", tuple(config.seeds))
-    training_seeds(config.seed, config.seeds)  # a clear ValueError for a bad value
+    check_seeds(config)
     check_int_fields(config, ("workers", "threads"), least=0)
     for name, kind in (("pretrain", PretrainConfig), ("probe", ProbeConfig)):
         group = getattr(config, name)

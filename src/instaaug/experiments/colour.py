@@ -40,7 +40,7 @@ from .common import (
     run_on_builtin_data,
     write_metrics,
 )
-from .parallel import run_config_seeds, run_dir, training_seeds
+from .parallel import check_seeds, run_config_seeds, run_dir, training_seeds
 
 #: The methods (``common.UNIFORM_METHODS``: none, random, augerino, instaaug), in reporting order.
 METHODS = UNIFORM_METHODS
@@ -130,9 +130,7 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", METHODS.check(self.methods))
-        if isinstance(self.seeds, list):
-            object.__setattr__(self, "seeds", tuple(self.seeds))
-        training_seeds(self.seed, self.seeds)  # a ValueError naming ``seeds`` if they are not seeds
+        check_seeds(self)
         check_int_fields(self, ("n_train", "n_test", "width", "depth", "aug_width", "aug_depth"), least=1)
         check_int_fields(self, ("workers", "threads"), least=0)
         if not isinstance(self.train, TrainConfig):

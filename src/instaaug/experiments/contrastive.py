@@ -58,7 +58,7 @@ from ..validation import check_int_fields
 from .common import run_on_builtin_data, write_metrics
 from .crop import view_boxes
 from .methods import MethodRegistry
-from .parallel import best_setting, run_config_seeds, training_seeds
+from .parallel import best_setting, check_seeds, run_config_seeds, training_seeds
 from .views_eval import COVERAGE_THRESHOLD, to_pixel_corners
 
 DESCRIPTION = "contrastive InstaAug: SimCLR with learned views on cluttered digits, linear probe with TTA (Table 5)"
@@ -194,7 +194,7 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", METHODS.check(self.methods))
-        training_seeds(self.seed, self.seeds)  # an int ≥ 1 or a list of distinct ints
+        check_seeds(self)
         check_int_fields(self, ("n_probe", "n_test", "view_size", "encoder_width", "tta_views"), least=1)
         check_int_fields(
             self,

@@ -44,7 +44,7 @@ from ..train import TrainConfig, train
 from ..validation import check_int_fields
 from .common import flat_train_aliases, run_on_builtin_data, write_metrics
 from .methods import MethodRegistry
-from .parallel import best_setting, run_config_seeds, training_seeds
+from .parallel import best_setting, check_seeds, run_config_seeds, training_seeds
 from .views_eval import ViewSource, evaluate_views, full_views, sampled_views
 
 DESCRIPTION = "learned crops (LRP) on built-in cluttered digits vs random crops and ablations; Figure 6"
@@ -200,7 +200,7 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", METHODS.check(self.methods))
-        training_seeds(self.seed, self.seeds)  # an int ≥ 1 or a list of distinct ints
+        check_seeds(self)
         check_int_fields(self, ("validation", "workers", "threads"), least=0)
         if not (isinstance(self.fixed_lam, int | float) and math.isfinite(self.fixed_lam) and self.fixed_lam >= 0):
             raise ValueError(f"fixed_lam must be a finite number ≥ 0, got {self.fixed_lam!r}")

@@ -80,7 +80,7 @@ from ..transforms import FAMILIES, TransformStack
 from ..validation import check_int_fields
 from .common import flat_train_aliases, run_on_builtin_data, write_metrics
 from .methods import MethodRegistry
-from .parallel import run_config_seeds, run_dir, run_jobs, summarise_seeds, training_seeds
+from .parallel import check_seeds, run_config_seeds, run_dir, run_jobs, summarise_seeds, training_seeds
 
 DESCRIPTION = "multimodal rotation invariances (1-, 2-, 3-fold symmetric shapes): uniform vs mixture vs flow"
 LEARNED = ("augerino", "uniform", "mixture", "flow")
@@ -241,9 +241,7 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", METHODS.check(self.methods))
-        if isinstance(self.seeds, list):
-            object.__setattr__(self, "seeds", tuple(self.seeds))
-        training_seeds(self.seed, self.seeds)  # a ValueError naming ``seeds`` if they are not seeds
+        check_seeds(self)
         check_int_fields(self, ("workers", "threads"), least=0)
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")

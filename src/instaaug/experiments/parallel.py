@@ -124,6 +124,14 @@ def training_seeds(seed: int, seeds: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(seeds)
 
 
+def check_seeds(config: Any) -> None:
+    """Validate a config's ``seeds`` key (``training_seeds``) in its ``__post_init__``, storing a list (from
+    Python) as a tuple so that the frozen config stays hashable and its JSON form stable."""
+    if isinstance(config.seeds, list):
+        object.__setattr__(config, "seeds", tuple(config.seeds))
+    training_seeds(config.seed, config.seeds)
+
+
 def run_seeds(
     function: Callable[[tuple[Any, str, int, str]], dict[str, float]],
     config: Any,

@@ -41,7 +41,7 @@ from ..tta import DenseTTAWrapper
 from ..validation import check_int_fields
 from .common import flat_train_aliases, run_on_builtin_data, write_metrics
 from .methods import MethodRegistry
-from .parallel import run_config_seeds, training_seeds
+from .parallel import check_seeds, run_config_seeds, training_seeds
 
 DESCRIPTION = "learned crop + rotation + brightness for segmenting cluttered digits (U-Net, mIoU) vs random, none"
 NUM_CLASSES = 11  # background + 10 digits
@@ -133,7 +133,7 @@ class Config:
         object.__setattr__(self, "methods", METHODS.check(self.methods))
         if isinstance(self.transforms, str):
             object.__setattr__(self, "transforms", tuple(t for t in self.transforms.split(",") if t))
-        training_seeds(self.seed, self.seeds)  # an int ≥ 1 or a list of distinct ints
+        check_seeds(self)
         check_int_fields(self, ("n_train", "n_test", "tta_views", "unet_width", "aug_width"), least=1)
         check_int_fields(self, ("validation", "workers", "threads"), least=0)
         if self.loss_frame not in ("input", "view"):

@@ -48,7 +48,7 @@ from ..validation import check_int_fields
 from . import crop
 from .common import flat_train_aliases, run_on_builtin_data, write_metrics
 from .crop import METHODS as CROP_METHODS
-from .parallel import run_config_seeds, summarise_seeds, training_seeds
+from .parallel import check_seeds, run_config_seeds, summarise_seeds, training_seeds
 from .views_eval import ViewFn, ViewSource, evaluate_views, full_views, sampled_views
 
 DESCRIPTION = "learned test-time crops for frozen pre-trained classifiers, transfer to another network; Table 2"
@@ -141,7 +141,7 @@ class Config:
     }
 
     def __post_init__(self) -> None:
-        training_seeds(self.seed, self.seeds)  # an int ≥ 1 (or a list of seeds)
+        check_seeds(self)
         check_int_fields(self, ("n_train", "n_test", "aug_epochs", "n_copies"), least=1)
         check_int_fields(self, ("n_val", "threads", "workers"), least=0)
         if not isinstance(self.train, TrainConfig):
