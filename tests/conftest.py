@@ -1,15 +1,32 @@
 """Shared fixtures and helpers: a fixed seed for every test, structured images, tiny augmenters, tiny conditioned
-backbones (amortised), power spectrograms (audio)."""
+backbones (amortised), power spectrograms (audio), output locks (outputs), a photo folder and a user's model factory
+(fit, userdata, usermodel), one instance of every transform distribution (composite, product)."""
 
 from __future__ import annotations
+
+import json
+import socket
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import settings
 
-from instaaug import InstaAug
+from instaaug import (
+    CropCategorical,
+    FlipBernoulli,
+    InstaAug,
+    Product,
+    TransformDistribution,
+    UniformCrops,
+    UniformRanges,
+)
 from instaaug.amortised import ConditionedResNet, ConditionedViT
 from instaaug.augment import legacy_crop  # noqa: F401 (re-exported for the tests)
+from instaaug.data.photos import write_photo_folder
+from instaaug.outputs import LOCK_FILE
 
 # Property tests draw the same examples on every run, so CI cannot fail by chance; run with
 # --hypothesis-profile=explore (or change the seed) to search further.
@@ -69,3 +86,61 @@ def harmonic_spectra(n: int = 16, seed: int = 0) -> torch.Tensor:
     x = 1e-3 * (1 + torch.rand(1, 1, 65, 24, generator=g))
     x[0, 0, 8::8, 6:16] += 1.0
     return x.expand(n, -1, -1, -1).clone()
+
+
+def write_lock(directory: Path, pid: int, hostname: str | None = None) -> Path:
+    """Write the lock file of a run by process ``pid`` on ``hostname`` (this host by default) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / LOCK_FILE
+    info = {"pid": pid, "hostname": hostname or socket.gethostname(), "started": "2024-01-02T03:04:05+00:00"}
+    lock.write_text(json.dumps(info))
+    return lock
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder of real JPEG photographs: 24 classes × 6 images of 24 px."""
+    return write_photo_folder(tmp_path_factory.mktemp("data") / "photos", per_class=6, size=24)
+
+
+@pytest.fixture()
+def factory_module(tmp_path, monkeypatch):
+    """An importable module `user_models` with a model factory, as a user's package would have."""
+    (tmp_path / "user_models.py").write_text(
+        textwrap.dedent(
+            """
+            import torch.nn as nn
+
+            def tiny(num_classes, channels=3):
+                return nn.Sequential(nn.Conv2d(channels, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                     nn.Linear(4, num_classes))
+
+            def not_a_model(num_classes):
+                return "model"
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("user_models", None)
+    yield "user_models"
+    sys.modules.pop("user_models", None)
+
+
+def example_distributions() -> dict[str, TransformDistribution]:
+    """One small instance (batch 3) of every transform distribution, a product of three of them included."""
+    g = torch.Generator().manual_seed(0)
+    b = 3
+    low = -torch.rand(b, 2, generator=g)
+    high = torch.rand(b, 2, generator=g)
+    boxes = torch.tensor([[0.3, 0.3, 0.4, 0.4], [0.7, 0.7, 0.4, 0.4], [0.5, 0.5, 1.0, 1.0]])
+    jitter = torch.tensor([[0.05, 0.05, 0.1], [0.05, 0.05, 0.1], [0.0, 0.0, 0.0]])
+    logits = torch.randn(b, 3, generator=g)
+    uniform = UniformRanges(low, high, ("rotation", "hue"))
+    return {
+        "uniform": uniform,
+        "crop": CropCategorical(logits, boxes),
+        "crop-jitter": CropCategorical(logits, boxes, jitter),
+        "random-crop": UniformCrops(0.4, 0.9, b, low),
+        "flip": FlipBernoulli(torch.randn(b, generator=g)),
+        "product": Product([CropCategorical(logits, boxes, jitter), uniform, FlipBernoulli(torch.randn(b))]),
+    }

@@ -1,5 +1,5 @@
 """The command line a user can trust: mistakes refused before any work as one line and exit code 2, one run per
-output directory (a lock that a killed run leaves behind does not block the next), `instaaug show EXPERIMENT`."""
+output directory through the CLI (the lock itself: test_outputs.py), `instaaug show EXPERIMENT`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 from pathlib import Path
 
@@ -20,17 +19,13 @@ import pytest
 import torch
 
 import instaaug.bench
+from conftest import write_lock as _write_lock
 from instaaug import cli, outputs
 from instaaug.cli import main
 from instaaug.config_files import config_help
 from instaaug.experiments import get_experiment, rotation
 from instaaug.outputs import (
     LOCK_FILE,
-    StaleLockWarning,
-    check_device,
-    check_input_path,
-    check_output_dir,
-    check_output_file,
     claimed_output_dir,
 )
 from instaaug.train import TrainConfig
@@ -137,31 +132,6 @@ def test_bench_refuses_a_bad_out_before_any_benchmark(tmp_path, capsys, monkeypa
     _refused(capsys, ["bench", "--quick", "--out", str(tmp_path / "b.json"), "--device", "cuda"], "CUDA is not")
 
 
-def test_check_functions_create_nothing(tmp_path):
-    target = tmp_path / "a" / "b"
-    assert check_output_dir(target) == target
-    assert check_output_file(target / "x.json") == target / "x.json"
-    assert not (tmp_path / "a").exists()
-    (tmp_path / "f").write_text("")
-    with pytest.raises(ValueError, match="is a file"):
-        check_input_path(tmp_path / "f", kind="dir")
-    assert check_input_path(tmp_path / "f", kind="file") == tmp_path / "f"
-    assert check_input_path(tmp_path, kind="dir") == tmp_path
-    with pytest.raises(ValueError, match="broken symbolic link"):
-        (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-        check_output_dir(tmp_path / "dangling")
-
-
-def test_check_device():
-    assert check_device("cpu") == torch.device("cpu")
-    for bad, match in [("cuda:x", "not a device"), ("", "not a device"), ("meta", "not supported")]:
-        with pytest.raises(ValueError, match=match):
-            check_device(bad)
-    if torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA device"):
-            check_device(f"cuda:{torch.cuda.device_count()}")
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # One run per output directory
 
@@ -199,14 +169,6 @@ def test_only_rank_0_takes_the_lock(tmp_path, capsys, fake_rotation, monkeypatch
     assert capsys.readouterr().out == ""  # ranks other than 0 print nothing
 
 
-def _write_lock(directory: Path, pid: int, hostname: str | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / LOCK_FILE
-    info = {"pid": pid, "hostname": hostname or socket.gethostname(), "started": "2024-01-02T03:04:05+00:00"}
-    lock.write_text(json.dumps(info))
-    return lock
-
-
 def test_a_second_run_into_the_same_out_is_refused_while_the_first_lives(tmp_path, capsys, fake_rotation):
     holder = subprocess.Popen(["sleep", "30"])
     try:
@@ -229,15 +191,6 @@ def test_a_second_run_into_the_same_out_is_refused_while_the_first_lives(tmp_pat
     assert err.startswith("instaaug: note: ") and "--resume" in err and len(err.splitlines()) == 1
     assert fake_rotation["lock"]["pid"] == os.getpid()
     assert not lock.exists()
-
-
-def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
-    _write_lock(tmp_path, 2**22 + 12345, hostname="another-host.invalid")
-    with (
-        pytest.raises(ValueError, match=rf"on another-host\.invalid .*delete {tmp_path / LOCK_FILE}"),
-        claimed_output_dir(tmp_path, resume=True),
-    ):
-        pass
 
 
 _KILLED_RUN = """
@@ -267,54 +220,6 @@ def test_a_lock_left_by_a_killed_run_does_not_block_resume(tmp_path, capsys, fak
     assert main(["run", "rotation", "--quick", "--resume", "--out", str(out)]) == 0
     assert capsys.readouterr().err == ""
     assert fake_rotation["lock"]["pid"] == os.getpid() and not (out / LOCK_FILE).exists()
-
-
-def test_stale_lock_without_resume_warns(tmp_path):
-    _write_lock(tmp_path, 2**22 + 12345)  # above Linux's largest pid: no such process
-    with pytest.warns(StaleLockWarning, match="did not finish"), claimed_output_dir(tmp_path, resume=False):
-        pass
-
-
-def test_unreadable_lock_is_held_while_fresh_then_stale(tmp_path):
-    lock = tmp_path / LOCK_FILE
-    lock.write_text("")  # another process between O_EXCL and writing its JSON
-    with pytest.raises(ValueError, match="in use by another process"), claimed_output_dir(tmp_path, resume=True):
-        pass
-    old = lock.stat().st_mtime - 2 * outputs.UNREADABLE_LOCK_GRACE_S
-    os.utime(lock, (old, old))
-    with claimed_output_dir(tmp_path, resume=True):
-        assert json.loads(lock.read_text())["pid"] == os.getpid()
-
-
-def test_a_killed_but_unreaped_process_does_not_hold_the_lock(tmp_path):
-    if outputs._proc_stat(os.getpid()) is None:
-        pytest.skip("no /proc: process states cannot be read here")
-    zombie = subprocess.Popen(["true"])
-    try:
-        deadline = time.monotonic() + 10
-        while (outputs._proc_stat(zombie.pid) or ["Z"])[0] != "Z" and time.monotonic() < deadline:
-            time.sleep(0.01)  # exited, not yet waited for: a zombie, which os.kill(pid, 0) still finds
-        _write_lock(tmp_path, zombie.pid)
-        with claimed_output_dir(tmp_path, resume=True):
-            pass
-    finally:
-        zombie.wait()
-
-
-def test_a_reused_pid_does_not_hold_the_lock(tmp_path):
-    if outputs._process_start(os.getpid()) is None:
-        pytest.skip("no /proc: process start times cannot be read here")
-    lock = _write_lock(tmp_path, os.getpid())
-    info = json.loads(lock.read_text())
-    lock.write_text(json.dumps({**info, "pid_start": outputs._process_start(os.getpid()) - 1}))
-    with claimed_output_dir(tmp_path, resume=True):
-        pass
-    with (
-        claimed_output_dir(tmp_path, resume=True),
-        pytest.raises(ValueError, match=f"process {os.getpid()}"),
-        claimed_output_dir(tmp_path, resume=True),  # the same live process, twice: refused
-    ):
-        pass
 
 
 # ------------------------------------------------------------------------------------------------------------------

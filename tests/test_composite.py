@@ -13,6 +13,7 @@ import torch
 import torch._dynamo
 from safetensors.torch import load_file
 
+from conftest import example_distributions as _distributions
 from conftest import structured_images
 from instaaug import (
     Augerino,
@@ -27,7 +28,6 @@ from instaaug import (
     RandomAugment,
     RandomCrop,
     TransformDistribution,
-    UniformCrops,
     UniformRanges,
 )
 from instaaug.transforms import FAMILIES, TransformStack, crop_resize
@@ -52,25 +52,6 @@ def shaped(aug: Augmenter, std: float = 0.5, seed: int = 1) -> Augmenter:
 
 # ------------------------------------------------------------------------------------------------------------------
 # The distribution contract: one conformance test for every implementation
-
-
-def _distributions() -> dict[str, TransformDistribution]:
-    g = torch.Generator().manual_seed(0)
-    b = 3
-    low = -torch.rand(b, 2, generator=g)
-    high = torch.rand(b, 2, generator=g)
-    boxes = torch.tensor([[0.3, 0.3, 0.4, 0.4], [0.7, 0.7, 0.4, 0.4], [0.5, 0.5, 1.0, 1.0]])
-    jitter = torch.tensor([[0.05, 0.05, 0.1], [0.05, 0.05, 0.1], [0.0, 0.0, 0.0]])
-    logits = torch.randn(b, 3, generator=g)
-    uniform = UniformRanges(low, high, ("rotation", "hue"))
-    return {
-        "uniform": uniform,
-        "crop": CropCategorical(logits, boxes),
-        "crop-jitter": CropCategorical(logits, boxes, jitter),
-        "random-crop": UniformCrops(0.4, 0.9, b, low),
-        "flip": FlipBernoulli(torch.randn(b, generator=g)),
-        "product": Product([CropCategorical(logits, boxes, jitter), uniform, FlipBernoulli(torch.randn(b))]),
-    }
 
 
 @pytest.mark.parametrize("name", list(_distributions()))
@@ -101,31 +82,6 @@ def test_every_distribution_conforms_to_the_contract(name):
     assert ((mc - dist.entropy()).abs() <= 5 * se + 1e-4).all(), (mc, dist.entropy(), se)
     sub = dist[torch.tensor([2, 0])]  # type: ignore[index]
     assert sub.batch_shape == (2,) and sub.names == dist.names
-
-
-def test_product_sums_the_parts_and_splits_the_score_function_term():
-    parts = _distributions()
-    product = parts["product"]
-    crop, uniform, flip = product.parts
-    value = product.sample((6,))
-    want = crop.log_prob(value[..., :4]) + uniform.log_prob(value[..., 4:6]) + flip.log_prob(value[..., 6:])
-    torch.testing.assert_close(product.log_prob(value), want)
-    torch.testing.assert_close(product.entropy(), crop.entropy() + uniform.entropy() + flip.entropy())
-    drawn = product.draw((6,), torch.Generator().manual_seed(0))
-    torch.testing.assert_close(
-        drawn.score_log_prob, crop.log_prob(drawn.value[..., :4]) + flip.log_prob(drawn.value[..., 6:])
-    )
-    assert not product.has_rsample and product.part(UniformRanges) is uniform
-
-
-def test_flip_frequencies_match_their_probabilities():
-    probs = torch.tensor([0.1, 0.5, 0.9])
-    dist = FlipBernoulli(torch.logit(probs))
-    draws = dist.sample((20000,), torch.Generator().manual_seed(0))[..., 0]
-    se = torch.sqrt(probs * (1 - probs) / 20000)
-    assert ((draws.mean(0) - probs).abs() < 5 * se).all()
-    p = probs
-    torch.testing.assert_close(dist.entropy(), -(p * p.log() + (1 - p) * (1 - p).log()))
 
 
 # ------------------------------------------------------------------------------------------------------------------

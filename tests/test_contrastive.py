@@ -1,5 +1,5 @@
 """Contrastive InstaAug: NT-Xent (hand-computed, multi-positive, gathered over 2 processes), φ's REINFORCE estimate
-against an exact gradient, the composition of a learned and a fixed augmenter, and SimCLR through ``train``."""
+against an exact gradient, and SimCLR through ``train``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from instaaug import InstaAug, RandomAugment
-from instaaug.compose import Then
+from instaaug import InstaAug
 from instaaug.contrastive import InstanceContrast, ProjectedEncoder, nt_xent, nt_xent_per_view, positive_top1
 from instaaug.controller import AnnealedEntropyPull
 from instaaug.io import load_tensors, save_tensors
@@ -244,25 +243,6 @@ def _tiny_encoder() -> ProjectedEncoder:
     return ProjectedEncoder(encoder, 4, hidden=8, out_dim=4)
 
 
-def test_then_passes_learned_views_through_a_fixed_augmenter():
-    torch.manual_seed(0)
-    learned = InstaAug(("crop",), in_channels=1, n_copies=2, output_size=(16, 16), phi_size=(48, 48), depth=4, width=4)
-    fixed = RandomAugment(("value", "flip"), {"value": 0.5, "flip": 0.5}, in_channels=1)
-    aug = Then(learned, fixed)
-    x = torch.rand(3, 1, 48, 48)
-    g = torch.Generator().manual_seed(0)
-    out = aug(x, generator=g)
-    g = torch.Generator().manual_seed(0)
-    crop_only = learned(x, generator=g)
-    assert out.images.shape == (6, 1, 16, 16) and aug.n_copies == 2
-    assert torch.equal(out.log_prob, crop_only.log_prob) and out.theta is None  # flips moved the pixels again
-    assert not torch.allclose(out.images, crop_only.images)
-    with pytest.raises(TypeError, match="two augmenters"):
-        Then(learned, torch.nn.Identity())
-    with pytest.raises(ValueError, match="fixed"):
-        Then(learned, InstaAug(("value",), in_channels=1))
-
-
 def test_simclr_with_learned_views_trains_through_train_and_reports_positive_retrieval():
     torch.manual_seed(0)
     x = torch.rand(64, 1, 48, 48)
@@ -326,23 +306,3 @@ def test_part_controllers_keep_each_part_in_its_own_band():
         )
     with pytest.raises(ValueError, match="entropy_range"):
         InstaAug(("crop", "value"), in_channels=1, entropy_range=(0.0, 1.0)).part_controllers()
-
-
-def test_linear_probe_chooses_c_on_held_out_features_and_averages_views():
-    from instaaug.linear_probe import Readout, select_readouts
-
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(200) % 2
-    features = torch.randn(200, 4, generator=g) + 3 * labels[:, None].float() * torch.tensor([1.0, 0, 0, 0])
-    # Views: the features plus noise; the mean over 8 views recovers the label better than one noisy view.
-    views = features[:, None] + 2 * torch.randn(200, 8, 4, generator=g)
-    clean, tta, chosen = select_readouts(
-        (features[:150], labels[:150]), (features[150:], views[150:], labels[150:]), (0.01, 1.0)
-    )
-    assert chosen["c"] in (0.01, 1.0) and chosen["held_out_accuracy"] > 0.9
-    assert tta.accuracy(views[150:], labels[150:]) > tta.accuracy(views[150:, 0], labels[150:])
-    log_p = clean.log_probs(features[:3])
-    assert log_p.shape == (3, 2) and torch.allclose(log_p.exp().sum(-1), torch.ones(3), atol=1e-5)
-    assert isinstance(clean, Readout)
-    with pytest.raises(ValueError, match="C values"):
-        select_readouts((features, labels), (features, views, labels), (0.0,))

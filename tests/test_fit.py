@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from instaaug import Augmenter
 from instaaug.bench import loader_vs_step
 from instaaug.cli import main
 from instaaug.data.loaders import read_images
-from instaaug.data.photos import FOLDER_PHOTOS, write_photo_folder
+from instaaug.data.photos import FOLDER_PHOTOS
 from instaaug.experiments import get_experiment
 from instaaug.experiments.common import apply_overrides, write_metrics
 from instaaug.fit import FitConfig, apply_preset
@@ -31,59 +30,13 @@ from instaaug.schedules import warmup_factor
 from instaaug.step import make_optimisers
 from instaaug.train import TrainConfig
 from instaaug.tta_run import TTAConfig
-from instaaug.userdata import load_user_data, regression_metrics, stratified_split
+from instaaug.userdata import load_user_data
 from instaaug.usermodel import build_model, load_model_weights
 
 QUICK = ["--quick", "--image-size", "24", "--workers", "0"]
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    """A folder of real JPEG photographs: 24 classes × 6 images of 24 px."""
-    return write_photo_folder(tmp_path_factory.mktemp("data") / "photos", per_class=6, size=24)
-
-
-@pytest.fixture()
-def factory_module(tmp_path, monkeypatch):
-    """An importable module `user_models` with a model factory, as a user's package would have."""
-    (tmp_path / "user_models.py").write_text(
-        textwrap.dedent(
-            """
-            import torch.nn as nn
-
-            def tiny(num_classes, channels=3):
-                return nn.Sequential(nn.Conv2d(channels, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                     nn.Linear(4, num_classes))
-
-            def not_a_model(num_classes):
-                return "model"
-            """
-        )
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("user_models", None)
-    yield "user_models"
-    sys.modules.pop("user_models", None)
-
-
 # --- the example data ---------------------------------------------------------------------------------------------
-
-
-def test_photo_folder_holds_real_jpegs_one_folder_per_region_and_is_deterministic(photos, tmp_path):
-    classes = sorted(p.name for p in photos.iterdir())
-    assert len(classes) == 4 * len(FOLDER_PHOTOS) and "china-r0c0" in classes
-    files = sorted(photos.glob("*/*.jpg"))
-    assert len(files) == 6 * len(classes)
-    with Image.open(files[0]) as img:
-        assert img.format == "JPEG" and img.size == (24, 24) and img.mode == "RGB"
-    again = write_photo_folder(tmp_path / "again", per_class=6, size=24)
-    assert all((again / f.relative_to(photos)).read_bytes() == f.read_bytes() for f in files[:10])
-    # Regions of different photographs differ; patches of one region differ in place and scale.
-    pixels = read_images(files[:6]).flatten(1)
-    assert (pixels[0] - pixels[1]).abs().mean() > 0.01
-    with pytest.raises(ValueError, match="not an empty folder"):
-        write_photo_folder(photos)
-    assert not [p for p in photos.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
 def test_example_data_command_writes_the_folder(tmp_path, capsys):
@@ -91,90 +44,6 @@ def test_example_data_command_writes_the_folder(tmp_path, capsys):
     assert len(list((tmp_path / "mine").glob("*/*.jpg"))) == 2 * 4 * len(FOLDER_PHOTOS)
     assert main(["example-data", str(tmp_path / "mine")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-
-
-# --- data ---------------------------------------------------------------------------------------------------------
-
-
-def test_stratified_split_holds_out_the_fraction_of_every_class_and_is_seeded():
-    labels = np.repeat(np.arange(5), [10, 20, 2, 40, 3])
-    train, val = stratified_split(labels, len(labels), 0.25, seed=3)
-    assert set(train).isdisjoint(val) and sorted([*train, *val]) == list(range(len(labels)))
-    held = np.bincount(labels[val], minlength=5)
-    assert held.tolist() == [2, 5, 1, 10, 1]  # round(n/4), at least 1, at most n - 1
-    assert np.array_equal(stratified_split(labels, len(labels), 0.25, seed=3)[1], val)
-    assert not np.array_equal(stratified_split(labels, len(labels), 0.25, seed=4)[1], val)
-    with pytest.raises(ValueError, match="val_fraction"):
-        stratified_split(labels, len(labels), 0.0, seed=0)
-
-
-def test_streamed_data_give_the_same_images_as_cached_data(photos):
-    cached = load_user_data(str(photos), image_size=20, cache="memory", channels=3)
-    streamed = load_user_data(str(photos), image_size=20, cache="stream")
-    assert streamed.train.streamed and not cached.train.streamed
-    assert torch.equal(cached.train.y, streamed.train.y)
-    x_stream, y_stream = next(iter(streamed.val.batches(8, workers=0)))
-    x_cached, y_cached = next(iter(cached.val.batches(8)))
-    assert torch.equal(y_stream, y_cached)
-    torch.testing.assert_close(x_stream, x_cached, atol=0, rtol=0)
-    batches = streamed.train.training_batches(16, workers=2)
-    x, y = next(iter(batches))
-    assert x.shape == (16, 3, 20, 20) and y.dtype == torch.int64
-
-
-def test_tiny_imagenet_layout_uses_its_val_split(tmp_path):
-    root = tmp_path / "tiny"
-    wnids = ["n01", "n02"]
-    (root / "val" / "images").mkdir(parents=True)
-    (root / "wnids.txt").write_text("\n".join(wnids))
-    lines = []
-    rng = np.random.default_rng(0)
-    for c, wnid in enumerate(wnids):
-        (root / "train" / wnid / "images").mkdir(parents=True)
-        for i in range(3):
-            pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG")
-        Image.fromarray(pixels).save(root / "val" / "images" / f"val_{c}.JPEG")
-        lines.append(f"val_{c}.JPEG\t{wnid}\t0\t0\t8\t8")
-    (root / "val" / "val_annotations.txt").write_text("\n".join(lines))
-    data = load_user_data(str(root), image_size=16)
-    assert (len(data.train), len(data.val)) == (6, 2) and data.val.y.tolist() == [0, 1]
-    assert data.source["val"] == "tiny-imagenet val/"
-
-
-# --- models -------------------------------------------------------------------------------------------------------
-
-
-def test_build_model_from_a_factory_fills_in_num_classes_and_checks_the_result(factory_module):
-    model = build_model(f"{factory_module}:tiny", in_channels=3, outputs=7, args={})
-    assert model(torch.rand(2, 3, 12, 12)).shape == (2, 7)
-    for spec, match in (
-        (f"{factory_module}:not_a_model", "not a torch.nn.Module"),
-        (f"{factory_module}:missing", "has no attribute"),
-        ("no_such_package.models:net", "cannot import"),
-        ("resnet", "built-in name"),
-    ):
-        with pytest.raises((ValueError, TypeError), match=match):
-            build_model(spec, in_channels=3, outputs=7, args={})
-    with pytest.raises(ValueError, match="could not be built"):
-        build_model(f"{factory_module}:tiny", in_channels=3, outputs=7, args={"depth": 3})
-
-
-def test_model_weights_load_from_safetensors_and_weights_only_torch_files(tmp_path):
-    source = build_model("small_cnn", in_channels=3, outputs=5, args={"width": 4})
-    state = {k: v.clone() for k, v in source.state_dict().items()}
-    save_file(state, tmp_path / "w.safetensors")
-    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "w.pt")  # as saved from DDP
-    for name in ("w.safetensors", "w.pt"):
-        target = build_model("small_cnn", in_channels=3, outputs=5, args={"width": 4})
-        load_model_weights(target, str(tmp_path / name))
-        assert all(torch.equal(target.state_dict()[k], v) for k, v in state.items())
-    wrong = build_model("small_cnn", in_channels=3, outputs=6, args={"width": 4})
-    with pytest.raises(ValueError, match="wrong shape"):
-        load_model_weights(wrong, str(tmp_path / "w.safetensors"))
-    other = build_model("small_cnn", in_channels=3, outputs=5, args={"width": 4, "depth": 4})
-    with pytest.raises(ValueError, match="does not fit the model"):
-        load_model_weights(other, str(tmp_path / "w.safetensors"))
 
 
 # --- configs ------------------------------------------------------------------------------------------------------
@@ -205,13 +74,6 @@ def test_sgd_optimiser_and_phi_warmup_schedule():
     assert warmup_factor(10, 4, 12, cosine=False) == 1.0
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="adam")
-
-
-def test_regression_metrics():
-    y = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
-    assert regression_metrics(y, y) == {"r2": 1.0, "mae": 0.0, "rmse": 0.0}
-    mean = regression_metrics(torch.full_like(y, 2.5), y)
-    assert mean["r2"] == pytest.approx(0.0) and mean["mae"] == pytest.approx(1.0)
 
 
 # --- the commands end to end ----------------------------------------------------------------------------------------

@@ -11,15 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import structured_images
+from instaaug import InstaAug, RandomAugment
+from instaaug.baselines import Augerino
+from instaaug.data import lighting
 from instaaug.transforms import (
     FAMILIES,
     LOCAL_ANCHORS,
     LOCAL_FAMILIES,
     TransformStack,
+    adjust_gain,
     adjust_hsv,
     affine_matrix,
     get_family,
     local_field,
+    srgb_to_linear,
     warp,
 )
 
@@ -456,3 +461,50 @@ def test_local_colour_is_differentiable_in_its_anchor_parameters():
     stack = TransformStack(("local_hue", "local_saturation"))
     params = torch.empty(2, 8, dtype=torch.float64).uniform_(-0.2, 0.2).requires_grad_()
     assert torch.autograd.gradcheck(lambda p: stack(images, p), (params,))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The gain family
+
+
+def test_gain_is_an_rgb_colour_family() -> None:
+    family = FAMILIES["gain"]
+    assert family.params == ("gain_r", "gain_g", "gain_b") and family.kind == "colour" and family.needs_rgb
+    with pytest.raises(ValueError, match="need 3-channel"):
+        TransformStack(("gain",)).check_channels(1)
+
+
+def test_gain_is_the_identity_at_zero_and_acts_per_channel_in_linear_light() -> None:
+    x = torch.rand(3, 3, 8, 8)
+    torch.testing.assert_close(adjust_gain(x, torch.zeros(3, 3)), x, atol=1e-5, rtol=0)
+    gain = torch.tensor([[0.5, 0.0, 0.0], [0.0, -0.5, 0.0], [0.0, 0.0, 0.25]])
+    out = adjust_gain(x, gain)
+    for i in range(3):
+        changed = gain[i] != 0
+        torch.testing.assert_close(out[i, ~changed], x[i, ~changed], atol=1e-5, rtol=0)
+        expected = (srgb_to_linear(x[i, changed]) * (1 + gain[i, changed]).view(-1, 1, 1)).clamp(0, 1)
+        torch.testing.assert_close(srgb_to_linear(out[i, changed]), expected, atol=1e-5, rtol=1e-4)
+    # The family applies the same operation as the light renderer.
+    torch.testing.assert_close(out, lighting.render(x, 1 + gain), atol=1e-6, rtol=0)
+
+
+def test_gain_gradients_flow_and_it_composes_with_hue() -> None:
+    x = torch.rand(4, 3, 8, 8) * 0.9 + 0.05
+    params = torch.zeros(4, 4, requires_grad=True)  # hue, gain_r, gain_g, gain_b
+    stack = TransformStack(("hue", "gain"))
+    out = stack(x, params + torch.tensor([0.1, 0.2, -0.1, 0.05]))
+    out.sum().backward()
+    assert params.grad is not None and torch.isfinite(params.grad).all() and bool((params.grad[:, 1:] != 0).all())
+    # The gain acts first (the light), then hue.
+    p = torch.tensor([0.1, 0.2, -0.1, 0.05]).expand(4, 4)
+    expected = adjust_hsv(adjust_gain(x, p[:, 1:]), hue=p[:, 0])
+    torch.testing.assert_close(out.detach(), expected)
+
+
+@pytest.mark.parametrize("make", [InstaAug, Augerino, RandomAugment])
+def test_gain_works_in_every_augmenter(make: type) -> None:
+    torch.manual_seed(0)
+    aug = make(("hue", "saturation", "value", "contrast", "gain"))
+    out = aug(torch.rand(2, 3, 16, 16), n_copies=2)
+    assert out.images.shape == (4, 3, 16, 16) and out.params.shape == (4, 7)
+    assert bool(out.images.isfinite().all())
