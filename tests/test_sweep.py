@@ -43,9 +43,9 @@ def test_point_configs_apply_each_value_and_run_points_serially_inside_parallel_
 def test_cli_refuses_a_bad_sweep_before_any_work(tmp_path, capsys):
     for argv, match in (
         (["--sweep", "no_such_key=1:2"], "unknown config key 'no_such_key'"),
-        (["--sweep", "epochs"], "--sweep expects KEY=VALUE1:VALUE2"),
-        (["--sweep", "epochs=1:x"], "cannot parse 'x'"),
-        (["--sweep", "epochs=1:2", "--sweep-workers", "-1"], "--sweep-workers must be ≥ 0"),
+        (["--sweep", "train.epochs"], "--sweep expects KEY=VALUE1:VALUE2"),
+        (["--sweep", "train.epochs=1:x"], "cannot parse 'x'"),
+        (["--sweep", "train.epochs=1:2", "--sweep-workers", "-1"], "--sweep-workers must be ≥ 0"),
     ):
         capsys.readouterr()
         assert main(["run", "crop", "--quick", "--out", str(tmp_path / "out"), *argv]) == 2
