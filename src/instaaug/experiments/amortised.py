@@ -10,16 +10,16 @@ turns, random saturation and value). Three downstream tasks need opposite invari
   destroys it.
 
 One ``ConditionedResNet`` is pre-trained with SimCLR (or MoCo-v2: ``--set pretrain.method=moco``) over the corners
-0,1 / 1,0 / 1,1 of the space (spatial, appearance); an ordinary model of the same architecture is pre-trained
-with the same objective and every augmentation (corner 1,1 only, so its kernels do not depend on i: plain
-convolutions; it trains at ``unconditioned_lr`` for ``unconditioned_epochs``: at 2e-3 its embeddings collapse and
-its loss stays at chance; the amortised model trains at the same rate for that many epochs per corner). With ``task_specific`` (the default), one more ordinary model
-is pre-trained for each task's own corner (``TASK_CORNERS``: every invariance the task can afford), the paper's
-comparison of one amortised model against a model pre-trained for each task. Per task: the probe's learned i and
-its test score, the score at each trained corner, of a grid search over i with cached features (selected on
-validation), of the unconditioned model and of the task-specific one. Pre-training and probe images come from the
-training split of the source digits, test images from the held-out split; i and the readouts are selected on a
-validation set.
+0,1 / 1,0 / 1,1 of the space (spatial, appearance); an ordinary model of the same architecture is pre-trained with
+the same objective and every augmentation (corner 1,1 only, so its kernels do not depend on i: plain convolutions;
+it trains at ``unconditioned_lr`` for ``unconditioned_epochs``: at 2e-3 its embeddings collapse and its loss stays
+at chance; the amortised model trains at the same rate for that many epochs per corner). With ``task_specific`` (the
+default), one more ordinary model is pre-trained for each task's own corner (``TASK_CORNERS``: every invariance the
+task can afford), the paper's comparison of one amortised model against a model pre-trained for each task. Per task:
+the probe's learned i and its test score, the score at each trained corner, of a grid search over i with cached
+features (selected on validation), of the unconditioned model and of the task-specific one. Pre-training and probe
+images come from the training split of the source digits, test images from the held-out split; i and the readouts
+are selected on a validation set.
 
 With ``seeds`` > 1 every seed is one whole run (its own data, initial weights and views; every pre-training and
 probe), in worker processes; ``metrics.json`` holds the mean of every number over the seeds with its standard
