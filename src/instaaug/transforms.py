@@ -326,6 +326,22 @@ def local_field(delta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.einsum("nk,khw->nhw", delta.to(dtype), weights).unsqueeze(1)
 
 
+def _hue_sectors(images: torch.Tensor, v: torch.Tensor, chroma: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
+    """k = (n + h + 6·hue) mod 6 (N, 3, H, W) of RGB images (N, 3, H, W) with max v and chroma (N, 1, H, W): h the
+    hue in sixths of a turn, n = 5, 3, 1 for red, green, blue; each channel is then v − chroma·clamp(min(k, 4 − k),
+    0, 1). ``hue``: per sample (N,) or per pixel (N, 1, H, W)."""
+    r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+    safe = chroma.clamp_min(torch.finfo(images.dtype).tiny)
+    # Hue in [0, 6) from the sector of the largest channel, red first on ties (as kornia's argmax).
+    h = torch.where(
+        v == r, torch.remainder((g - b) / safe, 6), torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)
+    )
+    h = h + 6 * _per_pixel(hue)
+    # Per-channel offsets n = 5, 3, 1 (red, green, blue), made on the device (no host-to-device copy).
+    offsets = torch.arange(5, 0, -2, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return torch.remainder(offsets + h, 6)
+
+
 def adjust_hsv(
     images: torch.Tensor,
     hue: torch.Tensor | None = None,
@@ -354,16 +370,7 @@ def adjust_hsv(
     v = images.amax(1, keepdim=True)
     chroma = v - images.amin(1, keepdim=True)
     if hue is not None:
-        r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
-        safe = chroma.clamp_min(tiny)
-        # Hue in [0, 6) from the sector of the largest channel, red first on ties (as kornia's argmax).
-        h = torch.where(
-            v == r, torch.remainder((g - b) / safe, 6), torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)
-        )
-        h = h + 6 * _per_pixel(hue)
-        # Per-channel offsets n = 5, 3, 1 (red, green, blue), made on the device (no host-to-device copy).
-        offsets = torch.arange(5, 0, -2, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        k = torch.remainder(offsets + h, 6)  # (N, 3, H, W)
+        k = _hue_sectors(images, v, chroma, hue)
         images = v - chroma * torch.minimum(k, 4 - k).clamp(0, 1)
     if saturation is not None:
         ratio = torch.minimum(1 + _per_pixel(saturation), v / chroma.clamp_min(tiny))
@@ -412,14 +419,7 @@ class _ParamColour(torch.autograd.Function):
         chroma = v - images.amin(1, keepdim=True)
         saved: dict[str, torch.Tensor] = {}
         if hue is not None:
-            r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
-            safe = chroma.clamp_min(tiny)
-            h = torch.where(
-                v == r, torch.remainder((g - b) / safe, 6), torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)
-            )
-            h = h + 6 * _per_pixel(hue)
-            offsets = torch.arange(5, 0, -2, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-            k = torch.remainder(offsets + h, 6)
+            k = _hue_sectors(images, v, chroma, hue)
             images = v - chroma * torch.minimum(k, 4 - k).clamp(0, 1)
             # d/dk of clamp(min(k, 4 - k), 0, 1): 1 on [0, 1], -1 on [3, 4], 0 elsewhere (times the chroma).
             slope = (k <= 1).to(images.dtype) - ((k >= 3) & (k <= 4)).to(images.dtype)
