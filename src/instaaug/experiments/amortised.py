@@ -358,21 +358,33 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     seeds, records = run_seeds_of(_seed_job, config, out, "amortised")
     results = seed_summary(seeds, records)
-    space = InvarianceSpace(_groups(config))
-    figure = plot_learned_invariances(results["tasks"], space.names, out / "amortised_i.png")
-    metrics = {"experiment": "amortised", "config": asdict(config), **results}
+    return write_run("amortised", config, out, results, InvarianceSpace(_groups(config)), [], started)
+
+
+def write_run(
+    name: str,
+    config: Any,
+    out: Path,
+    results: dict[str, Any],
+    space: InvarianceSpace,
+    figures: list[str],
+    started: float,
+) -> dict[str, Any]:
+    """The end of an amortised experiment's run (vision or audio): the learned-i figure (``<name>_i.png``) and
+    ``metrics.json`` with the models, tasks, groups, ``figures`` (besides the learned-i one) and per-seed records."""
+    figure = plot_learned_invariances(results["tasks"], space.names, out / f"{name.replace('-', '_')}_i.png")
     write_metrics(
         out,
-        "amortised",
+        name,
         results["methods"],
         config,
         tasks=results["tasks"],
         groups=space.describe(),
-        figures=[figure.name],
+        figures=[figure.name, *figures],
         per_seed=results["per_seed"],
         seconds=round(time.perf_counter() - started, 1),
     )
-    return metrics
+    return {"experiment": name, "config": asdict(config), **results}
 
 
 def _groups(config: Config) -> tuple[Any, ...]:

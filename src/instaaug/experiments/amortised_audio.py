@@ -26,7 +26,7 @@ import dataclasses
 import itertools
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,15 +52,15 @@ from ..validation import check_int_fields
 from .amortised import (
     FLAT_PRETRAIN_PROBE_KEYS,
     check_nested_settings,
-    plot_learned_invariances,
     pretrain_record,
     pretrain_settings,
     probe_settings,
     run_seeds_of,
     score_cell,
     seed_summary,
+    write_run,
 )
-from .common import run_on_builtin_data, write_metrics
+from .common import run_on_builtin_data
 
 DESCRIPTION = "amortised invariance on synthesised sounds: learned i for source / pitch / onset / loudness tasks"
 
@@ -209,21 +209,7 @@ def _run(config: Config, out: Path) -> dict[str, Any]:
     results = seed_summary(seeds, records)
     test = synth_sounds(config.n_test, 4 * seeds[0] + 3, config.sample_rate)  # the first seed's test clips
     examples = plot_examples(test, out / "audio_examples.png", config.mel())
-    space = _space(config)
-    figure = plot_learned_invariances(results["tasks"], space.names, out / "amortised_audio_i.png")
-    metrics = {"experiment": "amortised-audio", "config": asdict(config), **results}
-    write_metrics(
-        out,
-        "amortised-audio",
-        results["methods"],
-        config,
-        tasks=results["tasks"],
-        groups=space.describe(),
-        figures=[figure.name, examples.name],
-        per_seed=results["per_seed"],
-        seconds=round(time.perf_counter() - started, 1),
-    )
-    return metrics
+    return write_run("amortised-audio", config, out, results, _space(config), [examples.name], started)
 
 
 def _seed_job(job: tuple[Config, str, int, str]) -> dict[str, Any]:
