@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from _resume_script import components, config, dataset, state, without_time
 from instaaug import EntropyController, InstaAug, InstaAugObjective
 from instaaug.models import build_classifier
-from instaaug.train import CHECKPOINT_FILE, METRICS_FILE, read_train_checkpoint, to_channels_last, train
+from instaaug.train import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    channels_last_hazards,
+    read_train_checkpoint,
+    to_channels_last,
+    train,
+)
 
 
 def test_bf16_autocast_on_cpu_trains_close_to_fp32():
@@ -137,3 +144,26 @@ def test_to_channels_last_converts_conv_weights_and_refuses_non_modules():
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
     with pytest.raises(TypeError, match="torch modules"):
         to_channels_last(torch.zeros(1, 2, 3, 4))
+
+
+def test_channels_last_refuses_the_layers_torch_corrupts_memory_on(tmp_path):
+    # A strided 1×1 convolution with ≤ 8 input channels: torch 2.13's CPU channels-last backward corrupts the heap
+    # for odd batches, so converting such a model is refused before anything changes.
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 8, 1, stride=2))
+    assert channels_last_hazards(model) == ["1 (1×1 stride-2 Conv2d, 4 in)"]
+    with pytest.raises(ValueError, match=r"1 \(1×1 stride-2 Conv2d, 4 in\).*corrupts memory"):
+        to_channels_last(model)
+    assert all(m.weight.is_contiguous() for m in model)  # nothing converted
+    # wider, unstrided or 3×3 layers are fine, and a PreAct ResNet-18's shortcuts have ≥ 64 input channels
+    safe = torch.nn.Sequential(
+        torch.nn.Conv2d(16, 32, 1, stride=2), torch.nn.Conv2d(4, 8, 1), torch.nn.Conv2d(4, 8, 3, stride=2)
+    )
+    assert channels_last_hazards(safe) == [] and channels_last_hazards(build_classifier("preact_resnet18", 3, 10)) == []
+    # train() refuses such a classifier when asked for channels-last, before any step
+    _, aug, objective = components()
+    hazardous = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 1, stride=2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2)
+    )
+    with pytest.raises(ValueError, match="channels_last cannot be used"):
+        train(hazardous, aug, objective, dataset(), config(channels_last=True), out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())

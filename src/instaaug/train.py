@@ -62,6 +62,7 @@ from .train_log import METRICS_FILE, TENSORBOARD_DIR, EpochMeter, MetricsLog, No
 from .validation import check_images, check_int_fields, check_labels, check_positive_int, trusted_inputs
 
 __all__ = [  # what other modules and users import from here; the checkpoint and log names live beside their code
+    "CHANNELS_LAST_UNSAFE_MAX_CHANNELS",
     "CHECKPOINT_FILE",
     "METRICS_FILE",
     "PREVIOUS_CHECKPOINT_FILE",
@@ -69,6 +70,7 @@ __all__ = [  # what other modules and users import from here; the checkpoint and
     "TensorBatches",
     "TrainConfig",
     "accuracy",
+    "channels_last_hazards",
     "check_regression_targets",
     "current_train_overrides",
     "predict",
@@ -116,9 +118,11 @@ class TrainConfig:
         channels_last: store f's and φ's convolution weights channels-last (NHWC) during training, and leave them so.
             oneDNN's CPU convolutions run faster on that layout (a 4-stage CNN's step on 48×48 images took 0.63–0.65×
             the time at 1 thread); results differ from the default layout by float rounding only. A model that
-            ``view``s its conv features must use ``reshape`` or ``flatten`` instead. Not for models with 1×1
-            stride-2 convolutions of ≤ 8 channels on the CPU: torch 2.13's channels-last backward of those corrupts
-            memory for odd batches.
+            ``view``s its conv features must use ``reshape`` or ``flatten`` instead. Off by default: torch 2.13's CPU
+            channels-last backward of strided 1×1 convolutions with ≤ 8 input channels corrupts memory for odd
+            batches, so ``train`` refuses such models with a ValueError (``channels_last_hazards``), and a library
+            default must not depend on which layers a user's model has. The experiments whose models are known
+            to be safe turn it on (crop, segment, contrastive).
     """
 
     epochs: int = 10
@@ -204,12 +208,50 @@ def check_regression_targets(y: Any, batch: int) -> None:
         raise ValueError("regression targets must be finite (found NaN or Inf)")
 
 
+#: The most input channels of a strided 1×1 convolution that ``to_channels_last`` refuses on the CPU: torch 2.13's
+#: CPU backward of such a convolution in channels-last corrupts the heap (an abort or segfault) for some odd batches
+#: (reproduced with ``nn.Conv2d(4, 8, 1, stride=2)`` at batch 3 of 16 × 16 inputs, and with 8 input channels at
+#: batch 5; 9 or more input channels, stride 1 and 3 × 3 kernels were fine).
+CHANNELS_LAST_UNSAFE_MAX_CHANNELS = 8
+
+
+def channels_last_hazards(module: nn.Module) -> list[str]:
+    """The convolutions of ``module`` on the CPU that torch's channels-last kernels get wrong: strided 1×1
+    ``Conv2d`` layers with at most ``CHANNELS_LAST_UNSAFE_MAX_CHANNELS`` input channels, as ``"name (…)"`` strings."""
+    hazards = []
+    for name, layer in module.named_modules():
+        if (
+            isinstance(layer, nn.Conv2d)
+            and layer.weight.device.type == "cpu"
+            and tuple(layer.kernel_size) == (1, 1)
+            and tuple(layer.stride) != (1, 1)
+            and layer.in_channels <= CHANNELS_LAST_UNSAFE_MAX_CHANNELS
+        ):
+            hazards.append(
+                f"{name or type(module).__name__} (1×1 stride-{layer.stride[0]} Conv2d, {layer.in_channels} in)"
+            )
+    return hazards
+
+
 def to_channels_last(*modules: nn.Module) -> None:
     """Store every module's 4-D weights (convolutions) channels-last (NHWC), in place, as
-    ``TrainConfig(channels_last=True)`` does."""
+    ``TrainConfig(channels_last=True)`` does.
+
+    Raises:
+        TypeError: a module that is not an ``nn.Module``.
+        ValueError: a module with a layer that torch's CPU channels-last kernels corrupt memory on (see
+            ``channels_last_hazards``); nothing is converted then.
+    """
     for module in modules:
         if not isinstance(module, nn.Module):
             raise TypeError(f"to_channels_last takes torch modules, got {type(module).__name__}")
+    hazards = [h for module in modules for h in channels_last_hazards(module)]
+    if hazards:
+        raise ValueError(
+            f"channels_last cannot be used with {', '.join(hazards)} on the CPU: torch's channels-last backward of "
+            "a strided 1×1 convolution with so few input channels corrupts memory; keep the default layout"
+        )
+    for module in modules:
         module.to(memory_format=torch.channels_last)
 
 
