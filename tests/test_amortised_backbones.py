@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from conftest import structured_images, tiny_resnet, tiny_vit
 from instaaug.amortised import (
+    ConditionedNorm,
     ConditionedResNet,
     ConditionedViT,
     MixtureConv2d,
@@ -74,7 +75,18 @@ def test_features_depend_on_i_with_nonzero_gradient(make):
     assert torch.allclose(net(x, {"appearance": 0.7, "spatial": 0.3}), net(x, i.detach()))
 
 
-@pytest.mark.parametrize("make", [tiny_resnet, tiny_vit])
+def film_resnet() -> ConditionedResNet:
+    """A tiny ResNet with FiLM normalisations whose scales and shifts are non-zero (they start at zero)."""
+    net = tiny_resnet(film=True)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, ConditionedNorm):
+                m.film.weight.normal_(0, 0.5)
+                m.film.bias.normal_(0, 0.1)
+    return net
+
+
+@pytest.mark.parametrize("make", [tiny_resnet, tiny_vit, film_resnet])
 def test_per_sample_i_equals_one_call_per_sample(make):
     net = make().eval()
     x = structured_images(3, 3, 8)
@@ -94,6 +106,47 @@ def test_mixture_conv_is_base_plus_weighted_basis():
     assert torch.allclose(conv(x, i), F.conv2d(x, expected, padding=1), atol=1e-5)
 
 
+def test_film_norm_is_the_plain_norm_scaled_and_shifted_by_linear_functions_of_i():
+    norm = ConditionedNorm("layer", 4, invariance_dim=2)
+    h = torch.randn(3, 4, 5, 5)
+    i = torch.tensor([0.2, 0.9])
+    assert torch.equal(norm(h, i), norm.norm(h))  # zero-initialised: the plain normalisation
+    with torch.no_grad():
+        norm.film.weight.normal_()
+        norm.film.bias.normal_()
+    w, b = norm.film.weight, norm.film.bias
+    gamma, beta = (w[:4] @ i + b[:4]).view(1, 4, 1, 1), (w[4:] @ i + b[4:]).view(1, 4, 1, 1)
+    assert torch.allclose(norm(h, i), F.group_norm(h, 1) * (1 + gamma) + beta, atol=1e-5)
+    rows = torch.stack([i, torch.tensor([1.0, 0.0]), i])
+    per_sample = norm(h, rows)
+    assert torch.allclose(per_sample[0], norm(h, i)[0], atol=1e-6) and torch.allclose(per_sample[2], norm(h, i)[2])
+    assert not torch.allclose(per_sample[1], norm(h, i)[1])
+
+
+def test_film_resnet_starts_as_the_plain_resnet_and_learns_its_film_layers():
+    torch.manual_seed(0)
+    plain = tiny_resnet()
+    film = tiny_resnet(film=True)
+    norms = {name for name, m in film.named_modules() if isinstance(m, ConditionedNorm)}
+    state = {}
+    for key, value in plain.state_dict().items():  # a plain norm's "X.weight" is the FiLM layer's "X.norm.weight"
+        owner, leaf = key.rsplit(".", 1)
+        state[f"{owner}.norm.{leaf}" if owner in norms else key] = value
+    missing, unexpected = film.load_state_dict(state, strict=False)
+    assert not unexpected and missing and all(".film." in k for k in missing)
+    x = structured_images(4, 3, 8)
+    assert torch.allclose(film(x, [0.3, 0.7]), plain(x, [0.3, 0.7]), atol=1e-6)
+    film(x, [0.3, 0.7]).pow(2).sum().backward()
+    grads = [m.film.weight.grad for m in film.modules() if isinstance(m, ConditionedNorm)]
+    # the stem's norm, two in the first block, three in the second (its shortcut's): channels 4, 4, 4, 8, 8, 8
+    assert len(grads) == 6 and all(g is not None and g.abs().sum() > 0 for g in grads)
+    # each FiLM layer is Linear(M = 2 → 2C): 6C parameters, all counted as conditioning
+    extra = film.parameter_counts()["conditioning"] - plain.parameter_counts()["conditioning"]
+    assert extra == 6 * (4 + 4 + 4 + 8 + 8 + 8)
+    with pytest.raises(TypeError, match="film must be a bool"):
+        tiny_resnet(film="yes")
+
+
 def test_parameter_counts_are_reported():
     counts = ConditionedResNet(widths=(8, 16), blocks=(1, 1), num_kernels=4, hidden=8).parameter_counts()
     assert counts["total"] > counts["conditioning"] > 0
@@ -102,7 +155,7 @@ def test_parameter_counts_are_reported():
     assert tiny_vit(prompt_tokens=3).parameter_counts()["conditioning"] > tiny_vit().parameter_counts()["conditioning"]
 
 
-@pytest.mark.parametrize("make", [tiny_resnet, tiny_vit])
+@pytest.mark.parametrize("make", [tiny_resnet, tiny_vit, film_resnet])
 def test_save_load_round_trip(tmp_path, make):
     net = make()
     x = structured_images(2, 3, 8)

@@ -9,6 +9,7 @@ invariances it needs.
 from .backbones import (
     BACKBONES,
     ConditionedBackbone,
+    ConditionedNorm,
     ConditionedResNet,
     ConditionedViT,
     MixtureConv2d,
@@ -48,6 +49,7 @@ __all__ = [
     "GROUPS",
     "AugmentationGroup",
     "ConditionedBackbone",
+    "ConditionedNorm",
     "ConditionedResNet",
     "ConditionedViT",
     "CornerQueues",

@@ -2,7 +2,8 @@
 
 * ``ConditionedResNet``: a ResNet-18-style network whose every convolution is a mixture of K basis kernels,
   W(i) = W₀ + Σₖ cₖ(i)·Wₖ, with coefficients c(i) from a small MLP of i per convolution. This is the paper's
-  per-convolution hypernetwork written in its equivalent, much smaller form.
+  per-convolution hypernetwork written in its equivalent, much smaller form. Optionally (``film``) every
+  normalisation is followed by a per-channel scale and shift linear in i (FiLM, as in conditional batch norm).
 * ``ConditionedViT``: a small Vision Transformer whose tokens are prefixed by P invariance prompt tokens, produced
   from i by an MLP.
 
@@ -132,24 +133,53 @@ class MixtureConv2d(nn.Module):
         return f"{c_in}, {c_out}, kernel={kh}, stride={self.stride}, num_kernels={k}"
 
 
+class ConditionedNorm(nn.Module):
+    """A normalisation followed by an i-dependent per-channel scale and shift (FiLM): (1 + γ(i))·norm(h) + β(i),
+    with γ and β linear in i and zero at initialisation (so it starts as the plain normalisation)."""
+
+    def __init__(self, norm: str, channels: int, invariance_dim: int) -> None:
+        super().__init__()
+        self.norm = make_norm(norm, channels)
+        self.film = nn.Linear(invariance_dim, 2 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, h: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        """h (B, C, H, W), i (M,) or (B, M) → (B, C, H, W)."""
+        gamma, beta = self.film(i).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=-3)  # (C, 1, 1) or (B, C, 1, 1) each
+        return self.norm(h) * (1 + gamma) + beta
+
+
+def conditioned_norm(norm: str, channels: int, invariance_dim: int, film: bool) -> nn.Module:
+    """A ``ConditionedNorm`` with ``film``, else the plain normalisation (whose state-dict keys older saved
+    backbones have)."""
+    return ConditionedNorm(norm, channels, invariance_dim) if film else make_norm(norm, channels)
+
+
+def apply_norm(norm: nn.Module, h: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """``norm(h, i)`` for a ``ConditionedNorm``, ``norm(h)`` for a plain normalisation."""
+    return norm(h, i) if isinstance(norm, ConditionedNorm) else norm(h)
+
+
 class ConditionedBlock(nn.Module):
     """A ResNet basic block (two 3×3 convolutions, a 1×1 projection shortcut when the shape changes), with
-    mixture-of-kernels convolutions."""
+    mixture-of-kernels convolutions (and, with ``film``, FiLM-conditioned normalisations)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, norm: str, **conv: int) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, norm: str, film: bool = False, **conv: int) -> None:
         super().__init__()
+        m = conv["invariance_dim"]
         self.conv1 = MixtureConv2d(c_in, c_out, 3, stride, **conv)
-        self.norm1 = make_norm(norm, c_out)
+        self.norm1 = conditioned_norm(norm, c_out, m, film)
         self.conv2 = MixtureConv2d(c_out, c_out, 3, 1, **conv)
-        self.norm2 = make_norm(norm, c_out)
+        self.norm2 = conditioned_norm(norm, c_out, m, film)
         self.shortcut = MixtureConv2d(c_in, c_out, 1, stride, **conv) if stride != 1 or c_in != c_out else None
-        self.norm_sc = make_norm(norm, c_out) if self.shortcut is not None else None
+        self.norm_sc = conditioned_norm(norm, c_out, m, film) if self.shortcut is not None else None
 
     def forward(self, x: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         """x (B, C_in, H, W), i (M,) or (B, M) → (B, C_out, H / stride, W / stride)."""
-        out = F.relu(self.norm1(self.conv1(x, i)))
-        out = self.norm2(self.conv2(out, i))
-        skip = x if self.shortcut is None else self.norm_sc(self.shortcut(x, i))
+        out = F.relu(apply_norm(self.norm1, self.conv1(x, i), i))
+        out = apply_norm(self.norm2, self.conv2(out, i), i)
+        skip = x if self.shortcut is None else apply_norm(self.norm_sc, self.shortcut(x, i), i)
         return F.relu(out + skip)
 
 
@@ -167,6 +197,9 @@ class ResNetConfig:
         norm: ``"layer"`` (default: no running statistics, so eval mode equals train mode for every i),
             ``"batch"`` or ``"none"``.
         input_mean, input_std: the fixed input normalisation of the first layer.
+        film: follow every normalisation by a per-channel scale and shift linear in i (``ConditionedNorm``):
+            conditioning that can keep or drop a whole feature channel per i, which the kernel mixture alone
+            does poorly (on the audio experiment it kept loudness at the level-off corners; see the README).
     """
 
     groups: tuple[str, ...] = ("spatial", "appearance")
@@ -178,9 +211,12 @@ class ResNetConfig:
     norm: str = "layer"
     input_mean: float = 0.5
     input_std: float = 0.25
+    film: bool = False
 
     def __post_init__(self) -> None:
         _check_common(self)
+        if not isinstance(self.film, bool):
+            raise TypeError(f"film must be a bool, got {self.film!r}")
         if len(self.widths) != len(self.blocks) or not self.widths:
             raise ValueError(f"widths and blocks must be non-empty and equally long, got {self.widths}, {self.blocks}")
         for key in ("widths", "blocks"):
@@ -222,12 +258,12 @@ class ConditionedResNet(ConditionedBackbone):
         conv = {"invariance_dim": len(c.groups), "num_kernels": c.num_kernels, "hidden": c.hidden}
         self.input_norm = InputNorm(c.in_channels, c.input_mean, c.input_std)
         self.stem = MixtureConv2d(c.in_channels, c.widths[0], 3, 1, **conv)
-        self.stem_norm = make_norm(c.norm, c.widths[0])
+        self.stem_norm = conditioned_norm(c.norm, c.widths[0], len(c.groups), c.film)
         blocks, c_in = [], c.widths[0]
         for s, (c_out, n) in enumerate(zip(c.widths, c.blocks, strict=True)):
             for b in range(n):
                 stride = 2 if s > 0 and b == 0 else 1
-                blocks.append(ConditionedBlock(c_in, c_out, stride, c.norm, **conv))
+                blocks.append(ConditionedBlock(c_in, c_out, stride, c.norm, c.film, **conv))
                 c_in = c_out
         self.blocks = nn.ModuleList(blocks)
 
@@ -237,17 +273,18 @@ class ConditionedResNet(ConditionedBackbone):
 
     def features(self, x: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W), i (M,) or (B, M) → globally pooled features (B, widths[-1])."""
-        h = F.relu(self.stem_norm(self.stem(self.input_norm(x), i)))
+        h = F.relu(apply_norm(self.stem_norm, self.stem(self.input_norm(x), i), i))
         for block in self.blocks:
             h = block(h, i)
         return h.mean(dim=(2, 3))
 
     def parameter_counts(self) -> dict[str, int]:
-        """``total`` trainable parameters; ``conditioning``: basis kernels and coefficient MLPs (beyond W₀);
-        ``generated_kernel``: the size of the kernels W(i) they generate (what an unconditioned ResNet has)."""
+        """``total`` trainable parameters; ``conditioning``: basis kernels, coefficient MLPs (beyond W₀) and FiLM
+        layers; ``generated_kernel``: the size of the kernels W(i) they generate (what an unconditioned ResNet has)."""
         convs = [m for m in self.modules() if isinstance(m, MixtureConv2d)]
         generated = sum(m.base.numel() for m in convs)
         conditioning = sum(m.basis.numel() + count_parameters(m.coefficients) for m in convs)
+        conditioning += sum(count_parameters(m.film) for m in self.modules() if isinstance(m, ConditionedNorm))
         return {"total": count_parameters(self), "conditioning": conditioning, "generated_kernel": generated}
 
 

@@ -108,6 +108,8 @@ class Config:
     widths: tuple[int, ...] = (16, 32, 64)
     blocks: tuple[int, ...] = (1, 1, 1)
     num_kernels: int = 4
+    #: FiLM-conditioned normalisations in the ResNet (``ResNetConfig.film``).
+    film: bool = False
     #: strengths of the spatial group: crop area fraction and translation (fraction of the side).
     crop_scale: tuple[float, float] = (0.35, 1.0)
     translate: float = 0.2
@@ -247,7 +249,12 @@ def _backbone(config: Config, space: InvarianceSpace) -> ConditionedBackbone:
     if config.backbone == "vit":
         return build_conditioned_backbone("vit", groups=space.names, image_size=(config.size, config.size))
     return build_conditioned_backbone(
-        "resnet", groups=space.names, widths=config.widths, blocks=config.blocks, num_kernels=config.num_kernels
+        "resnet",
+        groups=space.names,
+        widths=config.widths,
+        blocks=config.blocks,
+        num_kernels=config.num_kernels,
+        film=config.film,
     )
 
 

@@ -94,6 +94,8 @@ class Config:
     widths: tuple[int, ...] = (16, 32, 64)
     blocks: tuple[int, ...] = (1, 1, 1)
     num_kernels: int = 4
+    #: FiLM-conditioned normalisations in the ResNet (``ResNetConfig.film``).
+    film: bool = False
     #: strengths of the groups (see ``instaaug.audio.augment``): the largest time shift (fraction of the clip),
     #: pitch shift (semitones) and gain (dB); each is about the range of the target its group destroys.
     time_shift: float = 0.25
@@ -179,6 +181,7 @@ def _backbone(config: Config, space: InvarianceSpace, inputs: torch.Tensor) -> C
         widths=config.widths,
         blocks=config.blocks,
         num_kernels=config.num_kernels,
+        film=config.film,
         input_mean=float(inputs.mean()),
         input_std=float(inputs.std()),
     )
