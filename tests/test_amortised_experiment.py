@@ -197,3 +197,25 @@ def test_several_seeds_are_whole_runs_summarised_as_mean_and_std(tmp_path):
     table = amortised.summary(written)
     assert f"{task['score_learned']:.3f}±{task['score_learned_std']:.3f}" in table
     assert "±" not in amortised.summary(single)
+
+
+def _without(record, *keys):
+    """A nested record without the given keys anywhere (timings differ from run to run)."""
+    if isinstance(record, dict):
+        return {k: _without(v, *keys) for k, v in record.items() if k not in keys}
+    if isinstance(record, list):
+        return [_without(v, *keys) for v in record]
+    return record
+
+
+@pytest.mark.parametrize("module", [amortised, amortised_audio])
+def test_the_untrained_baseline_is_scored_and_changes_no_other_number(module, tmp_path):
+    task = next(iter(module.TASKS))
+    config = dataclasses.replace(module.Config.quick(), tasks=(task,), task_specific=False, threads=1)
+    runs = {f: module.run(dataclasses.replace(config, untrained=f), tmp_path / str(f)) for f in (True, False)}
+    with_baseline, without = runs[True]["tasks"][task], runs[False]["tasks"][task]
+    assert isinstance(with_baseline["score_untrained"], float) and 0 <= with_baseline["score_untrained"] <= 1
+    assert "score_untrained" not in without
+    timings = ("seconds", "seconds_std", "pretrain_seconds", "pretrain_seconds_std", "score_untrained")
+    assert _without(runs[True]["per_seed"], *timings) == _without(runs[False]["per_seed"], *timings)
+    assert "untr." in module.summary(json.loads((tmp_path / "True" / "metrics.json").read_text())).splitlines()[0]

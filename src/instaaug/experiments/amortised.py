@@ -129,6 +129,10 @@ class Config:
     unconditioned_lr: float = 5e-4
     #: also pre-train one ordinary model per task's corner (``TASK_CORNERS``) for the task-specific comparison.
     task_specific: bool = True
+    #: also read out the untrained network (the initial weights every model of a seed starts from, at i = all
+    #: ones): a random-feature baseline that shows what pre-training adds (``score_untrained``). It is scored after
+    #: every other number, which it leaves unchanged.
+    untrained: bool = True
     #: the probe and every cached-feature readout (``--set probe.KEY=VALUE``); its ``seed`` and ``device`` are the
     #: experiment's own.
     probe: ProbeConfig = field(
@@ -437,6 +441,14 @@ def _seed_job(job: tuple[Config, str, int, str]) -> dict[str, Any]:
         methods[name] = pretrain_record(model, model_space, result, settings.batch_size, time.perf_counter() - t0)
     probe_config = probe_settings(config, s)
     tasks = {t: _probe_task(config, t, space, models, model_corner, splits, probe_config) for t in config.tasks}
+    if config.untrained:
+        torch.manual_seed(s)
+        untrained = _backbone(config, space).eval()
+        ones = torch.ones(space.dim)
+        for t, record in tasks.items():
+            kind, k = TASKS[t]
+            train, val, test = ((splits[p].images, splits[p].target(t)) for p in ("train", "val", "test"))
+            record["score_untrained"] = evaluate_fixed(untrained, ones, train, val, test, kind, k, probe_config)["test"]
     return {"methods": methods, "tasks": tasks}
 
 
@@ -505,26 +517,29 @@ def plot_learned_invariances(tasks: dict[str, dict[str, Any]], groups: tuple[str
 
 def summary(metrics: dict[str, Any]) -> str:
     """A short table: per task the learned i, its score, each corner's, the grid search's, the unconditioned
-    model's and the task-specific one's (mean ± std over the seeds when there are several)."""
+    model's, the task-specific one's and the untrained network's (mean ± std over the seeds when there are
+    several)."""
     tasks = metrics["tasks"]
     first = next(iter(tasks.values()))
     corners = list(first["score_corners"])
     wide = 6 if first.get("seeds", 1) > 1 else 0
     head = f"{'task':9s} {'metric':8s} {'learned i':>17s} {'learned':>{8 + wide}s} "
     head += " ".join(f"{c:>{7 + wide}s}" for c in corners)
-    lines = [head + f" {'grid':>{7 + wide}s} {'uncond.':>{8 + wide}s} {'task-sp.':>{8 + wide}s}"]
+    lines = [head + f" {'grid':>{7 + wide}s} {'uncond.':>{8 + wide}s} {'task-sp.':>{8 + wide}s} {'untr.':>{6 + wide}s}"]
     for name, t in tasks.items():
         i = ",".join(f"{v:.2f}" for v in t["learned_i"].values())
         row = f"{name:9s} {t['metric']:8s} {i:>17s} {score_cell(t, 'score_learned', 8 + wide)} "
         row += " ".join(score_cell(t, "score_corners", 7 + wide, c) for c in corners)
         row += f" {score_cell(t, 'score_grid', 7 + wide)} {score_cell(t, 'score_unconditioned', 8 + wide)} "
-        lines.append(row + score_cell(t, "score_task_specific", 8 + wide))
+        row += f"{score_cell(t, 'score_task_specific', 8 + wide)} {score_cell(t, 'score_untrained', 6 + wide)}"
+        lines.append(row)
     return "\n".join(lines)
 
 
 def score_cell(record: dict[str, Any], key: str, width: int, entry: str | None = None) -> str:
-    """``record[key]`` (or its ``entry``) as 0.123, or 0.123±0.004 over several seeds; — for None; right-aligned."""
-    value, std = record[key], record.get(f"{key}_std")
+    """``record[key]`` (or its ``entry``) as 0.123, or 0.123±0.004 over several seeds; — for None or a key the
+    record lacks (e.g. ``score_untrained`` in runs written before it existed); right-aligned."""
+    value, std = record.get(key), record.get(f"{key}_std")
     if entry is not None:
         value, std = value[entry], std[entry] if isinstance(std, dict) else None
     if value is None:

@@ -112,6 +112,10 @@ class Config:
     ordinary_lr: float = 5e-4
     #: also pre-train one ordinary model per task's corner (``TASK_CORNERS``).
     task_specific: bool = True
+    #: also read out the untrained network (the initial weights every model of a seed starts from, at i = all
+    #: ones): a random-feature baseline that shows what pre-training adds (``score_untrained``). It is scored after
+    #: every other number, which it leaves unchanged.
+    untrained: bool = True
     #: the probe and every cached-feature readout (``--set probe.KEY=VALUE``); its ``seed`` and ``device`` are the
     #: experiment's own.
     probe: ProbeConfig = field(
@@ -251,6 +255,12 @@ def _seed_job(job: tuple[Config, str, int, str]) -> dict[str, Any]:
         methods[name] = pretrain_record(model, model_space, result, settings.batch_size, time.perf_counter() - t0)
     readouts = _Readouts(models, inputs, sounds, probe_settings(config, s))
     tasks = {task: _probe_task(config, task, space, readouts, model_corner) for task in config.tasks}
+    if config.untrained:
+        torch.manual_seed(s)
+        readouts.models["untrained"] = _backbone(config, space, pre_logmel).eval()
+        ones = (1.0,) * space.dim
+        for task, record in tasks.items():
+            record["score_untrained"] = readouts.fixed("untrained", ones, task)["test"]
     return {"methods": methods, "tasks": tasks}
 
 
@@ -330,20 +340,22 @@ def _probe_task(
 
 def summary(metrics: dict[str, Any]) -> str:
     """A short table: per task the learned i and its score, each corner's, the grid search's, the ordinary
-    model's (every augmentation) and the task-specific model's (mean ± std over the seeds when there are several)."""
+    model's (every augmentation), the task-specific model's and the untrained network's (mean ± std over the seeds
+    when there are several)."""
     tasks = metrics["tasks"]
     first = next(iter(tasks.values()))
     corners = list(first["score_corners"])
     wide = 6 if first.get("seeds", 1) > 1 else 0
     head = f"{'task':9s} {'metric':8s} {'learned i':>15s} {'learned':>{8 + wide}s} "
     head += " ".join(f"{c:>{6 + wide}s}" for c in corners)
-    lines = [head + f" {'grid':>{6 + wide}s} {'ordin.':>{6 + wide}s} {'task-sp.':>{8 + wide}s}"]
+    lines = [head + f" {'grid':>{6 + wide}s} {'ordin.':>{6 + wide}s} {'task-sp.':>{8 + wide}s} {'untr.':>{6 + wide}s}"]
     for name, t in tasks.items():
         i = ",".join(f"{v:.2f}" for v in t["learned_i"].values())
         row = f"{name:9s} {t['metric']:8s} {i:>15s} {score_cell(t, 'score_learned', 8 + wide)} "
         row += " ".join(score_cell(t, "score_corners", 6 + wide, c) for c in corners)
         row += f" {score_cell(t, 'score_grid', 6 + wide)} {score_cell(t, 'score_ordinary', 6 + wide)} "
-        lines.append(row + score_cell(t, "score_task_specific", 8 + wide))
+        row += f"{score_cell(t, 'score_task_specific', 8 + wide)} {score_cell(t, 'score_untrained', 6 + wide)}"
+        lines.append(row)
     return "\n".join(lines)
 
 
