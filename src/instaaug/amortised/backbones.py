@@ -198,8 +198,8 @@ class ResNetConfig:
             ``"batch"`` or ``"none"``.
         input_mean, input_std: the fixed input normalisation of the first layer.
         film: follow every normalisation by a per-channel scale and shift linear in i (``ConditionedNorm``):
-            conditioning that can keep or drop a whole feature channel per i, which the kernel mixture alone
-            does poorly (on the audio experiment it kept loudness at the level-off corners; see the README).
+            conditioning that can keep or drop a whole feature channel per i. Off by default: on the audio
+            experiment it helped one seed's loudness and hurt another's (the README has the measurements).
     """
 
     groups: tuple[str, ...] = ("spatial", "appearance")
