@@ -3,6 +3,7 @@ parameter counts, save/load, the deprecated builder name and the README's amorti
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -194,3 +195,14 @@ def test_old_build_backbone_name_still_works_with_a_deprecation_warning():
     new = build_conditioned_backbone("resnet", **options)
     assert type(old) is type(new) is ConditionedResNet
     assert old.state_dict().keys() == new.state_dict().keys()
+
+
+def test_a_backbone_saved_before_the_film_option_loads_unchanged(tmp_path):
+    net = tiny_resnet()
+    net.save(tmp_path / "net")
+    meta = json.loads((tmp_path / "net" / "config.json").read_text())
+    del meta["config"]["film"]  # what an older release wrote
+    (tmp_path / "net" / "config.json").write_text(json.dumps(meta))
+    loaded = load_backbone(tmp_path / "net")
+    x = structured_images(2, 3, 8)
+    assert loaded.config.film is False and torch.equal(loaded(x, [0.2, 0.8]), net.eval()(x, [0.2, 0.8]))
